@@ -1,0 +1,3 @@
+from slapgrid.cli.main import main
+
+main()

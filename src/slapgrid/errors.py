@@ -1,0 +1,19 @@
+"""Errors a user can cause. The CLI turns each into one line on stderr and an exit code."""
+
+
+class SlapgridError(Exception):
+    """Base of every error slapgrid reports to its user without a traceback."""
+
+    exit_code = 1
+
+
+class ConfigError(SlapgridError):
+    """The configuration (file, flags or environment) is unusable; names the option."""
+
+    exit_code = 2
+
+
+class LockedError(SlapgridError):
+    """Another run holds the lock for the same work."""
+
+    exit_code = 10

@@ -1,0 +1,1 @@
+"""The embedded SLAP master: storage over SQL and an HTTP app speaking the SLAP protocol."""

@@ -1,0 +1,249 @@
+"""The node's configuration: the `[slapos]` section of slapos.cfg, overridden by flags.
+
+Reading is strict where the reference is sloppy: numbers become numbers, booleans must be
+booleans, and every problem names the option it comes from (a `ConfigError`, exit 2).
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slapgrid.errors import ConfigError
+
+ENV_VAR = "SLAPOS_CONFIGURATION"
+DEFAULT_LOCATIONS = (Path("/etc/opt/slapos/slapos.cfg"), Path("~/.slapos/slapos.cfg"))
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)i?B?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def find_config_file(explicit: str | os.PathLike[str] | None) -> Path | None:
+    """The file to read: the flag, else $SLAPOS_CONFIGURATION, else the first default found."""
+    if explicit:
+        return Path(explicit).expanduser()
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR]).expanduser()
+    for candidate in DEFAULT_LOCATIONS:
+        path = candidate.expanduser()
+        if path.is_file():
+            return path
+    return None
+
+
+def read_config_file(path: Path) -> configparser.ConfigParser:
+    """Parse slapos.cfg as the reference does (interpolation on), with one-line errors."""
+    parser = configparser.ConfigParser(interpolation=configparser.BasicInterpolation())
+    try:
+        with path.open(encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file does not exist: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read configuration file {path}: {exc}") from None
+    except configparser.Error as exc:
+        first_line = str(exc).splitlines()[0]
+        raise ConfigError(f"cannot parse configuration file {path}: {first_line}") from None
+    return parser
+
+
+def section(parser: configparser.ConfigParser | None, name: str) -> dict[str, str]:
+    """One section as a plain dict (empty if absent); interpolation errors name the key."""
+    if parser is None or not parser.has_section(name):
+        return {}
+    values = {}
+    for key in parser.options(name):
+        try:
+            values[key] = parser.get(name, key)
+        except configparser.Error as exc:
+            raise ConfigError(f"[{name}] {key}: {str(exc).splitlines()[0]}") from None
+    return values
+
+
+def parse_bool(value: str | bool, option: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ConfigError(f"option '{option}' must be true or false, not {value!r}")
+
+
+def parse_int(value: str | int, option: str) -> int:
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"option '{option}' must be a whole number, not {value!r}") from None
+
+
+def parse_float(value: str | float, option: str) -> float:
+    try:
+        return float(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"option '{option}' must be a number, not {value!r}") from None
+
+
+def parse_size(value: str | int, option: str) -> int:
+    """`1000M`, `2G`, `512k`, `1048576` → bytes (binary units, as the reference's human2bytes)."""
+    if isinstance(value, int):
+        return value
+    match = _SIZE.match(value)
+    if not match:
+        raise ConfigError(f"option '{option}' must be a size such as 1000M or 2G, not {value!r}")
+    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+
+
+def parse_lines(value: str) -> list[str]:
+    return [line.strip() for line in value.splitlines() if line.strip()]
+
+
+def _option(values: Mapping[str, Any], *names: str) -> Any:
+    """The first of several spellings present (`partition_timeout` / `partition-timeout`)."""
+    for name in names:
+        if values.get(name) not in (None, ""):
+            return values[name]
+    return None
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything the node agent reads from `[slapos]` (and `[networkcache]`), typed."""
+
+    master_url: str
+    computer_id: str
+    instance_root: Path
+    software_root: Path
+    key_file: Path | None = None
+    cert_file: Path | None = None
+    master_ca_file: Path | None = None
+    certificate_repository_path: Path | None = None
+    buildout: str | None = None
+    buildout_debug: bool = False
+    software_min_free_space: int = 1000 << 20
+    instance_min_free_space: int = 1000 << 20
+    maximum_periodicity: int = 86400
+    maximal_delay: int = 0
+    partition_timeout: float | None = None
+    promise_timeout: float = 20.0
+    root_check: bool = False
+    forbid_supervisord_automatic_launch: bool = False
+    shared_part_list: tuple[str, ...] = ()
+    build_time_part_list: tuple[str, ...] = ()
+    instance_storage_home: str = ""
+    ipv4_global_network: str = ""
+    jobs: int = 0
+    source: Path | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def parallel_jobs(self) -> int:
+        """`jobs`, or the core count when unset: builds and deployments are subprocess-bound."""
+        return self.jobs if self.jobs > 0 else max(os.cpu_count() or 1, 1)
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the agent keeps its own files (locks, plan, status) under the instance root."""
+        return self.instance_root / ".slapgrid"
+
+
+REQUIRED = ("master_url", "computer_id", "instance_root", "software_root")
+
+
+def load_node_config(
+    path: Path | None,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    check_paths: bool = True,
+) -> NodeConfig:
+    """Merge `[slapos]`, `[networkcache]` and the flags (flags win), then validate.
+
+    `overrides` holds the command-line values; `None` means "not given".
+    """
+    parser = read_config_file(path) if path is not None else None
+    values: dict[str, Any] = {**section(parser, "slapos"), **section(parser, "networkcache")}
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key] = value
+
+    missing = [name for name in REQUIRED if values.get(name) in (None, "")]
+    if missing:
+        where = f" in [slapos] of {path}" if path else ""
+        flags = ", ".join("--" + name.replace("_", "-") for name in missing)
+        raise ConfigError(f"missing mandatory option(s){where}: {', '.join(missing)} ({flags})")
+
+    def optional_path(name: str) -> Path | None:
+        value = values.get(name)
+        return Path(value).expanduser() if value not in (None, "") else None
+
+    timeout = _option(values, "partition_timeout", "partition-timeout")
+    config = NodeConfig(
+        master_url=str(values["master_url"]).strip(),
+        computer_id=str(values["computer_id"]).strip(),
+        instance_root=Path(values["instance_root"]).expanduser(),
+        software_root=Path(values["software_root"]).expanduser(),
+        key_file=optional_path("key_file"),
+        cert_file=optional_path("cert_file"),
+        master_ca_file=optional_path("master_ca_file"),
+        certificate_repository_path=optional_path("certificate_repository_path"),
+        buildout=values.get("buildout") or None,
+        buildout_debug=parse_bool(values.get("buildout_debug", False), "buildout_debug"),
+        software_min_free_space=parse_size(
+            values.get("software_min_free_space", "1000M"), "software_min_free_space"
+        ),
+        instance_min_free_space=parse_size(
+            values.get("instance_min_free_space", "1000M"), "instance_min_free_space"
+        ),
+        maximum_periodicity=parse_int(
+            values.get("maximum_periodicity", 86400), "maximum_periodicity"
+        ),
+        maximal_delay=parse_int(values.get("maximal_delay", 0), "maximal_delay"),
+        partition_timeout=(
+            parse_float(timeout, "partition_timeout") if timeout is not None else None
+        ),
+        promise_timeout=parse_float(values.get("promise_timeout", 20), "promise_timeout"),
+        root_check=parse_bool(values.get("root_check", False), "root_check"),
+        forbid_supervisord_automatic_launch=parse_bool(
+            values.get("forbid_supervisord_automatic_launch", False),
+            "forbid_supervisord_automatic_launch",
+        ),
+        shared_part_list=tuple(parse_lines(values.get("shared_part_list", ""))),
+        build_time_part_list=tuple(parse_lines(values.get("build_time_part_list", ""))),
+        instance_storage_home=values.get("instance_storage_home", ""),
+        ipv4_global_network=values.get("ipv4_global_network", ""),
+        jobs=parse_int(values.get("jobs", 0), "jobs"),
+        source=path,
+        extra={k: str(v) for k, v in values.items() if isinstance(v, str)},
+    )
+    if check_paths:
+        check_node_paths(config)
+    return config
+
+
+def check_node_paths(config: NodeConfig) -> None:
+    """Fail early, naming the option, on files and directories that must exist."""
+    for name in ("instance_root", "software_root"):
+        directory = getattr(config, name)
+        if not directory.is_dir():
+            raise ConfigError(f"option '{name}': directory {directory} does not exist")
+    if (config.key_file is None) != (config.cert_file is None):
+        raise ConfigError("options 'key_file' and 'cert_file' must be given together")
+    for name in ("key_file", "cert_file", "master_ca_file"):
+        file = getattr(config, name)
+        if file is not None and not file.is_file():
+            raise ConfigError(f"option '{name}': file {file} does not exist")
+    repository = config.certificate_repository_path
+    if repository is not None and not repository.is_dir():
+        raise ConfigError(
+            f"option 'certificate_repository_path': directory {repository} does not exist"
+        )
+    if config.root_check and os.geteuid() != 0:
+        raise ConfigError("this command must be run as root (or set root_check = false)")

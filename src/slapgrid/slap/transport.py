@@ -1,0 +1,164 @@
+"""HTTP for the SLAP protocol: URL joining, TLS, timeouts, size bounds, status → errors.
+
+GET carries its parameters in the query string, POST in a form body, both to
+`<master_url>/<method>`. Unlike the reference, the master's certificate is verified when
+`ca_file` is given, and a connection that never got through is retried with back-off
+(nothing was sent, so this is always safe).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import ssl
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import httpx
+
+from slapgrid import __version__
+from slapgrid.slap.errors import (
+    SERVER_ERROR_STATUSES,
+    ConnectionError,
+    HTTPStatusError,
+    NotFoundError,
+    ProtocolError,
+    ResourceNotReady,
+    ServerError,
+    SlapError,
+)
+
+MAX_RESPONSE_BYTES = 64 << 20
+CONNECT_RETRIES = 2
+CONNECT_BACKOFF = 0.5
+
+
+def normalise_master_url(url: str) -> str:
+    """Bracket a bare IPv6 host and end with `/`, so `urljoin` keeps any path prefix."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SlapError(f"master URL must be http(s)://host[:port][/path], not {url!r}")
+    netloc = parts.netloc
+    if "[" not in netloc and netloc.count(":") > 1:
+        netloc = _bracket_ipv6(netloc)
+    path = parts.path if parts.path.endswith("/") else parts.path + "/"
+    return urlunsplit((parts.scheme, netloc, path, "", ""))
+
+
+def _bracket_ipv6(netloc: str) -> str:
+    """`fe80::1` → `[fe80::1]`; a trailing chunk that breaks the address is the port."""
+    userinfo, _, host = netloc.rpartition("@")
+    prefix = f"{userinfo}@" if userinfo else ""
+    for address, port in ((host, ""), tuple(host.rsplit(":", 1))):
+        try:
+            ipaddress.IPv6Address(address)
+        except ValueError:
+            continue
+        return f"{prefix}[{address}]" + (f":{port}" if port else "")
+    return netloc
+
+
+def _error_for(status: int, url: str, body: bytes) -> SlapError:
+    detail = body[:200].decode("utf-8", "replace").strip().splitlines()
+    message = f"{status} from {url}" + (f": {detail[0]}" if detail else "")
+    if status == 404:
+        return NotFoundError(status, message)
+    if status == 408:
+        return ResourceNotReady(status, message)
+    if status in SERVER_ERROR_STATUSES:
+        return ServerError(status, message)
+    return HTTPStatusError(status, message)
+
+
+class Transport:
+    """One HTTP connection pool to one master, with the node's (or partition's) identity."""
+
+    def __init__(
+        self,
+        master_url: str,
+        *,
+        key_file: Path | str | None = None,
+        cert_file: Path | str | None = None,
+        ca_file: Path | str | None = None,
+        timeout: float = 60.0,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+    ) -> None:
+        self.base_url = normalise_master_url(master_url)
+        self.max_response_bytes = max_response_bytes
+        https = self.base_url.startswith("https:")
+        verify: ssl.SSLContext | bool = False
+        if https and ca_file:
+            verify = ssl.create_default_context(cafile=str(ca_file))
+        elif https:
+            verify = ssl.create_default_context()
+            verify.check_hostname = False
+            verify.verify_mode = ssl.CERT_NONE
+        if https and cert_file:
+            assert isinstance(verify, ssl.SSLContext)
+            try:
+                verify.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
+            except (OSError, ssl.SSLError) as exc:
+                raise SlapError(f"cannot load client certificate {cert_file}: {exc}") from None
+        self._client = httpx.Client(
+            verify=verify,
+            timeout=httpx.Timeout(timeout),
+            headers={"User-Agent": f"slapgrid/{__version__}", "Accept": "*/*"},
+            follow_redirects=True,
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def url(self, method: str) -> str:
+        return urljoin(self.base_url, method.lstrip("/"))
+
+    def get(self, method: str, params: Mapping[str, str | None] | None = None) -> bytes:
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        return self._send("GET", method, params=query)
+
+    def post(
+        self,
+        method: str,
+        data: Mapping[str, str | None],
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> bytes:
+        # the reference sends None as the literal "None", and masters expect it
+        form = {k: "None" if v is None else str(v) for k, v in data.items()}
+        return self._send("POST", method, data=form, headers=headers)
+
+    def _send(self, verb: str, method: str, **kwargs: object) -> bytes:
+        url = self.url(method)
+        for attempt in range(CONNECT_RETRIES + 1):
+            try:
+                return self._receive(url, self._client.build_request(verb, url, **kwargs))
+            except httpx.ConnectError as exc:
+                if attempt == CONNECT_RETRIES:
+                    raise ConnectionError(f"cannot connect to {url}: {exc}") from None
+                time.sleep(CONNECT_BACKOFF * 2**attempt)
+            except httpx.TimeoutException:
+                raise ConnectionError(f"timed out talking to {url}") from None
+            except httpx.HTTPError as exc:
+                raise ConnectionError(f"cannot talk to {url}: {exc}") from None
+        raise AssertionError("unreachable")
+
+    def _receive(self, url: str, request: httpx.Request) -> bytes:
+        response = self._client.send(request, stream=True)
+        try:
+            too_big = ProtocolError(f"answer of {url} exceeds {self.max_response_bytes} bytes")
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > self.max_response_bytes:
+                raise too_big
+            chunks, size = [], 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > self.max_response_bytes:
+                    raise too_big
+                chunks.append(chunk)
+        finally:
+            response.close()
+        body = b"".join(chunks)
+        if response.status_code >= 400:
+            raise _error_for(response.status_code, url, body)
+        return body
