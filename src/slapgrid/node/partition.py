@@ -1,0 +1,162 @@
+"""A computer partition on disk: its paths, what it holds, and the buildout.cfg it runs.
+
+The generated profile is the SR's instance profile plus a tail that tells the instance who
+and where it is (`[slap-connection]`, and `[slap_connection]` for old recipes), exactly the
+sections the reference writes, so existing Software Releases run unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from slapgrid.node import safety
+from slapgrid.node.config import NodeConfig
+from slapgrid.node.files import atomic_write, read_text
+from slapgrid.node.planner import PartitionObservation
+from slapgrid.slap.documents import ComputerPartition
+
+INSTANCE_PROFILES = ("instance.cfg", "template.cfg")
+
+
+@dataclass(frozen=True)
+class PartitionPaths:
+    root: Path
+
+    @property
+    def timestamp(self) -> Path:
+        return self.root / ".timestamp"
+
+    @property
+    def agent_dir(self) -> Path:
+        return self.root / ".slapgrid"
+
+    @property
+    def log(self) -> Path:
+        return self.agent_dir / "log" / "instance.log"
+
+    @property
+    def buildout_cfg(self) -> Path:
+        return self.root / "buildout.cfg"
+
+    @property
+    def software_link(self) -> Path:
+        return self.root / "software_release"
+
+    def error_log(self, partition_id: str) -> Path:
+        return self.root / f".slapgrid-{partition_id}-error.log"
+
+
+def partition_paths(config: NodeConfig, partition_id: str) -> PartitionPaths:
+    return PartitionPaths(safety.inside(config.instance_root, safety.partition_id(partition_id)))
+
+
+def software_path(config: NodeConfig, url: str) -> Path:
+    return config.software_root / safety.software_hash(safety.software_release_url(url))
+
+
+def software_periodicity(software: Path) -> int | None:
+    """The SR's own `periodicity` file overrides `maximum_periodicity` for its partitions."""
+    text = read_text(software / "periodicity")
+    try:
+        return int(text.strip()) if text else None
+    except ValueError:
+        return None
+
+
+def observe(config: NodeConfig, partition: ComputerPartition) -> PartitionObservation:
+    """What is on disk for this partition, as the planner needs it."""
+    paths = partition_paths(config, partition.partition_id)
+    if not paths.root.is_dir():
+        return PartitionObservation(exists=False)
+    if partition.is_free:
+        names = {entry.name for entry in os.scandir(paths.root)}
+        leftovers = bool(names & {".timestamp", ".slapgrid"})
+        return PartitionObservation(exists=True, leftovers=leftovers)
+    url = partition.software_release_url
+    software = software_path(config, url) if url else None
+    try:
+        deployed_at: float | None = paths.timestamp.stat().st_mtime
+    except FileNotFoundError:
+        deployed_at = None
+    timestamp = read_text(paths.timestamp)
+    return PartitionObservation(
+        exists=True,
+        deployed_timestamp=timestamp.strip() if timestamp else None,
+        deployed_at=deployed_at,
+        software_built=bool(software and (software / ".completed").exists()),
+        periodicity=software_periodicity(software) if software else None,
+    )
+
+
+def instance_profile(software: Path) -> Path | None:
+    for name in INSTANCE_PROFILES:
+        candidate = software / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _lines(name: str, values: tuple[str, ...]) -> str:
+    return "".join(f"\n  {safety.buildout_value(name, value)}" for value in values)
+
+
+def render_buildout(
+    config: NodeConfig,
+    partition: ComputerPartition,
+    template: str,
+    *,
+    key_file: Path | None,
+    cert_file: Path | None,
+) -> str:
+    """The instance profile followed by the sections describing this partition."""
+    url = safety.software_release_url(partition.software_release_url or "")
+    values = {
+        "computer-id": partition.computer_id,
+        "partition-id": safety.partition_id(partition.partition_id),
+        "server-url": config.master_url,
+        "software-release-url": url,
+        "key-file": str(key_file or ""),
+        "cert-file": str(cert_file or ""),
+    }
+    safe = {name: safety.buildout_value(name, value) for name, value in values.items()}
+    state = safety.buildout_value("requested-state", partition.requested_state)
+    connection = "".join(f"{name} = {value}\n" for name, value in safe.items())
+    legacy = "".join(f"{name.replace('-', '_')} = {value}\n" for name, value in safe.items())
+    return (
+        f"{template.rstrip()}\n\n"
+        "[buildout]\n"
+        "bin-directory = ${buildout:directory}/sbin\n"
+        "offline = true\n\n"
+        "[slap-connection]\n"
+        f"{connection}"
+        f"shared-part-list ={_lines('shared_part_list', config.shared_part_list)}\n"
+        f"build-time-part-list ={_lines('build_time_part_list', config.build_time_part_list)}\n"
+        f"requested-state = {state}\n\n"
+        "[slap_connection]\n"
+        "# kept for old recipes\n"
+        f"{legacy}\n"
+        "[storage-configuration]\n"
+        f"storage-home = {safety.buildout_value('storage-home', config.instance_storage_home)}\n\n"
+        "[network-information]\n"
+        "global-ipv4-network = "
+        f"{safety.buildout_value('ipv4_global_network', config.ipv4_global_network)}\n"
+    )
+
+
+def write_certificate(
+    repository: Path, partition_id: str, certificate: str, key: str, owner: tuple[int, int]
+) -> tuple[Path, Path]:
+    """Partition certificate and key, 0400, owned by the partition user, rewritten on change."""
+    written = []
+    for suffix, content in ((".crt", certificate), (".key", key)):
+        path = safety.inside(repository, safety.partition_id(partition_id) + suffix)
+        if read_text(path) != content:
+            if path.exists():
+                path.chmod(0o600)
+            atomic_write(path, content, 0o400)
+            if os.geteuid() == 0:
+                os.chown(path, *owner)
+        written.append(path)
+    return written[0], written[1]
