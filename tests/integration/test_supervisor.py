@@ -1,0 +1,225 @@
+"""The node supervisord for real: launch, groups, reload, restarts, offline start, supervisorctl."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from slapgrid.node.supervisor import ReloadSummary, Supervisor, SupervisorError
+
+pytestmark = pytest.mark.integration
+
+SERVICE = "#!/bin/sh\necho started as $(id -u) HOME=$HOME USER=$USER\nexec sleep 300\n"
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def script(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture
+def instance_root() -> Iterator[Path]:
+    """A short path (unix socket names are limited) others may traverse (user= tests)."""
+    root = Path(tempfile.mkdtemp(prefix="sv", dir="/tmp"))
+    root.chmod(0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def supervisor(instance_root: Path) -> Iterator[Supervisor]:
+    sv = Supervisor(instance_root)
+    sv.ensure_config("http://127.0.0.1:9", "COMP-TEST")
+    try:
+        yield sv
+    finally:
+        sv.shutdown()
+    assert not sv.is_running()
+
+
+@pytest.fixture
+def partition(instance_root: Path) -> Path:
+    path = instance_root / "slappart0"
+    script(path / "etc/service/web", SERVICE)
+    script(path / "etc/run/once", "#!/bin/sh\necho ran > ran.txt\n")
+    return path
+
+
+def states(sv: Supervisor, pid: str) -> dict[str, str]:
+    return {info.name: info.state for info in sv.process_info(pid)}
+
+
+def running_pid(sv: Supervisor, pid: str, name: str, not_pid: int = 0) -> int:
+    """The pid of a RUNNING process (other than `not_pid`), waiting for it."""
+
+    def find() -> int:
+        infos = sv.process_info(pid)
+        return next((i.pid for i in infos if i.name == name and i.state == "RUNNING"), 0)
+
+    return int(wait_for(lambda: find() not in (0, not_pid) and find()))
+
+
+def test_launch_is_fast_and_idempotent(supervisor: Supervisor) -> None:
+    started = time.monotonic()
+    supervisor.ensure_running()
+    elapsed = time.monotonic() - started
+    daemon = psutil.Process(supervisor._call("getPID"))
+    supervisor.ensure_running()
+    assert supervisor._call("getPID") == daemon.pid  # no second daemon
+    assert (supervisor.socket_path.stat().st_mode & 0o777) == 0o700
+    assert set(daemon.environ()) == {"PATH"}  # a scrubbed environment
+    wait_for(lambda: states(supervisor, "watchdog") == {"watchdog": "RUNNING"})
+    assert elapsed < 5, f"supervisord took {elapsed:.2f} s to start"
+    print(f"supervisord start: {elapsed:.3f} s")
+
+
+def test_start_then_stop_partition(supervisor: Supervisor, partition: Path) -> None:
+    supervisor.ensure_running()
+    assert supervisor.write_partition("slappart0", partition)
+    assert supervisor.reload() == ReloadSummary(added=("slappart0",))
+    assert states(supervisor, "slappart0") == {"once": "STOPPED", "web-on-watch": "STOPPED"}
+
+    supervisor.start_partition("slappart0")
+    service = psutil.Process(running_pid(supervisor, "slappart0", "web-on-watch"))
+    wait_for(lambda: states(supervisor, "slappart0")["once"] == "EXITED")
+    assert (partition / "ran.txt").read_text() == "ran\n"
+    assert service.cwd() == str(partition)
+    me = pwd.getpwuid(os.geteuid())
+    log = wait_for(lambda: (partition / ".slappart0_web.log").read_text())
+    assert f"started as {me.pw_uid} HOME={me.pw_dir} USER={me.pw_name}" in log
+
+    supervisor.stop_partition("slappart0")
+    assert not supervisor.partition_conf("slappart0").exists()
+    assert supervisor.process_info("slappart0") == []
+    wait_for(lambda: not service.is_running(), timeout=5)
+    supervisor.start_partition("slappart0")  # unknown group: nothing to start, no error
+
+
+def test_service_is_restarted_run_script_is_not(supervisor: Supervisor, partition: Path) -> None:
+    script(partition / "etc/run/once", "#!/bin/sh\nsleep 0.2\n")
+    supervisor.write_partition("slappart0", partition)
+    supervisor.ensure_running()
+    supervisor.start_partition("slappart0")
+    first = running_pid(supervisor, "slappart0", "web-on-watch")
+    os.kill(first, signal.SIGKILL)
+    second = running_pid(supervisor, "slappart0", "web-on-watch", not_pid=first)
+    assert psutil.Process(second).cwd() == str(partition)
+    wait_for(lambda: states(supervisor, "slappart0")["once"] == "EXITED")
+    time.sleep(1.0)
+    assert states(supervisor, "slappart0")["once"] == "EXITED"  # run scripts stay down
+
+
+def test_reload_applies_changes_only(supervisor: Supervisor, partition: Path) -> None:
+    supervisor.write_partition("slappart0", partition)
+    supervisor.ensure_running()  # a fresh daemon reads the file itself
+    assert supervisor.reload() == ReloadSummary()
+    supervisor.start_partition("slappart0")
+    old = psutil.Process(running_pid(supervisor, "slappart0", "web-on-watch"))
+
+    assert not supervisor.write_partition("slappart0", partition)
+    script(partition / "etc/service/api", SERVICE)
+    assert supervisor.write_partition("slappart0", partition)
+    assert supervisor.reload() == ReloadSummary(changed=("slappart0",))
+    assert not old.is_running()  # a changed group is stopped and re-added, not started
+    assert states(supervisor, "slappart0") == {
+        "api-on-watch": "STOPPED",
+        "once": "STOPPED",
+        "web-on-watch": "STOPPED",
+    }
+    supervisor.start_partition("slappart0")
+    running_pid(supervisor, "slappart0", "api-on-watch")
+    running_pid(supervisor, "slappart0", "web-on-watch")
+
+
+def test_start_all_after_a_fresh_supervisord(supervisor: Supervisor, partition: Path) -> None:
+    other = partition.parent / "slappart1"
+    script(other / "etc/service/db", SERVICE)
+    supervisor.write_partition("slappart0", partition)
+    supervisor.write_partition("slappart1", other)
+    supervisor.ensure_running()
+    supervisor.start_partition("slappart0")
+    running_pid(supervisor, "slappart0", "web-on-watch")
+
+    supervisor.shutdown()  # a reboot: programs are autostart=false
+    supervisor.ensure_running()
+    assert states(supervisor, "slappart1") == {"db-on-watch": "STOPPED"}
+    supervisor.start_all()
+    running_pid(supervisor, "slappart0", "web-on-watch")
+    running_pid(supervisor, "slappart1", "db-on-watch")
+
+
+def test_supervisorctl_passthrough(supervisor: Supervisor, partition: Path, capfd) -> None:
+    supervisor.write_partition("slappart0", partition)
+    supervisor.ensure_running()
+    supervisor.start_partition("slappart0")
+    running_pid(supervisor, "slappart0", "web-on-watch")
+    assert supervisor.supervisorctl(["status", "slappart0:web-on-watch"]) == 0
+    assert "slappart0:web-on-watch" in capfd.readouterr().out
+    assert supervisor.supervisorctl(["stop", "slappart0:web-on-watch"]) == 0
+    assert states(supervisor, "slappart0")["web-on-watch"] == "STOPPED"
+    assert supervisor.supervisorctl(["status", "nosuch:thing"]) != 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root switches users")
+def test_programs_run_as_the_partition_owner(supervisor: Supervisor, partition: Path) -> None:
+    nobody = pwd.getpwnam("nobody")
+    partition.chmod(0o750)
+    for path in (partition, *partition.rglob("*")):
+        os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    supervisor.write_partition("slappart0", partition)
+    assert "user = nobody" in supervisor.partition_conf("slappart0").read_text()
+    supervisor.ensure_running()
+    supervisor.start_partition("slappart0")
+    service = psutil.Process(running_pid(supervisor, "slappart0", "web-on-watch"))
+    assert service.uids().real == nobody.pw_uid
+    log = wait_for(lambda: (partition / ".slappart0_web.log").read_text())
+    assert f"started as {nobody.pw_uid} HOME={nobody.pw_dir} USER=nobody" in log
+
+
+def test_crashed_daemon_and_stopped_watchdog_are_replaced(supervisor: Supervisor) -> None:
+    supervisor.ensure_running()
+    wait_for(lambda: states(supervisor, "watchdog") == {"watchdog": "RUNNING"})
+    supervisor._call("stopProcess", "watchdog:watchdog")
+    supervisor.ensure_running()
+    wait_for(lambda: states(supervisor, "watchdog") == {"watchdog": "RUNNING"})
+
+    crashed = psutil.Process(supervisor._call("getPID"))
+    crashed.kill()
+    crashed.wait(5)
+    assert supervisor.socket_path.exists()  # stale
+    assert supervisor.state() is None
+    supervisor.ensure_running()
+    assert supervisor._call("getPID") != crashed.pid
+
+
+def test_launch_failure_is_one_clear_error(instance_root: Path) -> None:
+    sv = Supervisor(instance_root)
+    with pytest.raises(SupervisorError, match="does not exist"):
+        sv.ensure_running()
+    sv.ensure_config("http://127.0.0.1:9", "COMP-TEST")
+    sv.conf_path.write_text("[supervisord]\nloglevel = shouting\n")
+    with pytest.raises(SupervisorError, match="failed to launch supervisord"):
+        sv.ensure_running()
+    with pytest.raises(SupervisorError, match="not reachable"):
+        sv.reload()
