@@ -125,7 +125,15 @@ def test_partition_conf_runs_once_services_restart(supervisor: Supervisor) -> No
         assert program.uid is None  # the owner is the agent itself: no user=
     assert service.stdout_logfile == str(partition / ".slappart0_web.log")
     me = pwd.getpwuid(os.geteuid())
+    digest = service.environment.pop("SLAPGRID_PROGRAM_DIGEST")
     assert service.environment == {"USER": me.pw_name, "LOGNAME": me.pw_name, "HOME": me.pw_dir}
+    # a changed script is a changed program, which supervisord restarts on reload
+    (partition / "etc/service/web").write_text("#!/bin/sh\nexec sleep 99\n")
+    assert supervisor.write_partition("slappart0", partition, owner_uid=os.geteuid())
+    groups = {group.name: group for group in parse(supervisor.conf_path).process_group_configs}
+    changed = {program.name: program for program in groups["slappart0"].process_configs}
+    assert changed["web-on-watch"].environment["SLAPGRID_PROGRAM_DIGEST"] != digest
+    assert changed["a-run"].environment == programs["a-run"].environment
 
 
 def test_partition_conf_rewritten_only_on_change_and_removed_without_programs(
@@ -160,10 +168,10 @@ def test_partition_programs_sorted_run_first_and_unusable_names_skipped(tmp_path
     partition = make_partition(
         tmp_path, "p", runs=["z", "a", "bad name", "x:y"], services=["a", "s", "50%"]
     )
-    assert partition_programs(partition) == [
-        Program("a", partition / "etc/run/a", service=False),
-        Program("z", partition / "etc/run/z", service=False),
-        Program("s", partition / "etc/service/s", service=True),
+    assert [(p.name, p.command, p.service) for p in partition_programs(partition)] == [
+        ("a", partition / "etc/run/a", False),
+        ("z", partition / "etc/run/z", False),
+        ("s", partition / "etc/service/s", True),
     ]
     assert partition_programs(tmp_path / "missing") == []
 

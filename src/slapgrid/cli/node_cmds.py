@@ -9,7 +9,13 @@ from typing import Any
 
 import click
 
+from slapgrid.cli import render
+from slapgrid.node import instance, software, status
 from slapgrid.node.config import NodeConfig, find_config_file, load_node_config
+from slapgrid.node.format import run_format
+from slapgrid.node.report import run_report
+from slapgrid.node.state import StateStore
+from slapgrid.slap.client import SlapClient
 
 NOT_YET = 2
 
@@ -99,33 +105,100 @@ def node_command_body(function: Callable[..., int]) -> Callable[..., None]:
     return wrapper
 
 
+def make_client(config: NodeConfig) -> SlapClient:
+    """The node's client: computer certificate and CA from the configuration."""
+    return SlapClient(
+        config.master_url,
+        config.computer_id,
+        key_file=config.key_file,
+        cert_file=config.cert_file,
+        ca_file=config.master_ca_file,
+    )
+
+
+def _split(value: str | None) -> frozenset[str]:
+    return frozenset(item.strip() for item in (value or "").split(",") if item.strip())
+
+
 def _not_yet(what: str) -> int:
     click.echo(f"slapgrid: {what} is not implemented yet", err=True)
     return NOT_YET
 
 
 def run_all(context: NodeContext) -> int:
-    """The classic one-shot run: software, then instance, then report; the worst code wins."""
-    context.config()
-    return _not_yet("the software/instance/report run")
+    """The classic one-shot run: software, then instance, then report.
+
+    Each phase runs even if the one before failed (a partition of a built SR can still be
+    deployed); the exit code is the first non-zero one.
+    """
+    config = context.config()
+    with make_client(config) as client:
+        codes = [
+            software.run_software(config, client),
+            instance.run_instance(config, client),
+            run_report(config, client),
+        ]
+    return next((code for code in codes if code), 0)
 
 
 @click.command("software")
 @node_options
+@click.option("--force", "--all", "force", is_flag=True, help="Rebuild even built software.")
+@click.option("--only-sr", "--only", "only", help="Comma-separated URLs or MD5s to process.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan as JSON.")
 @node_command_body
-def software_command(context: NodeContext, flags: dict[str, Any]) -> int:
+def software_command(
+    context: NodeContext,
+    flags: dict[str, Any],
+    force: bool,
+    only: str | None,
+    dry_run: bool,
+    as_json: bool,
+) -> int:
     """Build the Software Releases the master wants here, remove the unwanted ones."""
-    context.config(flags)
-    return _not_yet("software")
+    config = context.config(flags)
+    with make_client(config) as client:
+        if dry_run:
+            render.plan(
+                software.plan(config, client.computer(), force=force, only_sr=_split(only)),
+                as_json=as_json,
+            )
+            return 0
+        return software.run_software(config, client, only_sr=_split(only), force=force)
 
 
 @click.command("instance")
 @node_options
+@click.option("--force", is_flag=True, help="Deploy every partition, even if up to date.")
+@click.option("--only-cp", "--only", "only", help="Comma-separated partition ids to process.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan as JSON.")
+@click.option("--time-budget", type=float, help="Start no new work after this many seconds.")
 @node_command_body
-def instance_command(context: NodeContext, flags: dict[str, Any]) -> int:
+def instance_command(
+    context: NodeContext,
+    flags: dict[str, Any],
+    force: bool,
+    only: str | None,
+    dry_run: bool,
+    as_json: bool,
+    time_budget: float | None,
+) -> int:
     """Deploy, start and stop the Computer Partitions as the master requests."""
-    context.config(flags)
-    return _not_yet("instance")
+    config = context.config(flags)
+    only_ids = _split(only)
+    with make_client(config) as client:
+        if dry_run:
+            computer = client.computer()
+            actions = instance.plan(
+                config, computer, StateStore(config.instance_root), force=force, only=only_ids
+            )
+            render.plan(actions, as_json=as_json)
+            return 0
+        return instance.run_instance(
+            config, client, force=force, only=only_ids, time_budget=time_budget
+        )
 
 
 @click.command("report")
@@ -133,17 +206,51 @@ def instance_command(context: NodeContext, flags: dict[str, Any]) -> int:
 @node_command_body
 def report_command(context: NodeContext, flags: dict[str, Any]) -> int:
     """Send usage reports and wipe destroyed partitions."""
-    context.config(flags)
-    return _not_yet("report")
+    config = context.config(flags)
+    with make_client(config) as client:
+        return run_report(config, client)
+
+
+_FORMAT_OPTIONS = [
+    click.option("--partition-amount", type=click.IntRange(min=0), help="Number of partitions."),
+    click.option("--partition-base-name", help="Partition directory prefix [slappart]."),
+    click.option("--user-base-name", help="Partition user prefix, as root [slapuser]."),
+    click.option("--tap-base-name", help="Tap interface prefix [slaptap]."),
+    click.option("--software-user", help="Owner of the software root, as root [slapsoft]."),
+    click.option("--interface-name", help="Interface receiving partition IPv4 addresses."),
+    click.option("--ipv6-interface", help="Interface providing the IPv6 prefix."),
+    click.option("--ipv4-local-network", help="Network of partition IPv4s [127.1.0.0/16]."),
+    click.option("--ipv6-prefix", help="IPv6 prefix for partitions [derived fd00::/64]."),
+    click.option("--ipv6-prefixshift", type=int, help="Bits of each partition's IPv6 range."),
+    click.option("--alter-user/--no-alter-user", default=None, help="Create users [as root]."),
+    click.option(
+        "--alter-network/--no-alter-network",
+        default=None,
+        help="Configure addresses on the host [off].",
+    ),
+    click.option("--create-tap/--no-create-tap", default=None, help="One tap per partition."),
+    click.option("--computer-json", type=_PATH, help="Where to save the computer definition."),
+]
+
+
+def format_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(_FORMAT_OPTIONS):
+        command = option(command)
+    return command
 
 
 @click.command("format")
 @node_options
+@format_options
+@click.option("--dry-run", is_flag=True, help="Print what would be done and change nothing.")
 @node_command_body
-def format_command(context: NodeContext, flags: dict[str, Any]) -> int:
+def format_command(
+    context: NodeContext, flags: dict[str, Any], dry_run: bool, **format_flags: Any
+) -> int:
     """Prepare the partitions (directories, users, addresses) and register them."""
-    context.config(flags, check_paths=False)
-    return _not_yet("format")
+    merged = {**context.flags, **{k: v for k, v in flags.items() if v is not None}}
+    path = find_config_file(merged.pop("configuration_file", None))
+    return run_format(path, {**merged, **format_flags}, dry_run=dry_run)
 
 
 @click.command("node")
@@ -166,11 +273,13 @@ def plan_command(context: NodeContext, flags: dict[str, Any]) -> int:
 
 @click.command("status")
 @node_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @node_command_body
-def status_command(context: NodeContext, flags: dict[str, Any]) -> int:
-    """Show software, partitions, processes and promise results."""
-    context.config(flags)
-    return _not_yet("status")
+def status_command(context: NodeContext, flags: dict[str, Any], as_json: bool) -> int:
+    """Show software, partitions, processes, promise results and the last runs."""
+    config = context.config(flags)
+    render.status(status.collect(config), as_json=as_json)
+    return 0
 
 
 @click.command(
@@ -183,5 +292,5 @@ def supervisorctl_command(
     context: NodeContext, flags: dict[str, Any], arguments: tuple[str, ...]
 ) -> int:
     """Pass a command to the node's supervisord (status, tail, restart …)."""
-    context.config(flags)
-    return _not_yet("supervisorctl")
+    config = context.config(flags)
+    return instance.supervisor_for(config).supervisorctl(arguments)

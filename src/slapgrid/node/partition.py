@@ -53,6 +53,7 @@ def partition_paths(config: NodeConfig, partition_id: str) -> PartitionPaths:
 
 
 def software_path(config: NodeConfig, url: str) -> Path:
+    """`software_root/<md5 of the URL>`: where a Software Release is built."""
     return config.software_root / safety.software_hash(safety.software_release_url(url))
 
 

@@ -15,6 +15,7 @@ reboot they come back through a deployment or the offline-mode `start_all()`.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import logging
 import os
@@ -24,7 +25,6 @@ import shlex
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import xmlrpc.client
 from collections.abc import Iterable, Mapping, Sequence
@@ -37,6 +37,7 @@ from supervisor.xmlrpc import Faults, SupervisorTransport, UnixStreamHTTPConnect
 
 import slapgrid
 from slapgrid.errors import SlapgridError
+from slapgrid.node.files import write_if_changed
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class Program:
     name: str
     command: Path
     service: bool
+    digest: str = ""  # of the script: a changed script is a changed program, so restarted
 
     @property
     def process_name(self) -> str:
@@ -230,8 +232,15 @@ def partition_programs(partition_path: Path) -> list[Program]:
                 log.warning("Ignoring %s: unusable or duplicate program name", directory / name)
                 continue
             seen.add(name)
-            programs.append(Program(name, directory / name, service))
+            programs.append(Program(name, directory / name, service, _digest(directory / name)))
     return programs
+
+
+def _digest(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError:
+        return ""
 
 
 def render_partition_conf(
@@ -279,7 +288,7 @@ def render_partition_conf(
             ("stdout_logfile", _path(partition_path / f".{pid}_{program.name}.log", "log file")),
             ("stdout_logfile_maxbytes", PROGRAM_LOG_MAXBYTES),
             ("stdout_logfile_backups", PROGRAM_LOG_BACKUPS),
-            ("environment", env),
+            ("environment", f'{env},SLAPGRID_PROGRAM_DIGEST="{program.digest}"'),
         ]
         if user is not None:
             options.append(("user", user))
@@ -309,26 +318,6 @@ def program_identity(owner_uid: int, partition_path: Path) -> tuple[str | None, 
     if user is None and owner_uid != os.geteuid():
         log.warning("Programs of %s run as uid %d, not its owner", partition_path, os.geteuid())
     return user, {"USER": name, "LOGNAME": name, "HOME": home}
-
-
-def write_atomic(path: Path, text: str, mode: int) -> bool:
-    """Replace `path` with `text` (temp file + rename) unless content and mode already match."""
-    data = text.encode()
-    try:
-        if path.read_bytes() == data and path.stat().st_mode & 0o7777 == mode:
-            return False
-    except FileNotFoundError:
-        pass
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(temp, mode)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return True
 
 
 # --------------------------------------------------------------------------- XML-RPC
@@ -418,7 +407,7 @@ class Supervisor:
                 ),
                 pythonpath=str(Path(slapgrid.__file__).resolve().parents[1]),
             )
-            return write_atomic(self.conf_path, text, 0o600)
+            return write_if_changed(self.conf_path, text, 0o600)
         except OSError as exc:
             raise SupervisorError(f"cannot write supervisord configuration: {exc}") from None
 
@@ -442,7 +431,7 @@ class Supervisor:
             pid, partition_path, programs, user=user, environment=environment
         )
         try:
-            return write_atomic(self.partition_conf(pid), text, 0o600)
+            return write_if_changed(self.partition_conf(pid), text, 0o600)
         except OSError as exc:
             raise SupervisorError(f"cannot write supervisord program file: {exc}") from None
 

@@ -23,7 +23,8 @@ from typing import BinaryIO, TextIO
 
 from supervisor import childutils
 
-from slapgrid.node.supervisor import SERVICE_SUFFIX, WATCHDOG_EVENTS, check_name, write_atomic
+from slapgrid.node.files import write_if_changed
+from slapgrid.node.supervisor import SERVICE_SUFFIX, WATCHDOG_EVENTS, check_name
 
 log = logging.getLogger("slapgrid.watchdog")
 
@@ -122,7 +123,7 @@ def handle_event(settings: Settings, event: str, payload: str, bang: Banger = se
             return False
         message = bang_message(process_name, pid)
         bang(settings, pid, message)
-        write_atomic(partition / BANG_MEMORY, str(deployed), 0o644)
+        write_if_changed(partition / BANG_MEMORY, str(deployed), 0o644)
         log.info("Banged partition %s: %s", pid, message)
         return True
     except Exception:

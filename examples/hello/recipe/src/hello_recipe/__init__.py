@@ -1,0 +1,1 @@
+"""Buildout recipes of the hello example Software Release (standard library only)."""

@@ -1,0 +1,215 @@
+"""`slapgrid master start|show`: run the embedded SLAP master, look into its database.
+
+The configuration file is the one `slapos proxy start --cfg` reads: `[slapproxy]` host, port,
+database_uri and `[slapos]` computer_id. Flags override it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from slapgrid.master.server import (
+    DEFAULT_COMPUTER_ID,
+    DEFAULT_DATABASE,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    serve,
+)
+from slapgrid.master.storage import MasterStore
+from slapgrid.node.config import parse_int, read_config_file, section
+
+
+def master_settings(
+    configuration_file: str | None,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    database: str | None = None,
+    computer_id: str | None = None,
+    data_dir: str | None = None,
+) -> dict[str, Any]:
+    """Flags over `[slapproxy]`/`[slapos]` over defaults → host, port, database, computer_id."""
+    proxy: dict[str, str] = {}
+    slapos: dict[str, str] = {}
+    if configuration_file:
+        parser = read_config_file(Path(configuration_file).expanduser())
+        proxy, slapos = section(parser, "slapproxy"), section(parser, "slapos")
+    default_database = str(Path(data_dir or ".") / DEFAULT_DATABASE)
+    return {
+        "host": host or proxy.get("host") or DEFAULT_HOST,
+        "port": port
+        if port is not None
+        else parse_int(proxy.get("port") or DEFAULT_PORT, "[slapproxy] port"),
+        "database": database
+        or proxy.get("database_uri")
+        or proxy.get("database-uri")
+        or default_database,
+        "computer_id": computer_id or slapos.get("computer_id") or DEFAULT_COMPUTER_ID,
+    }
+
+
+_CONFIG = click.option(
+    "--configuration-file",
+    "--cfg",
+    "configuration_file",
+    type=click.Path(dir_okay=False),
+    help="A slapos proxy configuration ([slapproxy] host, port, database_uri; "
+    "[slapos] computer_id).",
+)
+_DATABASE = click.option(
+    "--database", help=f"SQLite file or SQLAlchemy URL [<data dir>/{DEFAULT_DATABASE}]."
+)
+_DATA_DIR = click.option(
+    "--data-dir", type=click.Path(file_okay=False), help="Directory of the default database [.]."
+)
+
+
+@click.group("master")
+def master_group() -> None:
+    """The embedded SLAP master (a faster, compatible `slapos proxy`)."""
+
+
+@master_group.command("start")
+@_CONFIG
+@click.option("--host", help=f"Address to listen on; IPv6 literals accepted [{DEFAULT_HOST}].")
+@click.option("--port", type=click.IntRange(0, 65535), help=f"Port [{DEFAULT_PORT}].")
+@_DATABASE
+@_DATA_DIR
+@click.option(
+    "--computer-id", help=f"Default computer, usable before format [{DEFAULT_COMPUTER_ID}]."
+)
+def start_command(
+    configuration_file: str | None,
+    host: str | None,
+    port: int | None,
+    database: str | None,
+    data_dir: str | None,
+    computer_id: str | None,
+) -> None:
+    """Serve the SLAP protocol until interrupted."""
+    settings = master_settings(
+        configuration_file,
+        host=host,
+        port=port,
+        database=database,
+        computer_id=computer_id,
+        data_dir=data_dir,
+    )
+    if data_dir:
+        Path(data_dir).mkdir(parents=True, exist_ok=True)
+    click.echo(
+        f"slapgrid master on http://{_netloc(settings['host'], settings['port'])}/ "
+        f"(database {settings['database']}, computer {settings['computer_id']})",
+        err=True,
+    )
+    serve(**settings)
+
+
+def _netloc(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@master_group.command("show")
+@_CONFIG
+@_DATABASE
+@_DATA_DIR
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def show_command(
+    configuration_file: str | None, database: str | None, data_dir: str | None, as_json: bool
+) -> None:
+    """Computers, partitions, software installations and instances in the master database."""
+    settings = master_settings(configuration_file, database=database, data_dir=data_dir)
+    store = MasterStore(settings["database"], create=False)
+    try:
+        snapshot = store.snapshot()
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(snapshot, indent=2, default=str))
+    else:
+        _print_snapshot(snapshot)
+
+
+def _params(values: dict[str, Any]) -> str:
+    return "\n".join(f"{key} = {value}" for key, value in sorted(values.items()))
+
+
+def _print_snapshot(snapshot: dict[str, list[dict[str, Any]]]) -> None:
+    console = Console()
+    tables: list[tuple[str, list[str], list[list[Any]]]] = [
+        (
+            "Computers",
+            ["computer", "address", "partitions", "generation", "status"],
+            [
+                [c["reference"], c["address"], c["partitions"], c["generation"], c["status"]]
+                for c in snapshot["computers"]
+            ],
+        ),
+        (
+            "Software installations",
+            ["computer", "url", "requested", "reported"],
+            [
+                [s["computer"], s["url"], s["requested_state"], s["status"]]
+                for s in snapshot["software"]
+            ],
+        ),
+        (
+            "Partitions",
+            ["computer", "partition", "instance", "tree", "requested", "reported", "timestamp"],
+            [
+                [
+                    p["computer"],
+                    p["partition"],
+                    p["title"] or "(free)",
+                    p["root"],
+                    p["requested_state"] if p["slap_state"] == "busy" else "",
+                    p["status"],
+                    p["timestamp"],
+                ]
+                for p in snapshot["partitions"]
+            ],
+        ),
+        (
+            "Instances",
+            ["instance", "partition", "software release", "type", "connection parameters"],
+            [
+                [
+                    p["title"],
+                    f"{p['computer']}/{p['partition']}",
+                    p["software_release"],
+                    p["software_type"],
+                    _params(p["connection"]),
+                ]
+                for p in snapshot["partitions"]
+                if p["slap_state"] == "busy"
+            ],
+        ),
+        (
+            "Shared instances",
+            ["instance", "tree", "host", "requested", "reported", "connection parameters"],
+            [
+                [
+                    s["title"],
+                    s["root"],
+                    s["host"] or "(none)",
+                    s["requested_state"],
+                    s["status"],
+                    _params(s["connection"]),
+                ]
+                for s in snapshot["shared"]
+            ],
+        ),
+    ]
+    for title, columns, rows in tables:
+        table = Table(title=title)
+        for column in columns:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*("" if cell is None else str(cell) for cell in row))
+        console.print(table)

@@ -1,0 +1,72 @@
+"""Tables for people (rich) and JSON for programs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from slapgrid.node.planner import Action
+from slapgrid.node.status import NodeStatus
+
+console = Console()
+
+
+def emit_json(data: Any) -> None:
+    console.print_json(json.dumps(data, default=str))
+
+
+def plan(actions: Iterable[Action], *, as_json: bool) -> None:
+    rows = list(actions)
+    if as_json:
+        emit_json(
+            [
+                {"action": a.kind.value, "target": a.target, "state": a.state, "reason": a.reason}
+                for a in rows
+            ]
+        )
+        return
+    table = Table(title="Plan (nothing was changed)")
+    for column in ("target", "action", "state", "reason"):
+        table.add_column(column)
+    for action in rows:
+        style = "bold" if action.is_work else "dim"
+        table.add_row(
+            action.target, action.kind.value, action.state or "", action.reason, style=style
+        )
+    console.print(table)
+
+
+def status(node: NodeStatus, *, as_json: bool) -> None:
+    if as_json:
+        emit_json(node.as_dict())
+        return
+    software = Table(title="Software releases")
+    for column in ("directory", "url", "built", "last error"):
+        software.add_column(column)
+    for item in node.software:
+        software.add_row(
+            item.name, item.url or "?", "yes" if item.built else "no", item.last_error or ""
+        )
+    console.print(software)
+    partitions = Table(title=f"Partitions (supervisord {node.supervisord})")
+    for column in ("partition", "last plan", "deployed", "processes", "promises", "last error"):
+        partitions.add_column(column)
+    for item in node.partitions:
+        partitions.add_row(
+            item.partition_id,
+            item.requested or "",
+            item.deployed_timestamp or "never",
+            "\n".join(item.processes),
+            "\n".join(item.promises),
+            item.last_error or "",
+        )
+    console.print(partitions)
+    for kind, run in sorted(node.runs.items()):
+        console.print(
+            f"last {kind} run: exit {run.get('exit_code')}, {len(run.get('done', []))} done, "
+            f"{len(run.get('failed', []))} failed, in {run.get('duration')} s"
+        )

@@ -1,0 +1,320 @@
+"""`slapgrid instance`: bring every partition to the state the master requests.
+
+Plan first (pure, with reasons), then carry the work out in parallel, bounded by `jobs`
+and by an optional time budget. One partition failing never stops the others. When the
+master cannot be reached, keep what runs running and start what supervisord knows (exit 3).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from slapgrid.errors import SlapgridError
+from slapgrid.node import lock, promises
+from slapgrid.node.buildout import BuildoutError
+from slapgrid.node.config import NodeConfig
+from slapgrid.node.deploy import Deployment, PromiseFailure, check_promises, deploy
+from slapgrid.node.files import atomic_write
+from slapgrid.node.partition import observe, partition_paths
+from slapgrid.node.planner import Action, BackoffPolicy, Kind, plan_instances
+from slapgrid.node.state import StateStore
+from slapgrid.node.supervisor import Supervisor
+from slapgrid.slap.client import SlapClient
+from slapgrid.slap.documents import Computer, ComputerPartition
+from slapgrid.slap.errors import ConnectionError, HTTPStatusError, NotFoundError, SlapError
+
+log = logging.getLogger(__name__)
+
+SUCCESS, FAILURE, PROMISE_FAILURE, OFFLINE = 0, 1, 2, 3
+
+
+@dataclass
+class Outcome:
+    """What a run did, for the summary line, the exit code and `slapgrid status`."""
+
+    done: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    promise_failed: list[tuple[str, str]] = field(default_factory=list)
+    postponed: list[str] = field(default_factory=list)
+    started_at: float = field(default_factory=time.time)
+
+    @property
+    def exit_code(self) -> int:
+        if self.failed:
+            return FAILURE
+        return PROMISE_FAILURE if self.promise_failed else SUCCESS
+
+    def as_dict(self, actions: Iterable[Action]) -> dict[str, object]:
+        return {
+            "at": self.started_at,
+            "duration": round(time.time() - self.started_at, 3),
+            "plan": [
+                {"kind": a.kind.value, "target": a.target, "reason": a.reason} for a in actions
+            ],
+            "done": self.done,
+            "skipped": self.skipped,
+            "failed": self.failed,
+            "promise_failed": self.promise_failed,
+            "postponed": self.postponed,
+            "exit_code": self.exit_code,
+        }
+
+
+def supervisor_for(config: NodeConfig) -> Supervisor:
+    supervisor = Supervisor(config.instance_root)
+    supervisor.ensure_config(
+        config.master_url, config.computer_id, config.certificate_repository_path
+    )
+    if not config.forbid_supervisord_automatic_launch:
+        supervisor.ensure_running()
+    return supervisor
+
+
+def fetch_computer(client: SlapClient) -> Computer:
+    try:
+        return client.computer()
+    except NotFoundError as exc:
+        raise SlapError(f"the master does not know computer {client.computer_id}: {exc}") from None
+
+
+def plan(
+    config: NodeConfig, computer: Computer, store: StateStore, *, force: bool, only: frozenset[str]
+) -> list[Action]:
+    unknown = only - {p.partition_id for p in computer.partitions}
+    if unknown:
+        raise SlapgridError(f"unknown partition(s): {', '.join(sorted(unknown))}")
+    observed = {p.partition_id: observe(config, p) for p in computer.partitions}
+    return plan_instances(
+        computer,
+        observed,
+        store.failures(),
+        time.time(),
+        maximum_periodicity=config.maximum_periodicity,
+        force=force,
+        only=only,
+        policy=BackoffPolicy(),
+    )
+
+
+class InstanceRun:
+    def __init__(
+        self,
+        config: NodeConfig,
+        client: SlapClient,
+        supervisor: Supervisor,
+        *,
+        cancel: threading.Event | None = None,
+    ) -> None:
+        self.config = config
+        self.client = client
+        self.supervisor = supervisor
+        self.cancel = cancel or threading.Event()
+        self.store = StateStore(config.instance_root)
+        self.outcome = Outcome()
+        self._lock = threading.Lock()
+
+    def _report_error(self, pid: str, message: str) -> None:
+        try:
+            self.client.instance_error(pid, message)
+        except SlapError as exc:
+            log.warning("could not report the error of %s: %s", pid, exc)
+
+    def _record(self, bucket: list[tuple[str, str]], pid: str, message: str) -> None:
+        with self._lock:
+            bucket.append((pid, message))
+
+    def deploy(self, partition: ComputerPartition, action: Action) -> None:
+        pid = partition.partition_id
+        log.info(
+            "deploying %s (%s): %s",
+            pid,
+            action.state,
+            action.reason,
+            extra={"partition": pid, "action": "deploy", "reason": action.reason},
+        )
+        job = Deployment(self.config, self.client, self.supervisor, partition, self.cancel)
+        started = time.monotonic()
+        try:
+            deploy(job)
+        except PromiseFailure as exc:
+            self._fail(partition, str(exc), self.outcome.promise_failed)
+        except BuildoutError as exc:
+            self._fail(partition, exc.report, self.outcome.failed)
+        except (SlapgridError, OSError) as exc:
+            self._fail(partition, str(exc), self.outcome.failed)
+        else:
+            self.store.clear_failure(pid)
+            with self._lock:
+                self.outcome.done.append(pid)
+            log.info(
+                "%s %s in %.1f s",
+                pid,
+                action.state,
+                time.monotonic() - started,
+                extra={"partition": pid, "action": "deployed"},
+            )
+
+    def _fail(
+        self, partition: ComputerPartition, message: str, bucket: list[tuple[str, str]]
+    ) -> None:
+        pid = partition.partition_id
+        log.error(
+            "%s failed: %s",
+            pid,
+            message.splitlines()[0] if message else "",
+            extra={"partition": pid, "action": "failed"},
+        )
+        self._record(bucket, pid, message)
+        failure = self.store.record_failure(pid, message, partition.timestamp)
+        with contextlib.suppress(OSError):
+            atomic_write(partition_paths(self.config, pid).error_log(pid), message, 0o640)
+        self._report_error(pid, message)
+        log.info(
+            "%s will be retried after back-off (attempt %d)",
+            pid,
+            failure.attempts,
+            extra={"partition": pid},
+        )
+
+    def stop(self, partition: ComputerPartition) -> None:
+        pid = partition.partition_id
+        try:
+            self.supervisor.stop_partition(pid)
+            with contextlib.suppress(SlapError):
+                self.client.stopped(pid)
+            with self._lock:
+                self.outcome.done.append(pid)
+            log.info(
+                "%s stopped, waiting for `slapgrid report` to destroy it",
+                pid,
+                extra={"partition": pid, "action": "stopped"},
+            )
+        except SlapgridError as exc:
+            self._fail(partition, str(exc), self.outcome.failed)
+
+    def check(self, partition: ComputerPartition) -> None:
+        """An up-to-date started partition: run due promises, report only what changed."""
+        pid = partition.partition_id
+        job = Deployment(self.config, self.client, self.supervisor, partition, self.cancel)
+        result = check_promises(job, promises.ANOMALY)
+        was_error = (partition.access_status or "#error").startswith("#error")
+        try:
+            if result.bang_message:
+                self.client.bang(pid, result.bang_message)
+            if result.failed and not was_error:
+                self.client.instance_error(pid, result.error_message or "a promise failed")
+            elif not result.failed and was_error:
+                self.client.started(pid)
+        except SlapError as exc:
+            log.warning("could not report promises of %s: %s", pid, exc)
+        outcome = "failing: " + (result.error_message or "") if result.failed else "ok"
+        log.info(
+            "%s up to date, promises %s", pid, outcome, extra={"partition": pid, "action": "check"}
+        )
+
+    def error(self, partition: ComputerPartition, action: Action) -> None:
+        pid = partition.partition_id
+        log.error("%s: %s", pid, action.reason, extra={"partition": pid, "action": "error"})
+        self._report_error(pid, action.reason)
+        if "does not exist" not in action.reason:  # the reference tolerates a missing directory
+            self._record(self.outcome.failed, pid, action.reason)
+
+    def clean_free(self, partition: ComputerPartition) -> None:
+        paths = partition_paths(self.config, partition.partition_id)
+        with contextlib.suppress(FileNotFoundError):
+            paths.timestamp.unlink()
+        log.info("%s is free: removed agent left-overs", partition.partition_id)
+
+    def execute(
+        self, actions: list[Action], computer: Computer, time_budget: float | None = None
+    ) -> Outcome:
+        partitions = {p.partition_id: p for p in computer.partitions}
+        handlers: dict[Kind, Callable[[ComputerPartition, Action], None]] = {
+            Kind.DEPLOY: self.deploy,
+            Kind.STOP: lambda p, a: self.stop(p),
+            Kind.CHECK: lambda p, a: self.check(p),
+            Kind.ERROR: self.error,
+            Kind.CLEAN_FREE: lambda p, a: self.clean_free(p),
+        }
+        deadline = None if time_budget is None else time.monotonic() + time_budget
+
+        def run(action: Action) -> None:
+            if self.cancel.is_set() or (deadline is not None and time.monotonic() > deadline):
+                with self._lock:
+                    self.outcome.postponed.append(action.target)
+                return
+            handlers[action.kind](partitions[action.target], action)
+
+        for action in actions:
+            if action.kind in (Kind.SKIP, Kind.WAIT):
+                self.outcome.skipped.append((action.target, action.reason))
+                log.debug(
+                    "%s skipped: %s",
+                    action.target,
+                    action.reason,
+                    extra={"partition": action.target, "action": action.kind.value},
+                )
+        work = [a for a in actions if a.kind in handlers]
+        with ThreadPoolExecutor(max_workers=self.config.parallel_jobs) as pool:
+            for future in [pool.submit(run, action) for action in work]:
+                future.result()
+        return self.outcome
+
+
+def summarise(outcome: Outcome) -> None:
+    log.info(
+        "instance run: %d done, %d skipped, %d failed, %d promise failures, %d postponed in %.1f s",
+        len(outcome.done),
+        len(outcome.skipped),
+        len(outcome.failed),
+        len(outcome.promise_failed),
+        len(outcome.postponed),
+        time.time() - outcome.started_at,
+    )
+    for pid, message in outcome.failed + outcome.promise_failed:
+        tail = message.strip().splitlines()[-1] if message.strip() else ""
+        log.info("  %s: %s (log: %s)", pid, tail, ".slapgrid/log/instance.log")
+    if outcome.postponed:
+        log.info("  left for the next run (time budget spent): %s", ", ".join(outcome.postponed))
+
+
+def go_offline(config: NodeConfig, reason: Exception) -> int:
+    """The master is unreachable: keep services up, start what supervisord knows."""
+    log.warning("master unreachable (%s): starting known services offline", reason)
+    try:
+        supervisor_for(config).start_all()
+    except SlapgridError as exc:
+        log.error("offline start failed: %s", exc)
+        return FAILURE
+    return OFFLINE
+
+
+def run_instance(
+    config: NodeConfig,
+    client: SlapClient,
+    *,
+    force: bool = False,
+    only: Iterable[str] = (),
+    time_budget: float | None = None,
+    cancel: threading.Event | None = None,
+) -> int:
+    """One `slapgrid instance` run; returns the exit code (0, 1, 2 or 3)."""
+    with lock.hold(config.state_dir / "partitions.lock", "instance/report"):
+        try:
+            computer = fetch_computer(client)
+        except (ConnectionError, HTTPStatusError) as exc:
+            return go_offline(config, exc)
+        supervisor = supervisor_for(config)
+        runner = InstanceRun(config, client, supervisor, cancel=cancel)
+        actions = plan(config, computer, runner.store, force=force, only=frozenset(only))
+        outcome = runner.execute(actions, computer, time_budget)
+        summarise(outcome)
+        runner.store.record_run("instance", outcome.as_dict(actions))
+        return outcome.exit_code

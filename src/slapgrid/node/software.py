@@ -1,0 +1,383 @@
+"""`slapgrid software`: build the Software Releases the master lists, remove destroyed ones.
+
+Decisions come from the planner (pure); this module observes the disk, then carries the
+actions out: independent builds run in parallel (`jobs`), each under a per-SR lock so two
+runs never build one SR at once. The order of a build is the reference's: report
+building, build, report available, and only then write `.completed`, atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import pwd
+import shutil
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from slapgrid.errors import SlapgridError
+from slapgrid.node import safety
+from slapgrid.node.buildout import BuildoutError, build_software
+from slapgrid.node.config import NodeConfig
+from slapgrid.node.files import atomic_write
+from slapgrid.node.partition import software_path
+from slapgrid.node.planner import Action, Kind, SoftwareObservation, plan_software
+from slapgrid.node.safety import software_hash
+from slapgrid.node.state import StateStore
+from slapgrid.slap.documents import Computer, SoftwareRelease
+from slapgrid.slap.errors import NotFoundError, SlapError
+
+log = logging.getLogger(__name__)
+
+COMPLETED = ".completed"
+LOCK_POLL = 1.0  # seconds between checks of the cancel event while waiting for a lock
+
+
+class SoftwareClient(Protocol):
+    """The master calls a software run makes (`SlapClient` has them)."""
+
+    def computer(self) -> Any: ...
+    def building_software_release(self, url: str) -> None: ...
+    def available_software_release(self, url: str) -> None: ...
+    def destroyed_software_release(self, url: str) -> None: ...
+    def software_release_error(self, url: str, log: str) -> None: ...
+
+
+class DiskSpaceError(SlapgridError):
+    """Not enough free space to build; names the option that sets the limit."""
+
+
+class Cancelled(SlapgridError):
+    """The run was asked to stop before this item could start."""
+
+
+# --- pure helpers -------------------------------------------------------------------------
+
+
+def select_releases(releases: Iterable[Any], only_sr: Iterable[str] = ()) -> list[SoftwareRelease]:
+    """The releases this run handles: each URL once, and only those `only_sr` names.
+
+    A filter entry names a release by URL or by the MD5 of its URL (its directory name).
+    Anything with `.url` and `.requested_state` is accepted.
+    """
+    wanted = {entry for entry in only_sr if entry}
+    wanted |= {software_hash(entry) for entry in wanted}
+    selected: list[SoftwareRelease] = []
+    seen: set[str] = set()
+    for release in releases:
+        if release.url in seen or (wanted and software_hash(release.url) not in wanted):
+            continue
+        seen.add(release.url)
+        selected.append(SoftwareRelease(release.url, requested_state=release.requested_state))
+    return selected
+
+
+def buildout_cfg(url: str, shared_parts: Sequence[str], build_time_parts: Sequence[str]) -> str:
+    """`S/buildout.cfg`: extend the SR URL, tell it where shared parts live."""
+
+    def lines(name: str, values: Sequence[str]) -> str:
+        continued = "".join(f"\n\t{safety.buildout_value(name, value)}" for value in values)
+        return f"{name} ={continued}\n"
+
+    return (
+        "[buildout]\n"
+        f"extends = {safety.buildout_value('url', safety.software_release_url(url))}\n"
+        + lines("shared-part-list", shared_parts)
+        + lines("build-time-part-list", build_time_parts)
+    )
+
+
+def format_bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if count < 1024 or unit == "TiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+# --- observing the disk -------------------------------------------------------------------
+
+
+def partitions_by_software(instance_root: Path) -> dict[Path, tuple[str, ...]]:
+    """Which partitions use which software directory (their `software_release` link)."""
+    users: dict[Path, list[str]] = {}
+    with contextlib.suppress(FileNotFoundError):
+        for entry in sorted(instance_root.iterdir()):
+            link = entry / "software_release"
+            if link.is_symlink():
+                target = Path(os.path.realpath(link))
+                users.setdefault(target, []).append(entry.name)
+    return {path: tuple(names) for path, names in users.items()}
+
+
+def observe(config: NodeConfig, releases: Iterable[Any]) -> dict[str, SoftwareObservation]:
+    users = partitions_by_software(config.instance_root)
+    observed = {}
+    for release in releases:
+        directory = config.software_root / software_hash(release.url)
+        observed[release.url] = SoftwareObservation(
+            exists=directory.exists(),
+            completed=(directory / COMPLETED).exists(),
+            used_by=users.get(Path(os.path.realpath(directory)), ()),
+        )
+    return observed
+
+
+# --- acting -------------------------------------------------------------------------------
+
+
+def check_free_space(directory: Path, required: int) -> None:
+    """Space available to non-root users on the file system that will hold `directory`."""
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    available = shutil.disk_usage(existing).free
+    if available < required:
+        raise DiskSpaceError(
+            f"not enough space for {directory}: {format_bytes(available)} available, "
+            f"{format_bytes(required)} required (option 'software_min_free_space')"
+        )
+
+
+def _give_to(path: Path, owner: os.stat_result) -> None:
+    if os.geteuid() == 0 and (path.lstat().st_uid, path.lstat().st_gid) != (
+        owner.st_uid,
+        owner.st_gid,
+    ):
+        os.chown(path, owner.st_uid, owner.st_gid, follow_symlinks=False)
+
+
+def prepare_directory(config: NodeConfig, directory: Path, url: str) -> None:
+    """Create `S` for its owner (the owner of the software root) with what buildout needs."""
+    owner = config.software_root.stat()
+    directory.mkdir(mode=0o755, exist_ok=True)
+    _give_to(directory, owner)
+    (directory / "extends-cache").mkdir(exist_ok=True)
+    _give_to(directory / "extends-cache", owner)
+    profile = directory / "buildout.cfg"
+    if not profile.exists():  # a hand-edited one is kept
+        text = buildout_cfg(url, config.shared_part_list, config.build_time_part_list)
+        atomic_write(profile, text, 0o644)
+        _give_to(profile, owner)
+    _copy_netrc(directory, owner)
+
+
+def _copy_netrc(directory: Path, owner: os.stat_result) -> None:
+    """Buildout runs with HOME = S, so the owner's download credentials are copied there."""
+    copy = directory / ".netrc"
+    try:
+        source = Path(pwd.getpwuid(owner.st_uid).pw_dir) / ".netrc"
+        content = source.read_bytes()
+    except (KeyError, OSError):
+        copy.unlink(missing_ok=True)
+        return
+    atomic_write(copy, content, 0o600)
+    _give_to(copy, owner)
+
+
+def remove_tree(directory: Path) -> None:
+    """Remove a software directory even where a build left read-only entries."""
+    for root, dirs, _ in os.walk(directory):
+        for name in dirs:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, stat.S_IMODE(os.lstat(path).st_mode) | stat.S_IRWXU)
+    shutil.rmtree(directory)
+
+
+@contextlib.contextmanager
+def software_lock(config: NodeConfig, url: str, cancel: threading.Event) -> Iterator[int]:
+    """Hold `<software_root>/.slapgrid/locks/<md5>.lock`, waiting for another run's build.
+
+    A plain `flock` whose descriptor is handed to buildout: if the agent is killed, its
+    orphaned buildout keeps the lock until it exits, so a new run cannot build the same
+    directory at the same time. (`filelock` keeps its descriptor private.)
+    """
+    path = config.software_root / ".slapgrid" / "locks" / f"{software_hash(url)}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not waiting:
+                    log.info("another run is building %s: waiting", url, extra={"software": url})
+                    waiting = True
+                if cancel.wait(LOCK_POLL):
+                    raise Cancelled(f"stopped while waiting for the lock of {url}") from None
+        yield descriptor
+    finally:
+        os.close(descriptor)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    action: Action
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class SoftwareRun:
+    """One `slapgrid software` run: what it needs to act, shared by its worker threads."""
+
+    config: NodeConfig
+    client: SoftwareClient
+    store: StateStore
+    force: bool
+    console: Callable[[str], None] | None
+    cancel: threading.Event
+
+    def execute(self, action: Action) -> Outcome:
+        url = action.target
+        try:
+            if action.kind == Kind.BUILD:
+                return self.build(action)
+            if action.kind == Kind.REMOVE_SOFTWARE:
+                return self.remove(action)
+        except Cancelled as exc:
+            log.info("%s", exc, extra={"software": url})
+            return Outcome(action, False, str(exc))
+        except SlapgridError as exc:
+            return self.fail(action, exc)
+        except Exception as exc:  # a bug must not stop the other releases
+            log.exception("unexpected error while processing %s", url, extra={"software": url})
+            return self.fail(action, exc)
+        if action.kind == Kind.ERROR:
+            return self.fail(action, SlapgridError(f"{url}: {action.reason}"))
+        if action.kind == Kind.WAIT:
+            log.info("not retrying %s yet: %s", url, action.reason, extra={"software": url})
+            return Outcome(action, False, action.reason)
+        log.debug("%s: %s", url, action.reason, extra={"software": url})
+        return Outcome(action, True, action.reason)
+
+    def output(self, url: str) -> Callable[[str], None]:
+        if self.console is not None:
+            prefix = f"[{software_hash(url)[:8]}] "
+            return lambda line: self.console(prefix + line)  # type: ignore[misc]
+        return lambda line: log.info("%s", line, extra={"software": url})
+
+    def build(self, action: Action) -> Outcome:
+        url = action.target
+        directory = software_path(self.config, url)
+        with software_lock(self.config, url, self.cancel) as lock:
+            if (directory / COMPLETED).exists() and not self.force:
+                log.info("%s was built by another run meanwhile", url, extra={"software": url})
+                return Outcome(action, True, "built by another run")
+            if self.cancel.is_set():
+                raise Cancelled(f"stopped before building {url}")
+            check_free_space(directory, self.config.software_min_free_space)
+            log.info("building %s in %s (%s)", url, directory, action.reason)
+            started = time.monotonic()
+            with contextlib.suppress(NotFoundError):
+                self.client.building_software_release(url)
+            (directory / COMPLETED).unlink(missing_ok=True)
+            prepare_directory(self.config, directory, url)
+            log_file = directory / ".slapgrid" / "build.log"
+            log_file.parent.mkdir(exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                log_file.replace(log_file.with_name("build.log.1"))
+            build_software(
+                self.config,
+                directory,
+                force=self.force,
+                output=self.output(url),
+                log_file=log_file,
+                cancel=self.cancel,
+                pass_fds=(lock,),
+            )
+            self.client.available_software_release(url)
+            atomic_write(directory / COMPLETED, time.asctime() + "\n", 0o644)
+        duration = time.monotonic() - started
+        self.store.clear_failure(url)
+        log.info("built %s in %.1f s", url, duration, extra={"software": url})
+        return Outcome(action, True, f"built in {duration:.1f} s")
+
+    def remove(self, action: Action) -> Outcome:
+        url = action.target
+        directory = software_path(self.config, url)
+        with software_lock(self.config, url, self.cancel):
+            if directory.exists():
+                log.info("removing %s (%s)", directory, url, extra={"software": url})
+                remove_tree(directory)
+        self.client.destroyed_software_release(url)
+        self.store.clear_failure(url)
+        return Outcome(action, True, "removed")
+
+    def fail(self, action: Action, error: BaseException) -> Outcome:
+        url = action.target
+        message = error.report if isinstance(error, BuildoutError) else str(error)
+        log.error("%s: %s", url, str(error) or type(error).__name__, extra={"software": url})
+        self.store.record_failure(url, str(error))
+        try:
+            self.client.software_release_error(url, message)
+        except SlapError as exc:
+            log.warning("could not report the error of %s: %s", url, exc)
+        return Outcome(action, False, str(error))
+
+
+def plan(
+    config: NodeConfig,
+    computer: Computer,
+    *,
+    force: bool = False,
+    only_sr: Iterable[str] = (),
+    store: StateStore | None = None,
+) -> list[Action]:
+    """What a software run would do, and why; reads the disk, changes nothing."""
+    releases = select_releases(computer.software_releases, only_sr)
+    store = store or StateStore(config.software_root)
+    return plan_software(
+        releases, observe(config, releases), store.failures(), time.time(), force=force
+    )
+
+
+def run_software(
+    config: NodeConfig,
+    client: SoftwareClient,
+    *,
+    only_sr: Iterable[str] = (),
+    force: bool = False,
+    console: Callable[[str], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> int:
+    """Process every Software Release the master lists; 0 if all succeeded, else 1.
+
+    `console` receives each line of build output (prefixed with the SR's short hash);
+    without it the lines are logged at INFO. Setting `cancel` stops running builds (their
+    process trees are killed) and starts no new one.
+    """
+    store = StateStore(config.software_root)
+    actions = plan(config, client.computer(), force=force, only_sr=only_sr, store=store)
+    run = SoftwareRun(config, client, store, force, console, cancel or threading.Event())
+    workers = max(1, min(config.parallel_jobs, sum(action.is_work for action in actions)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="software") as pool:
+        outcomes = list(pool.map(run.execute, actions))
+    store.record_run(
+        "software",
+        {
+            "finished": time.time(),
+            "actions": [
+                {
+                    "kind": str(outcome.action.kind),
+                    "target": outcome.action.target,
+                    "reason": outcome.action.reason,
+                    "ok": outcome.ok,
+                    "detail": outcome.detail,
+                }
+                for outcome in outcomes
+            ],
+        },
+    )
+    return 0 if all(outcome.ok for outcome in outcomes) else 1

@@ -1,0 +1,108 @@
+"""What `slapgrid status` shows, gathered from disk and supervisord only (no master call)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from slapgrid.errors import SlapgridError
+from slapgrid.node import promises
+from slapgrid.node.config import NodeConfig
+from slapgrid.node.files import read_text
+from slapgrid.node.state import StateStore
+from slapgrid.node.supervisor import Supervisor
+
+
+@dataclass
+class PartitionStatus:
+    partition_id: str
+    requested: str | None
+    deployed_timestamp: str | None
+    processes: list[str] = field(default_factory=list)
+    promises: list[str] = field(default_factory=list)
+    last_error: str | None = None
+
+
+@dataclass
+class SoftwareStatus:
+    name: str
+    url: str | None
+    built: bool
+    last_error: str | None = None
+
+
+@dataclass
+class NodeStatus:
+    software: list[SoftwareStatus]
+    partitions: list[PartitionStatus]
+    runs: dict[str, Any]
+    supervisord: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _software(config: NodeConfig) -> list[SoftwareStatus]:
+    failures = StateStore(config.software_root).failures()
+    result = []
+    if config.software_root.is_dir():
+        for entry in sorted(os.scandir(config.software_root), key=lambda e: e.name):
+            if not entry.is_dir() or len(entry.name) != 32:
+                continue
+            profile = read_text(config.software_root / entry.name / "buildout.cfg") or ""
+            url = next(
+                (
+                    line.split("=", 1)[1].strip()
+                    for line in profile.splitlines()
+                    if line.startswith("extends")
+                ),
+                None,
+            )
+            failure = failures.get(url or "")
+            result.append(
+                SoftwareStatus(
+                    entry.name,
+                    url,
+                    os.path.exists(os.path.join(entry.path, ".completed")),
+                    failure.message.strip().splitlines()[-1] if failure else None,
+                )
+            )
+    return result
+
+
+def collect(config: NodeConfig) -> NodeStatus:
+    store = StateStore(config.instance_root)
+    failures = store.failures()
+    runs = store.runs()
+    requested = {item["target"]: item["kind"] for item in runs.get("instance", {}).get("plan", [])}
+    supervisor = Supervisor(config.instance_root)
+    try:
+        state = supervisor.state() or "not running"
+    except SlapgridError:
+        state = "not running"
+    partitions = []
+    for entry in sorted(os.scandir(config.instance_root), key=lambda e: e.name):
+        if not entry.is_dir() or entry.name.startswith("."):
+            continue
+        if not any(os.scandir(entry.path)) and entry.name not in requested:
+            continue
+        processes = []
+        if state == "RUNNING":
+            processes = [f"{p.name} {p.state}" for p in supervisor.process_info(entry.name)]
+        results = [
+            f"{r.title} {'FAILED' if r.failed else 'ok'}" for r in promises.last_results(entry.path)
+        ]
+        failure = failures.get(entry.name)
+        timestamp = read_text(config.instance_root / entry.name / ".timestamp")
+        partitions.append(
+            PartitionStatus(
+                entry.name,
+                requested.get(entry.name),
+                timestamp.strip() if timestamp else None,
+                processes,
+                results,
+                failure.message.strip().splitlines()[-1] if failure else None,
+            )
+        )
+    return NodeStatus(_software(config), partitions, runs, state)
