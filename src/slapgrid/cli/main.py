@@ -15,6 +15,7 @@ import click
 
 from slapgrid import __version__
 from slapgrid.cli.logs import setup_logging
+from slapgrid.cli.master_cmds import master_group
 from slapgrid.cli.node_cmds import (
     NodeContext,
     format_command,
@@ -28,6 +29,7 @@ from slapgrid.cli.node_cmds import (
     status_command,
     supervisorctl_command,
 )
+from slapgrid.cli.user_cmds import request_command, show_command, supply_command
 from slapgrid.errors import SlapgridError
 
 log = logging.getLogger("slapgrid")
@@ -77,6 +79,10 @@ for command in (
     plan_command,
     status_command,
     supervisorctl_command,
+    master_group,
+    supply_command,
+    request_command,
+    show_command,
 ):
     cli.add_command(command)
 

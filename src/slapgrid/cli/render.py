@@ -66,7 +66,6 @@ def status(node: NodeStatus, *, as_json: bool) -> None:
         )
     console.print(partitions)
     for kind, run in sorted(node.runs.items()):
-        console.print(
-            f"last {kind} run: exit {run.get('exit_code')}, {len(run.get('done', []))} done, "
-            f"{len(run.get('failed', []))} failed, in {run.get('duration')} s"
-        )
+        facts = [f"{key} {run[key]}" for key in ("exit_code", "duration") if key in run]
+        facts += [f"{len(run[key])} {key}" for key in ("done", "failed") if key in run]
+        console.print(f"last {kind} run: " + ", ".join(facts))

@@ -83,9 +83,8 @@ def collect(config: NodeConfig) -> NodeStatus:
         state = "not running"
     partitions = []
     for entry in sorted(os.scandir(config.instance_root), key=lambda e: e.name):
-        if not entry.is_dir() or entry.name.startswith("."):
-            continue
-        if not any(os.scandir(entry.path)) and entry.name not in requested:
+        is_partition = os.path.exists(os.path.join(entry.path, ".slapos-resource"))
+        if not entry.is_dir() or not (is_partition or entry.name in requested):
             continue
         processes = []
         if state == "RUNNING":

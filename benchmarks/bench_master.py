@@ -1,0 +1,351 @@
+"""Benchmark: our embedded master against the reference `slapos proxy`, same run, same load.
+
+Two scenarios, each run against both masters (one at a time, each in its own process):
+
+1. *throughput*: `--concurrency` keep-alive clients fetch getFullComputerInformation of one
+   computer with `--partitions` busy partitions back to back for `--duration` seconds.
+2. *nodes*: `--nodes` simulated nodes, each with its own small computer, poll their
+   getFullComputerInformation every `--interval` seconds for `--node-duration` seconds
+   (ours is also measured with `If-None-Match`, which our agent sends).
+
+Prints requests/s, p50/p99 latencies and the ratios. Targets: ≥ 10x the reference's
+throughput, p99 < 50 ms. Run: `.venv/bin/python benchmarks/bench_master.py [--smoke]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from slapgrid.slap import marshal
+
+ROOT = Path(__file__).resolve().parent.parent
+SOFTWARE = "https://lab.example.com/software/bench/software.cfg"
+BIG_COMPUTER = "COMP-BENCH"
+
+
+# --- masters -------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def find_reference_venv(explicit: str | None) -> Path | None:
+    candidates = [Path(explicit)] if explicit else [ROOT / ".venv-ref", Path("/tmp/ref")]
+    for venv in candidates:
+        if (venv / "bin" / "slapos").exists():
+            return venv
+    return None
+
+
+@contextlib.contextmanager
+def running(command: list[str], port: int, log: Path) -> Iterator[str]:
+    """Start a master process, wait until it answers, yield its URL, then stop it."""
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                httpx.get(url + "getHateoasUrl", timeout=1)
+                break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"master did not start: {command}\n{log.read_text()[-2000:]}")
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def ours(workdir: Path, port: int) -> contextlib.AbstractContextManager[str]:
+    code = (
+        "import logging, sys; logging.basicConfig(level=logging.WARNING);"
+        "from slapgrid.master.server import serve;"
+        "serve('127.0.0.1', int(sys.argv[1]), sys.argv[2], 'COMP-0', log_level='warning')"
+    )
+    command = [sys.executable, "-c", code, str(port), str(workdir / "ours.db")]
+    return running(command, port, workdir / "ours.log")
+
+
+def reference(venv: Path, workdir: Path, port: int) -> contextlib.AbstractContextManager[str]:
+    config = workdir / "proxy.cfg"
+    config.write_text(
+        f"[slapos]\ncomputer_id = COMP-0\n[slapproxy]\nhost = 127.0.0.1\nport = {port}\n"
+        f"database_uri = {workdir / 'proxy.db'}\n"
+    )
+    command = [str(venv / "bin" / "slapos"), "proxy", "start", "--cfg", str(config)]
+    return running(command, port, workdir / "proxy.log")
+
+
+# --- workload ------------------------------------------------------------------------------
+
+
+def populate(url: str, computer: str, partitions: int, busy: int, prefix: str) -> None:
+    """Format a computer, supply the software, request `busy` instances with parameters."""
+    with httpx.Client(base_url=url, timeout=60) as client:
+
+        def post(endpoint: str, data: dict[str, str]) -> None:
+            response = client.post(endpoint, data=data)
+            response.raise_for_status()
+
+        definition = {
+            "reference": computer,
+            "address": "10.0.0.1",
+            "netmask": "255.255.255.0",
+            "partition_list": [
+                {
+                    "reference": f"slappart{i}",
+                    "address_list": [
+                        {"addr": f"10.1.{i // 250}.{i % 250 + 1}", "netmask": "255.255.0.0"},
+                        {"addr": f"fd00::{i + 1:x}", "netmask": "ffff:ffff:ffff:ffff::"},
+                    ],
+                    "tap": {"name": f"slaptap{i}"},
+                }
+                for i in range(partitions)
+            ],
+        }
+        post("loadComputerConfigurationFromXML", {"xml": marshal.dumps(definition).decode()})
+        post("supplySupply", {"url": SOFTWARE, "computer_id": computer, "state": "available"})
+        for i in range(busy):
+            parameters = {f"key-{k}": f"value {k} of instance {i}" for k in range(8)}
+            post(
+                "requestComputerPartition",
+                {
+                    "software_release": SOFTWARE,
+                    "software_type": "default",
+                    "partition_reference": f"{prefix}instance-{i}",
+                    "partition_parameter_xml": marshal.dumps(parameters).decode(),
+                    "filter_xml": marshal.dumps({"computer_guid": computer}).decode(),
+                    "state": marshal.dumps("started").decode(),
+                    "shared_xml": marshal.dumps(False).decode(),
+                },
+            )
+            connection = {"url": f"https://[fd00::{i + 1:x}]:8443/", "password": "secret"}
+            post(
+                "setComputerPartitionConnectionXml",
+                {
+                    "computer_id": computer,
+                    "computer_partition_id": f"slappart{i}",
+                    "connection_xml": marshal.dumps(connection).decode(),
+                },
+            )
+
+
+# --- load generator (raw HTTP/1.1 keep-alive over asyncio streams: cheap per request) ----------
+
+
+@dataclass
+class Stats:
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    not_modified: int = 0
+    elapsed: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.elapsed if self.elapsed else 0.0
+
+    def percentile(self, q: float) -> float:
+        if len(self.latencies) < 2:
+            return float("nan")
+        return statistics.quantiles(self.latencies, n=100, method="inclusive")[q - 1] * 1000
+
+
+class Connection:
+    def __init__(self, url: str) -> None:
+        parts = httpx.URL(url)
+        self.host, self.port = parts.host, parts.port or 80
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def get(self, path: str, etag: str | None = None) -> tuple[int, str | None]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        extra = f"If-None-Match: {etag}\r\n" if etag else ""
+        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n{extra}\r\n".encode())
+        head = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        status = int(head[0].split()[1])
+        headers = dict(
+            (name.strip().lower(), value.strip())
+            for name, _, value in (line.partition(":") for line in head[1:] if line)
+        )
+        await self.reader.readexactly(int(headers.get("content-length", 0)))
+        if headers.get("connection", "").lower() == "close" or head[0].startswith("HTTP/1.0"):
+            self.writer.close()
+            self.writer = None
+        return status, headers.get("etag")
+
+
+async def hammer(url: str, computer: str, concurrency: int, duration: float) -> Stats:
+    """Back-to-back requests from `concurrency` connections."""
+    stats = Stats()
+    path = f"/getFullComputerInformation?computer_id={computer}"
+    stop = time.perf_counter() + duration
+
+    async def worker() -> None:
+        connection = Connection(url)
+        while time.perf_counter() < stop:
+            start = time.perf_counter()
+            try:
+                status, _ = await connection.get(path)
+            except (OSError, asyncio.IncompleteReadError):
+                stats.errors += 1
+                connection = Connection(url)
+                continue
+            if status == 200:
+                stats.latencies.append(time.perf_counter() - start)
+            else:
+                stats.errors += 1
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    stats.elapsed = time.perf_counter() - began
+    return stats
+
+
+async def nodes(url: str, count: int, duration: float, interval: float, etag: bool) -> Stats:
+    """`count` nodes, each polling its own computer every `interval` s (jittered start)."""
+    stats = Stats()
+    stop = time.perf_counter() + duration
+
+    async def node(index: int) -> None:
+        connection = Connection(url)
+        path = f"/getFullComputerInformation?computer_id=COMP-{index}"
+        known: str | None = None
+        await asyncio.sleep(random.uniform(0, interval))
+        while time.perf_counter() < stop:
+            start = time.perf_counter()
+            try:
+                status, tag = await connection.get(path, known if etag else None)
+            except (OSError, asyncio.IncompleteReadError):
+                stats.errors += 1
+                connection = Connection(url)
+                await asyncio.sleep(interval)
+                continue
+            if status in (200, 304):
+                stats.latencies.append(time.perf_counter() - start)
+                stats.not_modified += status == 304
+                known = tag or known
+            else:
+                stats.errors += 1
+            await asyncio.sleep(max(0.0, interval - (time.perf_counter() - start)))
+
+    began = time.perf_counter()
+    await asyncio.gather(*(node(i) for i in range(count)))
+    stats.elapsed = time.perf_counter() - began
+    return stats
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+def measure(url: str, args: argparse.Namespace, with_etag: bool) -> dict[str, Stats]:
+    print(f"  populating {BIG_COMPUTER} ({args.partitions} busy partitions)", flush=True)
+    populate(url, BIG_COMPUTER, args.partitions, args.partitions, "big-")
+    print(f"  populating {args.nodes} node computers", flush=True)
+    for index in range(args.nodes):
+        populate(url, f"COMP-{index}", 4, 2, f"n{index}-")
+    results = {}
+    asyncio.run(hammer(url, BIG_COMPUTER, args.concurrency, min(1.0, args.duration)))  # warm-up
+    results["throughput"] = asyncio.run(hammer(url, BIG_COMPUTER, args.concurrency, args.duration))
+    results["nodes"] = asyncio.run(
+        nodes(url, args.nodes, args.node_duration, args.interval, etag=False)
+    )
+    if with_etag:
+        results["nodes+etag"] = asyncio.run(
+            nodes(url, args.nodes, args.node_duration, args.interval, etag=True)
+        )
+    return results
+
+
+def line(name: str, stats: Stats) -> str:
+    return (
+        f"  {name:<22} {stats.rate:9.1f} req/s   p50 {stats.percentile(50):8.2f} ms"
+        f"   p99 {stats.percentile(99):8.2f} ms   n={len(stats.latencies)}"
+        f"   errors={stats.errors}" + (f"   304={stats.not_modified}" if stats.not_modified else "")
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--partitions", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--nodes", type=int, default=200)
+    parser.add_argument("--node-duration", type=float, default=30.0)
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
+    parser.add_argument("--reference-venv", help="venv with slapos.core (default: .venv-ref)")
+    parser.add_argument("--smoke", action="store_true", help="a few seconds per scenario")
+    args = parser.parse_args()
+    if args.smoke:
+        args.duration, args.node_duration, args.nodes = 2.0, 3.0, 20
+
+    venv = find_reference_venv(args.reference_venv)
+    results: dict[str, dict[str, Stats]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-master-") as tmp:
+        workdir = Path(tmp)
+        if venv is None:
+            print("reference venv not found (create .venv-ref: see tests/interop/conftest.py)")
+        else:
+            print(f"reference slapos proxy ({venv})", flush=True)
+            with reference(venv, workdir, free_port()) as url:
+                results["reference"] = measure(url, args, with_etag=False)
+        print("slapgrid master", flush=True)
+        with ours(workdir, free_port()) as url:
+            results["slapgrid"] = measure(url, args, with_etag=True)
+
+    print(
+        f"\ngetFullComputerInformation, {args.partitions} busy partitions, "
+        f"{args.concurrency} connections, {args.duration:g} s; "
+        f"{args.nodes} nodes every {args.interval:g} s for {args.node_duration:g} s "
+        f"(cores: {os.cpu_count()})"
+    )
+    for master, scenarios in results.items():
+        print(master)
+        for name, stats in scenarios.items():
+            print(line(name, stats))
+    if "reference" in results:
+        ref, our = results["reference"], results["slapgrid"]
+        throughput = our["throughput"].rate / max(ref["throughput"].rate, 1e-9)
+        p99 = our["nodes"].percentile(99)
+        print("ratios (slapgrid / reference)")
+        print(
+            f"  throughput            x{throughput:.1f}   (target >= 10: "
+            f"{'met' if throughput >= 10 else 'NOT met'})"
+        )
+        for name in ("throughput", "nodes"):
+            ratio = ref[name].percentile(99) / max(our[name].percentile(99), 1e-9)
+            print(f"  p99 latency {name:<10} x{ratio:.1f} lower")
+        print(
+            f"  nodes p99             {p99:.2f} ms (target < 50 ms: "
+            f"{'met' if p99 < 50 else 'NOT met'})"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Running the master: uvicorn on a socket we bind ourselves, so errors are one line.
+
+`serve()` runs in the foreground (`slapgrid master start`); `MasterServer` runs the same
+thing in a background thread (tests, benchmarks, embedding).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from pathlib import Path
+from types import TracebackType
+
+import uvicorn
+
+from slapgrid.errors import SlapgridError
+from slapgrid.master.app import create_app
+from slapgrid.master.storage import MasterStore
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 5000
+DEFAULT_COMPUTER_ID = "local_computer"
+DEFAULT_DATABASE = "slapgrid-master.db"
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening-ready TCP socket on host (IPv4 or IPv6 literal or name) and port."""
+    host = host.strip("[]")
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise SlapgridError(f"cannot listen on {host}:{port}: {exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise SlapgridError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def _server(store: MasterStore, log_level: str) -> uvicorn.Server:
+    config = uvicorn.Config(
+        create_app(store),
+        log_level=log_level,
+        log_config=None,  # keep the caller's logging set-up
+        access_log=False,  # the app logs each request itself
+        lifespan="on",
+        timeout_keep_alive=75,  # longer than a node's polling period
+    )
+    return uvicorn.Server(config)
+
+
+def serve(
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    database: str | Path = DEFAULT_DATABASE,
+    computer_id: str | None = DEFAULT_COMPUTER_ID,
+    *,
+    log_level: str = "info",
+) -> None:
+    """Serve the master until interrupted; `computer_id` exists from the start."""
+    with bind(host, port) as sock:
+        store = MasterStore(database, default_computer=computer_id)
+        try:
+            _server(store, log_level).run(sockets=[sock])
+        finally:
+            store.close()
+
+
+class MasterServer:
+    """A master in a background thread: `with MasterServer(store) as server: server.url`."""
+
+    def __init__(
+        self,
+        store: MasterStore,
+        host: str = DEFAULT_HOST,
+        port: int = 0,
+        *,
+        log_level: str = "warning",
+    ) -> None:
+        self.store = store
+        self._socket = bind(host, port)
+        self._server = _server(store, log_level)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        host, port = self._socket.getsockname()[:2]
+        return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+    def start(self, timeout: float = 10.0) -> MasterServer:
+        self._thread.start()
+        for _ in range(int(timeout * 100)):
+            if self._server.started or not self._thread.is_alive():
+                break
+            threading.Event().wait(0.01)
+        if not self._server.started:
+            raise SlapgridError(f"master did not start within {timeout} s")
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self._socket.close()
+
+    def __enter__(self) -> MasterServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,232 @@
+"""`slapgrid instance` and `report` end to end: the embedded master over HTTP, real buildout
+building and deploying examples/hello, real supervisord running its service."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from slapgrid.errors import LockedError
+from slapgrid.master.server import MasterServer
+from slapgrid.master.storage import MasterStore
+from slapgrid.node import lock
+from slapgrid.node.config import NodeConfig
+from slapgrid.node.format import run_format
+from slapgrid.node.instance import run_instance
+from slapgrid.node.report import run_report
+from slapgrid.node.software import run_software
+from slapgrid.node.supervisor import Supervisor
+from slapgrid.slap.client import SlapClient
+
+pytestmark = pytest.mark.integration
+
+SOFTWARE = str(Path(__file__).parents[2] / "examples" / "hello" / "software.cfg")
+COMPUTER = "COMP-INSTANCE"
+
+
+class Node:
+    """One formatted node with the example SR built, talking to a live embedded master."""
+
+    def __init__(self, root: Path, server: MasterServer, store: MasterStore) -> None:
+        self.root, self.server, self.store = root, server, store
+        self.config = NodeConfig(
+            master_url=server.url,
+            computer_id=COMPUTER,
+            instance_root=root / "instance",
+            software_root=root / "software",
+            software_min_free_space=0,
+            instance_min_free_space=0,
+            promise_timeout=10,
+        )
+        self.client = SlapClient(server.url, COMPUTER)
+        self.supervisor = Supervisor(self.config.instance_root)
+
+    def request(self, title: str = "hello", state: str = "started", **parameters: str):
+        return self.client.request(SOFTWARE, title, parameters=parameters, state=state)
+
+    def instance(self, **kwargs) -> int:  # type: ignore[no-untyped-def]
+        return run_instance(self.config, self.client, **kwargs)
+
+    def partition(self, title: str = "hello") -> str:
+        for partition in self.client.computer().partitions:
+            if partition.instance_title == title:
+                return partition.partition_id
+        raise AssertionError(f"no partition for {title}")
+
+    def url(self, title: str = "hello") -> str:
+        return self.client.request(SOFTWARE, title).connection["url"]
+
+    def processes(self, pid: str) -> list[str]:
+        """Process states, once out of STARTING (services count as up after startsecs)."""
+        deadline = time.monotonic() + 5
+        while True:
+            states = [f"{p.name}:{p.state}" for p in self.supervisor.process_info(pid)]
+            if not any(s.endswith("STARTING") for s in states) or time.monotonic() > deadline:
+                return states
+            time.sleep(0.1)
+
+    def status_text(self, pid: str) -> str:
+        return self.store.partition_status(COMPUTER, pid)["text"]
+
+
+def get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        return answer.read().decode()
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    root = tmp_path_factory.mktemp("node")
+    store = MasterStore(root / "master.db", default_computer=COMPUTER)
+    with MasterServer(store) as server:
+        (root / "instance").mkdir()
+        (root / "software").mkdir()
+        options = {
+            "master_url": server.url,
+            "computer_id": COMPUTER,
+            "instance_root": str(root / "instance"),
+            "software_root": str(root / "software"),
+            "partition_amount": 3,
+            "alter_user": False,
+        }
+        assert run_format(None, options) == 0
+        node = Node(root, server, store)
+        node.client.supply(SOFTWARE)
+        assert run_software(node.config, node.client) == 0
+        try:
+            yield node
+        finally:
+            node.supervisor.shutdown()
+            node.client.close()
+    store.close()
+
+
+def test_started_instance_serves_and_publishes(node: Node) -> None:
+    node.request()
+    assert node.instance() == 0
+    pid = node.partition()
+    url = node.url()
+    assert "Hello from hello" in get(url)
+    assert node.processes(pid) == ["hello-http-on-watch:RUNNING"]
+    results = list((node.config.instance_root / pid / ".slapgrid/promise/result").iterdir())
+    assert [json.loads(r.read_text())["result"]["failed"] for r in results] == [False]
+    assert node.status_text(pid).startswith("#access")
+    assert (node.config.instance_root / pid / ".timestamp").exists()
+
+
+def test_unchanged_partition_is_skipped_quickly(node: Node) -> None:
+    log = node.config.instance_root / node.partition() / ".slapgrid/log/instance.log"
+    size = log.stat().st_size
+    started = time.monotonic()
+    assert node.instance() == 0
+    assert time.monotonic() - started < 3
+    assert log.stat().st_size == size  # no buildout ran
+
+
+def test_stop_then_start_again(node: Node) -> None:
+    pid = node.partition()
+    service_pid = node.supervisor.process_info(pid)[0].pid
+    node.request(state="stopped")
+    assert node.instance() == 0
+    assert node.processes(pid) == []
+    assert not psutil.pid_exists(service_pid) or psutil.Process(service_pid).status() == "zombie"
+    assert "stopped" in node.status_text(pid)
+    node.request(state="started")
+    assert node.instance() == 0
+    assert node.processes(pid) == ["hello-http-on-watch:RUNNING"]
+
+
+def test_parameter_change_redeploys(node: Node) -> None:
+    pid = node.partition()
+    node.request(port="18931")
+    assert node.instance() == 0
+    assert node.url().endswith(":18931/")
+    assert "Hello" in get(node.url())
+    assert node.processes(pid) == ["hello-http-on-watch:RUNNING"]
+
+
+def test_failing_buildout_is_reported_with_its_log_and_backs_off(node: Node) -> None:
+    pid = node.partition()
+    node.request(port="not-a-port")
+    assert node.instance() == 1
+    status = node.status_text(pid)
+    assert status.startswith("#error")
+    error_log = (node.config.instance_root / pid / f".slapgrid-{pid}-error.log").read_text()
+    assert "must be a TCP port" in error_log
+    assert not (node.config.instance_root / pid / ".timestamp").exists()
+    log = node.config.instance_root / pid / ".slapgrid/log/instance.log"
+    size = log.stat().st_size
+    assert node.instance() == 0  # within back-off: not retried, not failed again
+    assert log.stat().st_size == size
+    node.request(port="18931")  # a fix from the master is picked up at once
+    assert node.instance() == 0
+    assert "Hello" in get(node.url())
+
+
+def test_failing_promise_exits_2_and_is_reported(node: Node) -> None:
+    pid = node.partition()
+    promise = node.config.instance_root / pid / "etc/promise/always-fails"
+    promise.write_text("#!/bin/sh\necho 'disk on fire'\nexit 1\n")
+    promise.chmod(0o755)
+    try:
+        assert node.instance(force=True) == 2
+        assert "disk on fire" in node.status_text(pid) or node.status_text(pid).startswith("#error")
+        assert not (node.config.instance_root / pid / ".timestamp").exists()
+    finally:
+        promise.unlink()
+    assert node.instance(force=True) == 0
+
+
+def test_killed_service_bangs_the_master(node: Node) -> None:
+    pid = node.partition()
+    before = node.client.computer()
+    timestamp = next(p.timestamp for p in before.partitions if p.partition_id == pid)
+    service_pid = node.supervisor.process_info(pid)[0].pid
+    os.kill(service_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        after = node.client.computer()
+        if next(p.timestamp for p in after.partitions if p.partition_id == pid) != timestamp:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the watchdog's bang never reached the master")
+    assert node.instance() == 0  # the bang makes the partition redeploy
+    assert node.processes(pid) == ["hello-http-on-watch:RUNNING"]
+
+
+def test_second_concurrent_run_is_refused(node: Node) -> None:
+    held = lock.hold(node.config.state_dir / "partitions.lock", "instance/report")
+    with held, pytest.raises(LockedError, match="another slapgrid instance/report run"):
+        node.instance()
+
+
+def test_master_down_keeps_services_running_and_exits_3(node: Node) -> None:
+    pid = node.partition()
+    url = node.url()
+    offline = NodeConfig(**{**node.config.__dict__, "master_url": "http://127.0.0.1:9/"})
+    with SlapClient(offline.master_url, COMPUTER) as client:
+        assert run_instance(offline, client) == 3
+    assert node.processes(pid) == ["hello-http-on-watch:RUNNING"]
+    assert "Hello" in get(url)
+
+
+def test_destroy_then_report_frees_the_partition(node: Node) -> None:
+    pid = node.partition()
+    node.request(state="destroyed")
+    assert node.instance() == 0
+    assert node.processes(pid) == []
+    assert run_report(node.config, node.client) == 0
+    root = node.config.instance_root / pid
+    assert list(root.iterdir()) == []
+    assert (root.stat().st_mode & 0o777) == 0o750
+    partition = next(p for p in node.client.computer().partitions if p.partition_id == pid)
+    assert partition.is_free

@@ -1,0 +1,502 @@
+"""The embedded master over real HTTP on 127.0.0.1: lifecycle, errors, concurrency, crashes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from slapgrid.cli.master_cmds import master_group
+from slapgrid.cli.user_cmds import request_command, show_command, supply_command
+from slapgrid.master.server import MasterServer
+from slapgrid.master.storage import MasterStore
+from slapgrid.slap import marshal
+from slapgrid.slap.client import SlapClient
+from slapgrid.slap.documents import Computer
+from slapgrid.slap.errors import HTTPStatusError, NotFoundError
+
+pytestmark = pytest.mark.integration
+
+COMP = "COMP-HTTP"
+SR = "https://example.com/software/web/software.cfg"
+FRONTEND = "https://example.com/software/frontend/software.cfg"
+
+
+def definition(count: int, reference: str = COMP) -> dict[str, Any]:
+    return {
+        "reference": reference,
+        "address": "10.0.0.1",
+        "netmask": "255.255.255.0",
+        "partition_list": [
+            {
+                "reference": f"slappart{i}",
+                "address_list": [{"addr": f"10.0.1.{i + 1}", "netmask": "255.255.255.0"}],
+                "tap": {"name": f"slaptap{i}"},
+            }
+            for i in range(count)
+        ],
+    }
+
+
+@pytest.fixture
+def master(tmp_path: Path) -> Iterator[MasterServer]:
+    store = MasterStore(tmp_path / "master.db", default_computer=COMP)
+    with MasterServer(store) as server:
+        yield server
+    store.close()
+
+
+@pytest.fixture
+def node(master: MasterServer) -> Iterator[SlapClient]:
+    with SlapClient(master.url, COMP) as client:
+        yield client
+
+
+def partition(computer: Computer, pid: str) -> Any:
+    return next(p for p in computer.partitions if p.partition_id == pid)
+
+
+def test_full_lifecycle(master: MasterServer, node: SlapClient) -> None:
+    assert node.computer().partitions == []  # the default computer answers before format
+    node.load_computer_configuration(definition(4))
+    node.supply(SR)
+    assert [s.url for s in node.computer().software_releases] == [SR]
+    node.building_software_release(SR)
+    node.available_software_release(SR)
+
+    user = SlapClient(master.url, "user")
+    root = user.request(SR, "web", parameters={"port": 8080})
+    assert (root.computer_id, root.partition_id) == (COMP, "slappart0")
+    deployed = partition(node.computer(), "slappart0")
+    assert deployed.requested_state == "started" and deployed.software_release_url == SR
+    assert deployed.parameters["port"] == "8080" and deployed.instance_title == "web"
+    assert deployed.ip_list == [("slaptap0", "10.0.1.1")]
+    first_timestamp = deployed.timestamp
+
+    # the instance deploys, requests a child and a shared frontend, publishes, reports
+    node.started("slappart0")
+    child = node.request(SR, "db", software_type="database", requester="slappart0")
+    assert child.partition_id == "slappart1"
+    node.supply(FRONTEND)
+    node.request(FRONTEND, "frontend")  # a user's frontend instance, on slappart2
+    shared = node.request(
+        FRONTEND, "web-front", shared=True, parameters={"url": "http://x"}, requester="slappart0"
+    )
+    assert shared.partition_id == "slappart2"
+    node.set_connection("slappart1", {"dsn": "postgresql://db"})
+    frontend = partition(node.computer(), "slappart2")
+    [slave] = frontend.slave_instance_list
+    node.set_connection("slappart2", {"site": "https://front"}, slave["slave_reference"])
+
+    after = partition(node.computer(), "slappart0")
+    assert int(after.timestamp) > int(first_timestamp)  # its child and its shared published
+    assert after.access_status == "#access Instance correctly started"
+    assert node.request(SR, "db", software_type="database", requester="slappart0").connection == {
+        "dsn": "postgresql://db"
+    }
+    again = node.request(
+        FRONTEND, "web-front", shared=True, parameters={"url": "http://x"}, requester="slappart0"
+    )
+    assert again.connection == {"site": "https://front"}
+    assert node.register_partition("slappart0").synced is True
+
+    # stop, then destroy the whole tree; the node reports, partitions come back free
+    user.request(SR, "web", parameters={"port": 8080}, state="stopped")
+    assert partition(node.computer(), "slappart0").requested_state == "stopped"
+    node.stopped("slappart0")
+    user.request(SR, "web", parameters={"port": 8080}, state="destroyed")
+    computer = node.computer()
+    assert {p.partition_id for p in computer.partitions if p.requested_state == "destroyed"} >= {
+        "slappart0",
+        "slappart1",
+    }
+    node.destroyed("slappart1")
+    node.destroyed("slappart0")
+    computer = node.computer()
+    assert partition(computer, "slappart0").is_free and partition(computer, "slappart1").is_free
+    assert partition(computer, "slappart2").slave_instance_list == []  # requester gone
+    assert user.request(SR, "web").partition_id == "slappart0"  # reusable
+
+
+def get(master: MasterServer, endpoint: str, **params: str) -> httpx.Response:
+    return httpx.get(master.url + endpoint, params=params)
+
+
+def post(master: MasterServer, endpoint: str, **form: str) -> httpx.Response:
+    return httpx.post(master.url + endpoint, data=form)
+
+
+def dump(value: Any) -> str:
+    return marshal.dumps(value).decode()
+
+
+REQUEST = {
+    "software_release": SR,
+    "software_type": "default",
+    "partition_reference": "x",
+    "partition_parameter_xml": dump({}),
+    "filter_xml": dump({}),
+    "state": dump(None),
+    "shared_xml": dump(False),
+}
+
+
+def access_line(caplog: pytest.LogCaptureFixture) -> str:
+    """The access log line of the one request made (written just after the answer)."""
+    for _ in range(100):
+        lines = [r.getMessage() for r in caplog.records if r.name == "slapgrid.master.access"]
+        if lines:
+            [line] = lines
+            return line
+        time.sleep(0.01)
+    raise AssertionError("no access log line")
+
+
+BAD_CALLS: list[tuple[str, str, dict[str, str], int]] = [
+    ("POST", "getFullComputerInformation", {"computer_id": COMP}, 405),
+    ("GET", "requestComputerPartition", {}, 405),
+    ("GET", "getFullComputerInformation", {}, 400),
+    ("GET", "getFullComputerInformation", {"computer_id": "NOPE"}, 404),
+    ("GET", "getHateoasUrl", {}, 404),
+    ("GET", "registerComputerPartition", {"computer_reference": COMP}, 400),
+    (
+        "GET",
+        "registerComputerPartition",
+        {"computer_reference": COMP, "computer_partition_reference": "slappart9"},
+        404,
+    ),
+    (
+        "POST",
+        "startedComputerPartition",
+        {"computer_id": COMP, "computer_partition_id": "None"},
+        400,
+    ),
+    ("POST", "startedComputerPartition", {"computer_id": COMP, "computer_partition_id": "p9"}, 404),
+    ("POST", "supplySupply", {"url": SR, "computer_id": COMP, "state": "gone"}, 400),
+    ("POST", "supplySupply", {"url": SR, "computer_id": "NOPE", "state": "available"}, 404),
+    ("POST", "loadComputerConfigurationFromXML", {"xml": "<marshal><dict"}, 400),
+    ("POST", "loadComputerConfigurationFromXML", {"xml": dump({"reference": "C"})}, 400),
+    ("POST", "requestComputerPartition", {**REQUEST, "partition_parameter_xml": "<x>"}, 400),
+    ("POST", "requestComputerPartition", {**REQUEST, "state": dump(3)}, 400),
+    ("POST", "requestComputerPartition", {**REQUEST, "shared_xml": dump("yes")}, 400),
+    (
+        "POST",
+        "requestComputerPartition",
+        {**REQUEST, "filter_xml": dump({"computer_guid": "N"})},
+        404,
+    ),
+    (
+        "POST",
+        "requestComputerPartition",
+        {**REQUEST, "computer_id": COMP, "computer_partition_id": "p9"},
+        404,
+    ),
+    (
+        "POST",
+        "requestComputerPartition",
+        {**REQUEST, "shared_xml": dump(True), "software_release": FRONTEND},
+        404,
+    ),
+    ("POST", "useComputer", {"computer_id": COMP, "use_string": "<journal/>"}, 400),
+    (
+        "POST",
+        "setComputerPartitionConnectionXml",
+        {"computer_id": COMP, "computer_partition_id": "slappart0", "connection_xml": "nope"},
+        400,
+    ),
+    (
+        "POST",
+        "destroyedComputerPartition",
+        {"computer_id": COMP, "computer_partition_id": "slappart0"},
+        409,
+    ),
+    ("POST", "destroyedSoftwareRelease", {"computer_id": COMP, "url": SR}, 409),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "endpoint", "params", "status"),
+    BAD_CALLS,
+    ids=[f"{c[1]}-{c[3]}-{i}" for i, c in enumerate(BAD_CALLS)],
+)
+def test_bad_calls_get_their_status_and_change_nothing(
+    master: MasterServer,
+    node: SlapClient,
+    caplog: pytest.LogCaptureFixture,
+    method: str,
+    endpoint: str,
+    params: dict[str, str],
+    status: int,
+) -> None:
+    node.load_computer_configuration(definition(1))
+    node.supply(SR)
+    node.request(SR, "only")  # fills the only partition
+    before, generation = master.store.snapshot(), master.store.generation(COMP)
+    if method == "GET":
+        response = get(master, endpoint, **params)
+    else:
+        response = post(master, endpoint, **params)
+    assert response.status_code == status, response.text
+    assert f"{method} /{endpoint} {status} " in access_line(caplog)
+    assert master.store.snapshot() == before
+    assert master.store.generation(COMP) == generation
+
+
+def test_x_slappartition_header_identifies_the_requester(
+    master: MasterServer, node: SlapClient
+) -> None:
+    node.load_computer_configuration(definition(2))
+    node.request(SR, "parent")
+    header = {
+        "Authorization": f"X-SlapPartition computer_id={COMP}, computer_partition_id=slappart0"
+    }
+    response = httpx.post(master.url + "requestComputerPartition", data=REQUEST, headers=header)
+    answer = marshal.loads(response.content)
+    assert answer.state["root_instance_title"] == "parent"
+    header["Authorization"] = f"x-slappartition computer_id={COMP}, computer_partition_id=nope"
+    response = httpx.post(master.url + "requestComputerPartition", data=REQUEST, headers=header)
+    assert response.status_code == 404
+
+
+def test_etag_and_long_poll(master: MasterServer, node: SlapClient) -> None:
+    first = get(master, "getFullComputerInformation", computer_id=COMP)
+    etag = first.headers["etag"]
+    assert first.headers["content-type"] == "text/xml; charset=utf-8"
+    first.content.decode("ascii")
+    unchanged = httpx.get(
+        master.url + "getFullComputerInformation",
+        params={"computer_id": COMP},
+        headers={"If-None-Match": etag},
+    )
+    assert unchanged.status_code == 304 and unchanged.content == b""
+    generation = int(etag.strip('"'))
+    assert get(master, "slapgrid/changes", computer_id=COMP, since="0").json() == {
+        "generation": generation
+    }
+
+    def change_soon() -> None:
+        time.sleep(0.3)
+        node.supply(SR)
+
+    threading.Thread(target=change_soon).start()
+    started = time.monotonic()
+    moved = get(master, "slapgrid/changes", computer_id=COMP, since=str(generation), timeout="20")
+    assert 0.2 < time.monotonic() - started < 5
+    assert moved.json()["generation"] > generation
+    fresh = httpx.get(
+        master.url + "getFullComputerInformation",
+        params={"computer_id": COMP},
+        headers={"If-None-Match": etag},
+    )
+    assert fresh.status_code == 200 and SR.encode() in fresh.content
+    started = time.monotonic()
+    idle = get(
+        master,
+        "slapgrid/changes",
+        computer_id=COMP,
+        since=str(moved.json()["generation"]),
+        timeout="0.3",
+    )
+    assert idle.json() == moved.json() and time.monotonic() - started >= 0.3
+    assert get(master, "slapgrid/changes", computer_id="NOPE").status_code == 404
+
+
+def test_status_and_misc_endpoints(master: MasterServer, node: SlapClient) -> None:
+    node.load_computer_configuration(definition(2))
+    node.supply(SR)
+    node.request(SR, "web")
+    node.software_release_error(SR, "compilation failed")
+    status = marshal.loads(
+        get(master, "getSoftwareInstallationStatus", computer_id=COMP, url=SR).content
+    )
+    assert status["text"] == f"#error while installing {SR}"
+    node.computer()
+    status = marshal.loads(get(master, "getComputerStatus", computer_id=COMP).content)
+    assert status["text"] == f"#access {COMP}"
+    partition_status = get(
+        master, "getComputerPartitionStatus", computer_id=COMP, computer_partition_id="slappart0"
+    )
+    assert marshal.loads(partition_status.content)["no_data"] == 1
+    assert node.partition_certificate("slappart0") == ("", "")
+    with pytest.raises(NotFoundError):
+        node.partition_certificate("slappart1")  # free
+    ips = get(
+        master, "getHostingSubscriptionIpList", computer_id=COMP, computer_partition_id="slappart0"
+    )
+    assert marshal.loads(ips.content) == [("slaptap0", "10.0.1.1")]
+    node.update_related_instances("slappart0", ["a", "b"])
+    node.bang("slappart0", "service died")
+    node.rename("slappart0", "website")
+    node.computer_bang("Reboot")
+    node.instance_error("slappart0", "Traceback: boom")
+    assert partition(node.computer(), "slappart0").instance_title == "website"
+    with pytest.raises(HTTPStatusError) as refused:
+        node.use_computer("<journal><transaction/></journal>")
+    assert refused.value.status == 400
+
+
+def test_concurrent_writers_lose_nothing(master: MasterServer, node: SlapClient) -> None:
+    count = 20
+    node.load_computer_configuration(definition(2 * count))
+    node.supply(SR)
+    for i in range(count):
+        node.request(SR, f"root-{i}")
+    barrier = threading.Barrier(count)
+    errors: list[BaseException] = []
+
+    def instance(i: int) -> None:
+        try:
+            with SlapClient(master.url, COMP) as client:
+                barrier.wait()
+                pid = f"slappart{i}"
+                client.set_connection(pid, {"index": i})
+                client.started(pid)
+                client.request(SR, f"child-{i}", requester=pid)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=instance, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    computer = node.computer()
+    roots = [partition(computer, f"slappart{i}") for i in range(count)]
+    assert [p.connection for p in roots] == [{"index": str(i)} for i in range(count)]
+    assert all(p.access_status == "#access Instance correctly started" for p in roots)
+    children = [p for p in computer.partitions if (p.instance_title or "").startswith("child-")]
+    assert len(children) == count and len({p.partition_id for p in children}) == count
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_master_process(config: Path) -> subprocess.Popen[bytes]:
+    code = "from slapgrid.cli.master_cmds import master_group; master_group()"
+    return subprocess.Popen(
+        [sys.executable, "-c", code, "start", "--cfg", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+        try:
+            httpx.get(url + "getHateoasUrl", timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise AssertionError("master did not start")
+
+
+def test_kill_9_after_acknowledged_writes_loses_nothing(tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "slapos-proxy.cfg"
+    config.write_text(
+        f"[slapos]\ncomputer_id = {COMP}\n[slapproxy]\nhost = 127.0.0.1\nport = {port}\n"
+        f"database_uri = {tmp_path / 'proxy-compatible.db'}\n"
+    )
+    url = f"http://127.0.0.1:{port}/"
+    process = start_master_process(config)
+    try:
+        wait_ready(url, process)
+        with SlapClient(url, COMP) as client:
+            client.load_computer_configuration(definition(10))
+            for i in range(10):
+                client.supply(f"{SR}?v={i}")
+                client.request(SR, f"instance-{i}", parameters={"i": i})
+                client.set_connection(f"slappart{i}", {"url": f"http://{i}"})
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    process = start_master_process(config)
+    try:
+        wait_ready(url, process)
+        with SlapClient(url, COMP) as client:
+            computer = client.computer()
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(10)
+    assert len(computer.software_releases) == 10
+    assert [p.connection for p in computer.partitions] == [
+        {"url": f"http://{i}"} for i in range(10)
+    ]
+    assert [p.parameters["i"] for p in computer.partitions] == [str(i) for i in range(10)]
+
+
+def test_ipv6_loopback(tmp_path: Path) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    store = MasterStore(tmp_path / "v6.db", default_computer=COMP)
+    try:
+        server = MasterServer(store, host="::1")
+    except Exception as exc:  # IPv6 compiled in but not configured
+        store.close()
+        pytest.skip(f"cannot listen on ::1: {exc}")
+    with server, SlapClient(server.url, COMP) as client:
+        assert server.url.startswith("http://[::1]:")
+        assert client.computer().computer_id == COMP
+    store.close()
+
+
+def test_user_and_master_commands(
+    master: MasterServer, node: SlapClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("SLAPGRID_MASTER_URL", master.url)
+    monkeypatch.setenv("SLAPOS_CLIENT_CONFIGURATION", str(tmp_path / "absent.cfg"))
+    (tmp_path / "absent.cfg").write_text("[slapos]\n")
+    node.load_computer_configuration(definition(2))
+    runner = CliRunner()
+
+    result = runner.invoke(supply_command, [SR, COMP])
+    assert result.exit_code == 0 and "available" in result.output
+    parameters = tmp_path / "parameters.json"
+    parameters.write_text('{"port": 8080, "names": ["a", "b"]}')
+    result = runner.invoke(request_command, ["web", SR, "--parameters-json", str(parameters)])
+    assert result.exit_code == 0, result.output
+    assert "no connection parameters published yet" in result.output
+    deployed = partition(node.computer(), "slappart0")
+    assert deployed.parameters["_"] == '{\n  "names": [\n    "a",\n    "b"\n  ],\n  "port": 8080\n}'
+    published = {"_": '{"url": "https://web", "ports": [1, 2]}'}
+    node.set_connection("slappart0", published)
+
+    result = runner.invoke(show_command, ["web", "--json"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert shown["connection"] == {"url": "https://web", "ports": [1, 2]}
+    assert shown["partition"] == "slappart0"
+    assert "web" in runner.invoke(show_command, []).output
+    result = runner.invoke(show_command, ["nope"])
+    assert result.exit_code != 0 and "was not requested" in str(result.exception)
+    result = runner.invoke(request_command, ["x", SR, "--parameter", "novalue"])
+    assert result.exit_code == 2
+
+    result = runner.invoke(master_group, ["show", "--json", "--database", master.store.url])
+    assert result.exit_code == 0, result.output
+    snapshot = json.loads(result.output)
+    assert [s["url"] for s in snapshot["software"]] == [SR]
+    assert snapshot["partitions"][0]["connection"] == {
+        "_": '{"url": "https://web", "ports": [1, 2]}'
+    }
+    result = runner.invoke(master_group, ["show", "--database", master.store.url])
+    assert result.exit_code == 0 and "slappart0" in result.output

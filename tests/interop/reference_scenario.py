@@ -1,0 +1,129 @@
+"""Run by the reference venv's Python: drive a SLAP master with slapos.slap 1.26.1.
+
+Usage: python reference_scenario.py MASTER_URL COMPUTER_ID. Prints, as JSON, what the
+reference client library sees at every step, so the test can compare two masters.
+"""
+
+import json
+import sys
+
+from slapos import slap as slapmodule
+from slapos.util import dumps
+
+SR = "https://example.com/software/web/software.cfg"
+FRONTEND = "https://example.com/software/frontend/software.cfg"
+
+
+def described(partition):
+    """What a node or a recipe reads from a partition through the public API."""
+    complete = all(
+        hasattr(partition, name)
+        for name in ("_parameter_dict", "_connection_dict", "_instance_guid")
+    )
+    state = partition.getState()  # fetches a partition registered without data
+    busy = partition._software_release_document is not None
+    return {
+        "id": partition.getId(),
+        "state": state,
+        "software_release": partition.getSoftwareRelease().getURI() if busy else None,
+        "type": partition.getType() if busy else None,
+        "parameters": partition.getInstanceParameterDict() if busy else None,
+        "connection": partition.getConnectionParameterDict() if busy else None,
+        "timestamp": (partition._parameter_dict or {}).get("timestamp") if busy else None,
+        "needs_no_refetch": complete if busy else None,
+    }
+
+
+def answer(instance):
+    """A request's answer; data first: on the proxy getState() re-fetches and overwrites it."""
+    seen = {
+        "parameters": instance.getInstanceParameterDict(),
+        "connection": instance.getConnectionParameterDict(),
+    }
+    return {**seen, "id": instance.getId(), "state": instance.getState()}
+
+
+def main(url, computer_id):
+    slap = slapmodule.slap()
+    slap.initializeConnection(url)
+    result = {}
+
+    computer = slap.registerComputer(computer_id)
+    computer.updateConfiguration(
+        dumps(
+            {
+                "reference": computer_id,
+                "address": "10.0.0.1",
+                "netmask": "255.255.255.0",
+                "partition_list": [
+                    {
+                        "reference": f"slappart{i}",
+                        "address_list": [
+                            {"addr": f"10.0.1.{i + 1}", "netmask": "255.255.255.0"},
+                            {"addr": f"fd00::{i + 1}", "netmask": "ffff:ffff::"},
+                        ],
+                        "tap": {"name": f"slaptap{i}"},
+                    }
+                    for i in range(4)
+                ],
+            }
+        )
+    )
+    supply = slap.registerSupply()
+    supply.supply(SR, computer_guid=computer_id)
+    supply.supply(FRONTEND, computer_guid=computer_id)
+
+    order = slap.registerOpenOrder()
+    root = order.request(SR, "web", partition_parameter_kw={"n": 1, "s": "a&b<c>&lt;"})
+    result["root"] = answer(root)
+    result["frontend"] = answer(order.request(FRONTEND, "frontend"))
+
+    registered = slap.registerComputerPartition(computer_id, root.getId())
+    result["registered"] = described(registered)
+    registered.setConnectionDict({"url": "http://[fd00::1]:8080/", "_": '{"k": [1, 2]}'})
+
+    child = registered.request(SR, "default", "db", partition_parameter_kw={"size": "big"})
+    result["child"] = answer(child)
+    slap.registerComputerPartition(computer_id, child.getId()).setConnectionDict({"dsn": "pg"})
+    result["child_again"] = answer(
+        registered.request(SR, "default", "db", partition_parameter_kw={"size": "big"})
+    )
+
+    shared = registered.request(
+        FRONTEND, "default", "web-front", shared=True, partition_parameter_kw={"url": "http://x"}
+    )
+    result["shared"] = answer(shared)
+
+    full = slap.registerComputer(computer_id)  # syncs with getFullComputerInformation
+    result["software"] = sorted(
+        (sr.getURI(), sr.getState()) for sr in full.getSoftwareReleaseList()
+    )
+    partitions = full.getComputerPartitionList()
+    result["partitions"] = [described(p) for p in partitions]
+    host = next(p for p in partitions if p.getId() == shared.getId())
+    slaves = host.getInstanceParameterDict()["slave_instance_list"]
+    result["slaves"] = [
+        {k: v for k, v in slave.items() if k not in ("slave_reference", "slave_title")}
+        for slave in slaves
+    ]
+    slap.registerComputerPartition(computer_id, host.getId()).setConnectionDict(
+        {"site": "https://front"}, slave_reference=slaves[0]["slave_reference"]
+    )
+    result["shared_again"] = answer(
+        registered.request(
+            FRONTEND,
+            "default",
+            "web-front",
+            shared=True,
+            partition_parameter_kw={"url": "http://x"},
+        )
+    )
+    refreshed = slap.registerComputer(computer_id)
+    result["root_after"] = described(
+        next(p for p in refreshed.getComputerPartitionList() if p.getId() == root.getId())
+    )
+    print(json.dumps(result, sort_keys=True, default=repr))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])

@@ -1,0 +1,81 @@
+"""The reference client library (slapos.slap 1.26.1) against our master and `slapos proxy`.
+
+The same scenario (format, supply, request, getFullComputerInformation,
+registerComputerPartition, parameters, setConnectionDict, a child and a shared instance) runs
+against both; what the client sees must be the same, except for these deliberate differences:
+
+* `timestamp`: ours an integer (µs), the proxy's a string holding a float;
+* instance guids: ours `SOFTINST-…`/`SHARED-…`, the proxy's `<computer>-<partition>`;
+* shared instances in `slave_instance_list`: ours `slave_reference` is the shared instance's
+  guid and `slave_title` its title (as on the production master), the proxy uses
+  `<root title>_<title>` for both; ours also carry a `timestamp`;
+* routed addresses: ours `full_ip_list` (master), the proxy's `full_address_list`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from slapgrid.master.server import MasterServer
+from slapgrid.master.storage import MasterStore
+
+pytestmark = pytest.mark.interop
+
+SCENARIO = Path(__file__).with_name("reference_scenario.py")
+DIFFERENT_KEYS = {"timestamp", "full_ip_list", "full_address_list"}
+DIFFERENT_SLAVE_KEYS = {"slave_reference", "slave_title", "timestamp"}
+
+
+def run_scenario(python: Path, url: str, computer: str) -> dict[str, Any]:
+    result = subprocess.run(
+        [str(python), str(SCENARIO), url, computer], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
+def normalise(value: Any) -> Any:
+    """Drop what differs on purpose (see the module docstring), recursively."""
+    if isinstance(value, dict):
+        drop = DIFFERENT_SLAVE_KEYS if "slave_reference" in value else DIFFERENT_KEYS
+        return {k: normalise(v) for k, v in value.items() if k not in drop}
+    if isinstance(value, list):
+        return [normalise(item) for item in value]
+    return value
+
+
+def busy(result: dict[str, Any]) -> list[dict[str, Any]]:
+    return [p for p in result["partitions"] if p["software_release"]]
+
+
+def test_reference_client_sees_the_same_on_both_masters(
+    reference_python: Path, reference_proxy: tuple[str, str], tmp_path: Path
+) -> None:
+    proxy_url, computer = reference_proxy
+    theirs = run_scenario(reference_python, proxy_url, computer)
+    store = MasterStore(tmp_path / "ours.db", default_computer=computer)
+    with MasterServer(store) as server:
+        ours = run_scenario(reference_python, server.url, computer)
+    store.close()
+
+    assert normalise(ours) == normalise(theirs)
+
+    # what the scenario must have exercised, on both
+    for result in (ours, theirs):
+        assert result["root"]["parameters"]["s"] == "a&b<c>&lt;"
+        assert result["child_again"]["connection"] == {"dsn": "pg"}
+        assert result["shared_again"]["connection"] == {"site": "https://front"}
+        assert result["shared"]["id"] == result["frontend"]["id"]
+        assert [slave["url"] for slave in result["slaves"]] == ["http://x"]
+        assert all(p["needs_no_refetch"] for p in busy(result))
+        assert result["registered"]["needs_no_refetch"] is False  # lazily fetched, and worked
+
+    # the deliberate differences
+    assert all(isinstance(p["timestamp"], int) for p in busy(ours))
+    assert all(isinstance(p["timestamp"], str) for p in busy(theirs))
+    assert ours["root_after"]["timestamp"] > ours["registered"]["timestamp"]
