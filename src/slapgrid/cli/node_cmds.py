@@ -13,6 +13,8 @@ from slapgrid.cli import render
 from slapgrid.node import instance, software, status
 from slapgrid.node.config import NodeConfig, find_config_file, load_node_config
 from slapgrid.node.format import run_format
+from slapgrid.node.partition import observe
+from slapgrid.node.planner import plan_destruction
 from slapgrid.node.report import run_report
 from slapgrid.node.state import StateStore
 from slapgrid.slap.client import SlapClient
@@ -203,11 +205,20 @@ def instance_command(
 
 @click.command("report")
 @node_options
+@click.option("--dry-run", is_flag=True, help="Print what would be destroyed; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan as JSON.")
 @node_command_body
-def report_command(context: NodeContext, flags: dict[str, Any]) -> int:
+def report_command(
+    context: NodeContext, flags: dict[str, Any], dry_run: bool, as_json: bool
+) -> int:
     """Send usage reports and wipe destroyed partitions."""
     config = context.config(flags)
     with make_client(config) as client:
+        if dry_run:
+            computer = client.computer()
+            observed = {p.partition_id: observe(config, p) for p in computer.partitions}
+            render.plan(plan_destruction(computer, observed), as_json=as_json)
+            return 0
         return run_report(config, client)
 
 
@@ -264,11 +275,26 @@ def node_command(context: NodeContext, flags: dict[str, Any]) -> int:
 
 @click.command("plan")
 @node_options
+@click.option("--json", "as_json", is_flag=True, help="The plan as JSON.")
 @node_command_body
-def plan_command(context: NodeContext, flags: dict[str, Any]) -> int:
-    """Show what a run would do, and why, without changing anything."""
-    context.config(flags)
-    return _not_yet("plan")
+def plan_command(context: NodeContext, flags: dict[str, Any], as_json: bool) -> int:
+    """Show what software, instance and report would do, and why, changing nothing.
+
+    The master is only read (one getFullComputerInformation), the disk only looked at.
+    """
+    config = context.config(flags)
+    with make_client(config) as client:
+        computer = client.computer()
+    store = StateStore(config.instance_root)
+    actions = [
+        *software.plan(config, computer),
+        *instance.plan(config, computer, store, force=False, only=frozenset()),
+        *plan_destruction(
+            computer, {p.partition_id: observe(config, p) for p in computer.partitions}
+        ),
+    ]
+    render.plan(actions, as_json=as_json)
+    return 0
 
 
 @click.command("status")

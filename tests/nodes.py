@@ -1,0 +1,100 @@
+"""A formatted node talking to a live embedded master, for integration tests."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from slapgrid.master.server import MasterServer
+from slapgrid.master.storage import MasterStore
+from slapgrid.node.config import NodeConfig
+from slapgrid.node.format import run_format
+from slapgrid.node.instance import run_instance
+from slapgrid.node.software import run_software
+from slapgrid.node.supervisor import Supervisor
+from slapgrid.slap.client import SlapClient
+
+SOFTWARE = str(Path(__file__).parents[1] / "examples" / "hello" / "software.cfg")
+COMPUTER = "COMP-INSTANCE"
+
+
+class Node:
+    """One formatted node with the example SR built, talking to a live embedded master."""
+
+    def __init__(self, root: Path, server: MasterServer, store: MasterStore) -> None:
+        self.root, self.server, self.store = root, server, store
+        self.config = NodeConfig(
+            master_url=server.url,
+            computer_id=COMPUTER,
+            instance_root=root / "instance",
+            software_root=root / "software",
+            software_min_free_space=0,
+            instance_min_free_space=0,
+            promise_timeout=10,
+        )
+        self.client = SlapClient(server.url, COMPUTER)
+        self.supervisor = Supervisor(self.config.instance_root)
+
+    def request(self, title: str = "hello", state: str = "started", **parameters: str):
+        return self.client.request(SOFTWARE, title, parameters=parameters, state=state)
+
+    def instance(self, **kwargs) -> int:  # type: ignore[no-untyped-def]
+        return run_instance(self.config, self.client, **kwargs)
+
+    def partition(self, title: str = "hello") -> str:
+        for partition in self.client.computer().partitions:
+            if partition.instance_title == title:
+                return partition.partition_id
+        raise AssertionError(f"no partition for {title}")
+
+    def url(self, title: str = "hello") -> str:
+        return self.client.request(SOFTWARE, title).connection["url"]
+
+    def processes(self, pid: str) -> list[str]:
+        """Process states, once out of STARTING (services count as up after startsecs)."""
+        deadline = time.monotonic() + 5
+        while True:
+            states = [f"{p.name}:{p.state}" for p in self.supervisor.process_info(pid)]
+            if not any(s.endswith("STARTING") for s in states) or time.monotonic() > deadline:
+                return states
+            time.sleep(0.1)
+
+    def status_text(self, pid: str) -> str:
+        return self.store.partition_status(COMPUTER, pid)["text"]
+
+
+def get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        return answer.read().decode()
+
+
+@contextlib.contextmanager
+def running_node(root: Path, partitions: int = 3) -> Iterator[Node]:
+    """Master up, partitions formatted, the example SR supplied and built."""
+    store = MasterStore(root / "master.db", default_computer=COMPUTER)
+    try:
+        with MasterServer(store) as server:
+            (root / "instance").mkdir()
+            (root / "software").mkdir()
+            options = {
+                "master_url": server.url,
+                "computer_id": COMPUTER,
+                "instance_root": str(root / "instance"),
+                "software_root": str(root / "software"),
+                "partition_amount": partitions,
+                "alter_user": False,
+            }
+            assert run_format(None, options) == 0
+            node = Node(root, server, store)
+            node.client.supply(SOFTWARE)
+            assert run_software(node.config, node.client) == 0
+            try:
+                yield node
+            finally:
+                node.supervisor.shutdown()
+                node.client.close()
+    finally:
+        store.close()
