@@ -94,6 +94,12 @@ _NODE_OPTION_NAMES = (
 )
 
 
+def dry_run_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`--dry-run` (print the plan, contact the master read-only, change nothing) and `--json`."""
+    command = click.option("--json", "as_json", is_flag=True, help="With --dry-run: JSON.")(command)
+    return click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")(command)
+
+
 def node_command_body(function: Callable[..., int]) -> Callable[..., None]:
     """Split node flags from command flags, load the config, exit with the function's code."""
 
@@ -147,8 +153,7 @@ def run_all(context: NodeContext) -> int:
 @node_options
 @click.option("--force", "--all", "force", is_flag=True, help="Rebuild even built software.")
 @click.option("--only-sr", "--only", "only", help="Comma-separated URLs or MD5s to process.")
-@click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
-@click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan as JSON.")
+@dry_run_options
 @node_command_body
 def software_command(
     context: NodeContext,
@@ -174,8 +179,7 @@ def software_command(
 @node_options
 @click.option("--force", is_flag=True, help="Deploy every partition, even if up to date.")
 @click.option("--only-cp", "--only", "only", help="Comma-separated partition ids to process.")
-@click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
-@click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan as JSON.")
+@dry_run_options
 @click.option("--time-budget", type=float, help="Start no new work after this many seconds.")
 @node_command_body
 def instance_command(
@@ -205,8 +209,7 @@ def instance_command(
 
 @click.command("report")
 @node_options
-@click.option("--dry-run", is_flag=True, help="Print what would be destroyed; change nothing.")
-@click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan as JSON.")
+@dry_run_options
 @node_command_body
 def report_command(
     context: NodeContext, flags: dict[str, Any], dry_run: bool, as_json: bool

@@ -13,6 +13,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from slapgrid.errors import SlapgridError
 from slapgrid.node import process
@@ -91,6 +92,19 @@ def _failure(what: str, directory: Path, result: process.ProcessResult) -> Build
     return BuildoutError(reason, result.tail)
 
 
+def _checked(
+    what: str, directory: Path, command: Sequence[str], **options: Any
+) -> process.ProcessResult:
+    """Run one buildout step in `directory`; any failure is a BuildoutError naming it."""
+    try:
+        result = process.run(command, cwd=directory, **options)
+    except process.ProcessError as exc:
+        raise BuildoutError(f"cannot run {what} in {directory}: {exc}") from None
+    if not result.ok:
+        raise _failure(what, directory, result)
+    return result
+
+
 def bootstrap(
     config: NodeConfig,
     directory: Path,
@@ -103,22 +117,17 @@ def bootstrap(
     pass_fds: Sequence[int] = (),
 ) -> process.ProcessResult:
     """Create `bin/buildout` (or the bin directory named in `arguments`) in `directory`."""
-    try:
-        result = process.run(
-            bootstrap_command(arguments, config.buildout),
-            cwd=directory,
-            home=process.user_home(directory),
-            umask=umask,
-            output=output,
-            log_file=log_file,
-            cancel=cancel,
-            pass_fds=pass_fds,
-        )
-    except process.ProcessError as exc:
-        raise BuildoutError(f"cannot bootstrap buildout in {directory}: {exc}") from None
-    if not result.ok:
-        raise _failure("buildout bootstrap", directory, result)
-    return result
+    return _checked(
+        "buildout bootstrap",
+        directory,
+        bootstrap_command(arguments, config.buildout),
+        home=process.user_home(directory),
+        umask=umask,
+        output=output,
+        log_file=log_file,
+        cancel=cancel,
+        pass_fds=pass_fds,
+    )
 
 
 def run_buildout(
@@ -140,25 +149,20 @@ def run_buildout(
     if config.buildout_debug:
         command.append("-D")
     command += ["-U", *arguments]
-    try:
-        result = process.run(
-            command,
-            cwd=directory,
-            home=directory,
-            umask=umask,
-            env=env,
-            output=output,
-            log_file=log_file,
-            timeout=timeout,
-            cancel=cancel,
-            capture=not config.buildout_debug,
-            pass_fds=pass_fds,
-        )
-    except process.ProcessError as exc:
-        raise BuildoutError(f"cannot run buildout in {directory}: {exc}") from None
-    if not result.ok:
-        raise _failure("buildout", directory, result)
-    return result
+    return _checked(
+        "buildout",
+        directory,
+        command,
+        home=directory,
+        umask=umask,
+        env=env,
+        output=output,
+        log_file=log_file,
+        timeout=timeout,
+        cancel=cancel,
+        capture=not config.buildout_debug,
+        pass_fds=pass_fds,
+    )
 
 
 def build_software(
@@ -226,18 +230,14 @@ def run_instance_buildout(
         names = ", ".join(script.name for script in scripts)
         raise BuildoutError(f"{software / 'bin'} holds several bootstrap scripts: {names}")
     if scripts:
-        try:
-            result = process.run(
-                [*parse_shebang(scripts[0]), str(scripts[0])],
-                cwd=partition,
-                home=process.user_home(partition),
-                timeout=config.partition_timeout,
-                **common,
-            )
-        except process.ProcessError as exc:
-            raise BuildoutError(f"cannot bootstrap buildout in {partition}: {exc}") from None
-        if not result.ok:
-            raise _failure(f"bootstrap script {scripts[0].name}", partition, result)
+        _checked(
+            f"bootstrap script {scripts[0].name}",
+            partition,
+            [*parse_shebang(scripts[0]), str(scripts[0])],
+            home=process.user_home(partition),
+            timeout=config.partition_timeout,
+            **common,
+        )
         binary = partition / "sbin" / "buildout"
     if not binary.exists():
         bootstrap(config, partition, [f"buildout:bin-directory={partition / 'sbin'}"], **common)
