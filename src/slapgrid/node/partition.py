@@ -68,15 +68,18 @@ def software_periodicity(software: Path) -> int | None:
 
 def observe(config: NodeConfig, partition: ComputerPartition) -> PartitionObservation:
     """What is on disk for this partition, as the planner needs it."""
-    paths = partition_paths(config, partition.partition_id)
+    try:
+        paths = partition_paths(config, partition.partition_id)
+        url = partition.software_release_url
+        software = software_path(config, url) if url else None
+    except safety.UnsafeValueError as exc:
+        return PartitionObservation(exists=False, problem=str(exc))
     if not paths.root.is_dir():
         return PartitionObservation(exists=False)
     if partition.is_free:
         names = {entry.name for entry in os.scandir(paths.root)}
         leftovers = bool(names & {".timestamp", ".slapgrid"})
         return PartitionObservation(exists=True, leftovers=leftovers)
-    url = partition.software_release_url
-    software = software_path(config, url) if url else None
     try:
         deployed_at: float | None = paths.timestamp.stat().st_mtime
     except FileNotFoundError:

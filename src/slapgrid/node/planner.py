@@ -93,6 +93,7 @@ class PartitionObservation:
     software_built: bool = False  # the partition's SR has .completed
     periodicity: int | None = None  # the SR's periodicity file, if any
     leftovers: bool = False  # free partition holding agent files
+    problem: str | None = None  # why the master's description cannot be used at all
 
 
 def _ago(seconds: float) -> str:
@@ -203,6 +204,8 @@ def plan_partition(
 ) -> Action:
     """The one action `slapgrid instance` takes for this partition, and why."""
     pid, state = partition.partition_id, partition.requested_state
+    if seen.problem is not None:
+        return Action(Kind.ERROR, pid, seen.problem, state)
     if partition.is_free:
         if seen.leftovers:
             return Action(Kind.CLEAN_FREE, pid, "free partition holding agent files", state)
