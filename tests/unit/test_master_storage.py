@@ -244,7 +244,7 @@ def test_timestamps_strictly_increase_even_with_a_frozen_clock(
     store: MasterStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     request(store, "root")
-    monkeypatch.setattr(storage.time, "time_ns", lambda: 1_000)
+    monkeypatch.setattr("slapgrid.master.stamps.time.time_ns", lambda: 1_000)
     seen = [stamps(store)["slappart0"]]
     for n in range(3):
         request(store, "root", parameters={"n": n})

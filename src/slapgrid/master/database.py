@@ -1,0 +1,65 @@
+"""Opening the master's database: the engines the store's concurrency rests on, and the schema.
+
+On SQLite (the default) every connection runs in WAL mode with full sync, and writers start
+with `BEGIN IMMEDIATE`, so a write never fails half-way on a lock another process holds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from slapgrid.master.errors import MasterError
+from slapgrid.master.tables import SCHEMA_VERSION, Base, MetaRow
+
+
+def database_url(database: str | Path) -> str:
+    """A SQLAlchemy URL as is, or a file path made into a SQLite URL."""
+    text = str(database)
+    if "://" in text:
+        return text
+    return f"sqlite:///{Path(text).expanduser().resolve()}"
+
+
+def make_engine(url: str, busy_timeout: float, *, immediate: bool) -> Engine:
+    """An engine for readers, or (`immediate`) for the single serialised writer."""
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(
+        url,
+        connect_args={"timeout": busy_timeout, "check_same_thread": False},
+        pool_size=1 if immediate else 8,
+        max_overflow=0 if immediate else 32,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself, below
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def init_schema(engine: Engine, create: bool) -> None:
+    """Create the tables (when `create`) and refuse a database of another schema version."""
+    if create:
+        Base.metadata.create_all(engine)
+    with Session(engine) as session, session.begin():
+        version = session.get(MetaRow, "schema_version")
+        if version is None:
+            session.add(MetaRow(name="schema_version", value=SCHEMA_VERSION))
+        elif version.value != SCHEMA_VERSION:
+            raise MasterError(f"database schema version {version.value}, expected {SCHEMA_VERSION}")

@@ -1,0 +1,142 @@
+"""What callers hand the master, checked before any transaction starts.
+
+Instance requests, `slapos format`'s computer definitions and usage journals come from the
+network; each bad value becomes a one-line `BadRequest` here, so transitions only ever see
+well-formed data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from lxml import etree
+
+from slapgrid.master.errors import BadRequest
+from slapgrid.master.tables import DEFAULT_SOFTWARE_TYPE
+from slapgrid.slap import instance_xml
+from slapgrid.slap.documents import PARTITION_STATES
+from slapgrid.slap.errors import ProtocolError
+from slapgrid.slap.marshal import parse_xml
+
+AddressKey = tuple[str, str, str, str, str]  # interface, address, netmask, gateway, network
+
+
+@dataclass(frozen=True)
+class InstanceRequest:
+    """One requestComputerPartition call, already unmarshalled."""
+
+    software_release: str
+    title: str
+    software_type: str = DEFAULT_SOFTWARE_TYPE
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    filter: Mapping[str, Any] = field(default_factory=dict)
+    state: str | None = None
+    shared: bool = False
+    requester: tuple[str, str] | None = None  # (computer, partition) of a requesting instance
+
+
+def check_request(request: InstanceRequest) -> tuple[str, dict[str, Any]]:
+    """Refuse a malformed request; → (its parameters as instance XML, its filter)."""
+    if not request.software_release:
+        raise BadRequest("software_release is empty")
+    if not request.title:
+        raise BadRequest("partition_reference is empty")
+    if request.state is not None and request.state not in PARTITION_STATES:
+        raise BadRequest(f"state must be started, stopped or destroyed, not {request.state!r}")
+    parameters = as_xml(dict_param(request.parameters, "parameters"), "parameters")
+    return parameters, dict_param(request.filter, "filter")
+
+
+def dict_param(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise BadRequest(f"{what} must be a dictionary with string keys")
+    return dict(value)
+
+
+def as_xml(parameters: Mapping[str, Any], what: str) -> str:
+    try:
+        return instance_xml.dumps(parameters)
+    except ValueError as exc:  # characters XML cannot carry
+        raise BadRequest(f"{what}: {exc}") from None
+
+
+def _load_schema(name: str) -> etree.XMLSchema:
+    text = resources.files("slapgrid.master").joinpath(name).read_bytes()
+    return etree.XMLSchema(etree.fromstring(text))
+
+
+_USAGE_SCHEMA = _load_schema("computer_consumption.xsd")
+
+
+def check_usage(document: str) -> None:
+    """Refuse a TioXML usage journal that is not well-formed or not valid."""
+    try:
+        root = parse_xml(document, what="usage document")
+    except ProtocolError as exc:
+        raise BadRequest(str(exc)) from None
+    if not _USAGE_SCHEMA.validate(root):
+        error = _USAGE_SCHEMA.error_log.last_error
+        raise BadRequest(f"usage document is invalid: {error.message if error else ''}")
+
+
+def _text(value: Any, what: str, *, required: bool = False) -> str:
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value):
+        raise BadRequest(f"{what} must be a non-empty string")
+    return value
+
+
+def parse_format(
+    definition: Any,
+) -> tuple[str, dict[str, list[AddressKey]], str | None, str | None]:
+    """Validate `slapos format`'s dict → (computer, {partition: address keys}, addr, mask)."""
+    if not isinstance(definition, Mapping):
+        raise BadRequest("computer configuration must be a dictionary")
+    reference = _text(definition.get("reference"), "computer reference", required=True)
+    partitions = definition.get("partition_list")
+    if not isinstance(partitions, list):
+        raise BadRequest("computer configuration has no partition_list")
+    result: dict[str, list[AddressKey]] = {}
+    for entry in partitions:
+        if not isinstance(entry, Mapping):
+            raise BadRequest("each partition of partition_list must be a dictionary")
+        name = _text(entry.get("reference"), "partition reference", required=True)
+        tap = entry.get("tap") or {}
+        if not isinstance(tap, Mapping):
+            raise BadRequest(f"partition {name}: tap must be a dictionary")
+        interface = _text(tap.get("name"), f"partition {name} tap name") or name
+        keys: list[AddressKey] = []
+        for address in entry.get("address_list") or []:
+            if not isinstance(address, Mapping):
+                raise BadRequest(f"partition {name}: address_list entries must be dictionaries")
+            addr = _text(address.get("addr"), f"partition {name} address", required=True)
+            netmask = _text(address.get("netmask"), f"partition {name} netmask")
+            keys.append((interface, addr, netmask, "", ""))
+        routed = _text(tap.get("ipv4_addr"), f"partition {name} tap ipv4_addr")
+        if routed:
+            keys.append(
+                (
+                    f"route_{interface}",
+                    routed,
+                    _text(tap.get("ipv4_netmask"), f"partition {name} tap ipv4_netmask"),
+                    _text(tap.get("ipv4_gateway"), f"partition {name} tap ipv4_gateway"),
+                    _text(tap.get("ipv4_network"), f"partition {name} tap ipv4_network"),
+                )
+            )
+        if name in result:
+            raise BadRequest(f"partition {name} appears twice in partition_list")
+        result[name] = keys
+    address = definition.get("address")
+    netmask = definition.get("netmask")
+    return (
+        reference,
+        result,
+        address if isinstance(address, str) else None,
+        netmask if isinstance(netmask, str) else None,
+    )
