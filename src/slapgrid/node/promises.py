@@ -17,13 +17,11 @@ only the promises whose periodicity has elapsed and reuses the last result of th
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import pwd
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -34,9 +32,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 import slapgrid
+from slapgrid.node.process import kill_tree
 from slapgrid.node.promise_runner import ANOMALY, DEFAULT_PERIODICITY, MODES, TEST
 
 log = logging.getLogger(__name__)
@@ -308,24 +305,6 @@ class Completed:
     stderr: str
 
 
-def _kill_tree(process: subprocess.Popen[bytes]) -> None:
-    """TERM then KILL the promise's session and every descendant that left it."""
-    try:
-        leader = psutil.Process(process.pid)
-        family = [leader, *leader.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        family = []
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, sig)
-        for member in family:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                member.send_signal(sig)
-        _, family = psutil.wait_procs(family, KILL_GRACE)
-        if not family:
-            return
-
-
 def run_bounded(
     argv: Sequence[str],
     *,
@@ -353,7 +332,7 @@ def run_bounded(
         out, err = process.communicate(stdin, timeout=timeout)
         returncode: int | None = process.returncode
     except subprocess.TimeoutExpired:
-        _kill_tree(process)
+        kill_tree(process.pid, grace=KILL_GRACE)
         try:
             out, err = process.communicate(timeout=KILL_GRACE)
         except subprocess.TimeoutExpired:  # an escaped grandchild still holds the pipes
