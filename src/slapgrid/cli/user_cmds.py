@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from rich.table import Table
 from slapgrid.errors import ConfigError, SlapgridError
 from slapgrid.master.server import DEFAULT_PORT
 from slapgrid.node.config import find_config_file, read_config_file, section
+from slapgrid.node.files import atomic_write
 from slapgrid.slap.client import SlapClient
 from slapgrid.slap.documents import PARTITION_STATES, SoftwareInstance
 from slapgrid.slap.errors import ResourceNotReady
@@ -105,9 +105,7 @@ def _remember(master_url: str, name: str, request: dict[str, Any]) -> None:
     data = _load_requests()
     data.setdefault(master_url, {})[name] = request
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
-        json.dump(data, tmp, indent=2, sort_keys=True)
-    os.replace(tmp.name, path)
+    atomic_write(path, json.dumps(data, indent=2, sort_keys=True), 0o600)
 
 
 # --- output --------------------------------------------------------------------------------

@@ -8,8 +8,14 @@ import tempfile
 from pathlib import Path
 
 
-def atomic_write(path: Path, data: str | bytes, mode: int = 0o644) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename: all or nothing."""
+def atomic_write(
+    path: Path, data: str | bytes, mode: int = 0o644, owner: tuple[int, int] | None = None
+) -> None:
+    """Write to a temporary file beside `path`, fsync, then rename: all or nothing.
+
+    `owner` (uid, gid) is applied before the rename, so the file never appears with the
+    wrong owner.
+    """
     raw = data.encode("utf-8") if isinstance(data, str) else data
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -18,6 +24,8 @@ def atomic_write(path: Path, data: str | bytes, mode: int = 0o644) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temporary, mode)
+        if owner is not None:
+            os.chown(temporary, *owner)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -24,7 +24,6 @@ import pwd
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import slapgrid
+from slapgrid.node.files import atomic_write
 from slapgrid.node.process import kill_tree
 from slapgrid.node.promise_runner import ANOMALY, DEFAULT_PERIODICITY, MODES, TEST
 
@@ -360,19 +360,12 @@ class _Context:
 
 
 def _write_json(path: Path, data: Any, owner: Identity | None = None) -> None:
-    """Atomic (temp file + rename), so readers never see half a file."""
+    """Atomic, so readers (monitoring) never see half a file; owned by the partition."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle)
-        os.chmod(temp, 0o644)
-        if owner is not None and owner.uid is not None:
-            os.chown(temp, owner.uid, owner.gid or -1)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    chown = None
+    if owner is not None and owner.uid is not None:
+        chown = (owner.uid, owner.gid if owner.gid is not None else -1)
+    atomic_write(path, json.dumps(data), 0o644, chown)
 
 
 def _read_json(path: Path) -> Any:
