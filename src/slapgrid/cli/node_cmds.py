@@ -269,11 +269,48 @@ def format_command(
 
 @click.command("node")
 @node_options
+@click.option("--now", is_flag=True, help="Skip the random start delay (maximal_delay).")
+@click.option(
+    "--status-file",
+    type=_PATH,
+    help="Where to keep the agent's status [<instance_root>/.slapgrid/daemon.json].",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="Serve Prometheus metrics on 127.0.0.1:PORT (0: off) [metrics_port].",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Live status line on the terminal [when stderr is a terminal].",
+)
 @node_command_body
-def node_command(context: NodeContext, flags: dict[str, Any]) -> int:
-    """Run as a long-lived agent keeping this node converged."""
-    context.config(flags)
-    return _not_yet("node")
+def node_command(
+    context: NodeContext,
+    flags: dict[str, Any],
+    now: bool,
+    status_file: str | None,
+    metrics_port: int | None,
+    progress: bool | None,
+) -> int:
+    """Run as a long-lived agent keeping this node converged (see docs/node-daemon.md).
+
+    Instance runs every minute and within a second or two of a change at the master,
+    software runs when the software list changes, report runs every hour. SIGTERM or
+    SIGINT stops cleanly (services keep running), SIGHUP re-reads the configuration.
+    """
+    from pathlib import Path
+
+    from slapgrid.node.daemon import DaemonOptions, run_node
+
+    options = DaemonOptions(
+        now=now,
+        status_file=Path(status_file).expanduser() if status_file else None,
+        metrics_port=metrics_port,
+        progress=progress,
+    )
+    return run_node(lambda: context.config(flags), make_client, options)
 
 
 @click.command("plan")

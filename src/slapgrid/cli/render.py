@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from slapgrid.node.daemon import summary_line
 from slapgrid.node.planner import Action
 from slapgrid.node.status import NodeStatus
 
@@ -65,6 +67,13 @@ def status(node: NodeStatus, *, as_json: bool) -> None:
             item.last_error or "",
         )
     console.print(partitions)
+    if node.daemon is not None:
+        agent = node.daemon
+        updated = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(agent.get("updated_at", 0)))
+        line = (
+            summary_line(agent, time.time()) if agent["alive"] else f"not running since {updated}"
+        )
+        console.print(f"agent (slapgrid node, pid {agent.get('pid')}): {line}", markup=False)
     for kind, run in sorted(node.runs.items()):
         facts = [f"{key} {run[key]}" for key in ("exit_code", "duration") if key in run]
         facts += [f"{len(run[key])} {key}" for key in ("done", "failed") if key in run]

@@ -9,6 +9,7 @@ from typing import Any
 from slapgrid.errors import SlapgridError
 from slapgrid.node import promises
 from slapgrid.node.config import NodeConfig
+from slapgrid.node.daemon import read_status as read_daemon_status
 from slapgrid.node.files import read_text
 from slapgrid.node.state import StateStore
 from slapgrid.node.supervisor import Supervisor
@@ -38,6 +39,7 @@ class NodeStatus:
     partitions: list[PartitionStatus]
     runs: dict[str, Any]
     supervisord: str
+    daemon: dict[str, Any] | None = None  # `slapgrid node`'s status file, if it has one
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,4 +106,4 @@ def collect(config: NodeConfig) -> NodeStatus:
                 failure.message.strip().splitlines()[-1] if failure else None,
             )
         )
-    return NodeStatus(_software(config), partitions, runs, state)
+    return NodeStatus(_software(config), partitions, runs, state, read_daemon_status(config))
