@@ -25,6 +25,7 @@ from slapgrid.cli.node_cmds import (
     plan_command,
     report_command,
     run_all,
+    run_daemon,
     software_command,
     status_command,
     supervisorctl_command,
@@ -53,10 +54,18 @@ log = logging.getLogger("slapgrid")
     show_default=True,
     help="json: one JSON object per line, for log collectors.",
 )
+@click.option(
+    "--daemon", is_flag=True, help="Without a command: keep running, like `slapgrid node`."
+)
 @click.version_option(__version__, prog_name="slapgrid")
 @click.pass_context
 def cli(
-    ctx: click.Context, verbose: int, log_file: Path | None, log_format: str, **node_flags: object
+    ctx: click.Context,
+    verbose: int,
+    log_file: Path | None,
+    log_format: str,
+    daemon: bool,
+    **node_flags: object,
 ) -> None:
     """slapgrid: the SlapOS node agent.
 
@@ -67,7 +76,7 @@ def cli(
     setup_logging(verbose, log_file, log_format)
     ctx.obj = NodeContext(flags=dict(node_flags), verbose=verbose)
     if ctx.invoked_subcommand is None:
-        ctx.exit(run_all(ctx.obj))
+        ctx.exit(run_daemon(ctx.obj) if daemon else run_all(ctx.obj))
 
 
 for command in (

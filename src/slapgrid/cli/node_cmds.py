@@ -19,8 +19,6 @@ from slapgrid.node.report import run_report
 from slapgrid.node.state import StateStore
 from slapgrid.slap.client import SlapClient
 
-NOT_YET = 2
-
 
 @dataclass
 class NodeContext:
@@ -70,6 +68,12 @@ _NODE_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     click.option(
         "--jobs", "-j", type=click.IntRange(min=1), help="Parallel builds/deployments [cores]."
     ),
+    click.option(
+        "--buildout-debug",
+        is_flag=True,
+        default=None,
+        help="Run buildout with -D, its output straight on the terminal.",
+    ),
 ]
 
 
@@ -91,6 +95,7 @@ _NODE_OPTION_NAMES = (
     "master_ca_file",
     "certificate_repository_path",
     "jobs",
+    "buildout_debug",
 )
 
 
@@ -128,9 +133,11 @@ def _split(value: str | None) -> frozenset[str]:
     return frozenset(item.strip() for item in (value or "").split(",") if item.strip())
 
 
-def _not_yet(what: str) -> int:
-    click.echo(f"slapgrid: {what} is not implemented yet", err=True)
-    return NOT_YET
+def run_daemon(context: NodeContext) -> int:
+    """`slapgrid --daemon`: the classic form of `slapgrid node`."""
+    from slapgrid.node.daemon import DaemonOptions, run_node
+
+    return run_node(lambda: context.config(), make_client, DaemonOptions())
 
 
 def run_all(context: NodeContext) -> int:

@@ -478,7 +478,6 @@ class Daemon:
 
         self.metrics: Metrics = Metrics()
         self.cancel = threading.Event()
-        self.cancelled_at: float | None = None
         self.events: queue.SimpleQueue[tuple[Watcher | None, Finished | WatchEvent]] = (
             queue.SimpleQueue()
         )
@@ -795,7 +794,6 @@ class Daemon:
     def _shutdown(self) -> int:
         self.state = "stopping"
         self.cancel.set()
-        self.cancelled_at = time.time()
         if self.watcher is not None:
             self.watcher.stop.set()
         if self.threads:
@@ -814,23 +812,12 @@ class Daemon:
                 break
             self._drain()
         clean = not self.threads
-        if clean:
-            self._forget_cancelled()
-        else:
+        if not clean:
             log.error("still running at exit: %s", ", ".join(self.threads))
         self.state = "stopped"
         self._write_status()
         log.info("slapgrid node stopped", extra={"decision": "stopped"})
         return 0 if clean else 1
-
-    def _forget_cancelled(self) -> None:
-        """Work interrupted by the shutdown did not fail: do not make the next start wait."""
-        assert self.cancelled_at is not None
-        for root in (self.config.software_root, self.config.instance_root):
-            store = StateStore(root)
-            for key, failure in store.failures().items():
-                if failure.at >= self.cancelled_at:
-                    store.clear_failure(key)
 
     # -- status --------------------------------------------------------------------------
 

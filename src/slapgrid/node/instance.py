@@ -165,6 +165,11 @@ class InstanceRun:
         self, partition: ComputerPartition, message: str, bucket: list[tuple[str, str]]
     ) -> None:
         pid = partition.partition_id
+        if self.cancel.is_set():  # stopped on purpose: not a failure to remember or report
+            log.info("%s: interrupted, left for the next run", pid, extra={"partition": pid})
+            with self._lock:
+                self.outcome.postponed.append(pid)
+            return
         log.error(
             "%s failed: %s",
             pid,

@@ -317,6 +317,9 @@ class SoftwareRun:
 
     def fail(self, action: Action, error: BaseException) -> Outcome:
         url = action.target
+        if self.cancel.is_set():  # stopped on purpose: not a failure to remember or report
+            log.info("%s: interrupted, left for the next run", url, extra={"software": url})
+            return Outcome(action, False, "interrupted")
         message = error.report if isinstance(error, BuildoutError) else str(error)
         log.error("%s: %s", url, str(error) or type(error).__name__, extra={"software": url})
         self.store.record_failure(url, str(error))
