@@ -48,6 +48,9 @@ def _server(store: MasterStore, log_level: str) -> uvicorn.Server:
         access_log=False,  # the app logs each request itself
         lifespan="on",
         timeout_keep_alive=75,  # longer than a node's polling period
+        # open long polls (agents waiting for changes) must not hold a shutdown for 60 s:
+        # they are cut, and agents simply ask again
+        timeout_graceful_shutdown=2,
     )
     return uvicorn.Server(config)
 
