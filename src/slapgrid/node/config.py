@@ -188,8 +188,8 @@ def load_node_config(
     config = NodeConfig(
         master_url=str(values["master_url"]).strip(),
         computer_id=str(values["computer_id"]).strip(),
-        instance_root=Path(values["instance_root"]).expanduser(),
-        software_root=Path(values["software_root"]).expanduser(),
+        instance_root=Path(values["instance_root"]).expanduser().absolute(),
+        software_root=Path(values["software_root"]).expanduser().absolute(),
         key_file=optional_path("key_file"),
         cert_file=optional_path("cert_file"),
         master_ca_file=optional_path("master_ca_file"),

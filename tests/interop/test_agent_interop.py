@@ -1,0 +1,350 @@
+"""Each node agent against the other's master, deploying examples/hello end to end.
+
+* Our agent (format, software, instance, report) against the reference `slapos proxy`; the
+  user side is the reference client library, which must see what our agent published.
+* The reference agent (`slapos node software|instance|report` of slapos.core 1.26.1) against
+  our embedded master, which must record what the reference reported.
+
+Both walk the same life: build, start (the service answers, the promise is kept, the
+connection parameter `url` reaches the requester), stop, start, destroy, free. Run as root,
+the reference refuses root-owned directories, so its node belongs to the account of
+`reference_env.node_user()` (skipped, with the reason, when that account cannot run the
+reference's interpreter).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+import reference_env
+from slapgrid.master.server import MasterServer
+from slapgrid.master.storage import MasterStore
+from slapgrid.node.config import NodeConfig
+from slapgrid.node.format import run_format
+from slapgrid.node.instance import run_instance
+from slapgrid.node.report import run_report
+from slapgrid.node.safety import software_hash
+from slapgrid.node.software import run_software
+from slapgrid.slap.client import SlapClient
+
+pytestmark = pytest.mark.interop
+
+SOFTWARE = str(Path(__file__).resolve().parents[2] / "examples" / "hello" / "software.cfg")
+TITLE = "hello"
+
+# What a user does with the reference client library: request (and read the answer), or
+# list the computer's partitions. Run by the reference's Python; prints JSON.
+USER_SIDE = """
+import json, sys
+from slapos import slap
+url, computer, action, *args = sys.argv[1:]
+connection = slap.slap()
+connection.initializeConnection(url)
+if action == "request":
+    software, title, state = args
+    instance = connection.registerOpenOrder().request(
+        software, title, state=state, filter_kw={"computer_guid": computer}
+    )
+    seen = {"id": instance.getId(), "connection": instance.getConnectionParameterDict()}
+else:
+    seen = {
+        p.getId(): {"state": p.getState(), "busy": p._software_release_document is not None}
+        for p in connection.registerComputer(computer).getComputerPartitionList()
+    }
+print(json.dumps(seen))
+"""
+
+
+def get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        return answer.read().decode()
+
+
+def refuses(url: str) -> bool:
+    try:
+        get(url)
+    except urllib.error.URLError:
+        return True
+    return False
+
+
+def local_network() -> str:
+    """A /24 of 127/8 of its own, so that services of concurrent tests never collide."""
+    return f"127.{random.randint(2, 254)}.{random.randint(0, 255)}.0/24"
+
+
+def format_node(master_url: str, computer: str, root: Path, partitions: int) -> None:
+    (root / "instance").mkdir()
+    (root / "software").mkdir()
+    options = {
+        "master_url": master_url,
+        "computer_id": computer,
+        "instance_root": str(root / "instance"),
+        "software_root": str(root / "software"),
+        "partition_amount": partitions,
+        "alter_user": False,
+        "ipv4_local_network": local_network(),
+    }
+    assert run_format(None, options) == 0
+
+
+def partition_of(client: SlapClient, instance_root: Path) -> Path:
+    """The directory of the partition hosting the instance `TITLE`."""
+    for partition in client.computer().partitions:
+        if partition.instance_title == TITLE:
+            return instance_root / partition.partition_id
+    raise AssertionError(f"no partition hosts {TITLE}")
+
+
+def services(partition: Path) -> list[psutil.Process]:
+    """The processes serving files of `partition` (hello's http.server)."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if str(partition / "srv" / "www") in (process.info["cmdline"] or []):
+            found.append(process)
+    return found
+
+
+# --- our agent against the reference proxy ---------------------------------------------
+
+
+@dataclass
+class OurNode:
+    config: NodeConfig
+    client: SlapClient
+    python: Path  # the reference's, for the user side
+    url: str
+    computer: str
+    software_code: int
+
+    def user(self, action: str, *args: str) -> dict[str, Any]:
+        command = [str(self.python), "-c", USER_SIDE, self.url, self.computer, action, *args]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return json.loads(result.stdout)
+
+    def request(self, state: str) -> dict[str, Any]:
+        return self.user("request", SOFTWARE, TITLE, state)
+
+    def partition(self) -> Path:
+        return partition_of(self.client, self.config.instance_root)
+
+
+@pytest.fixture(scope="module")
+def our_node(reference_venv: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OurNode]:
+    root = tmp_path_factory.mktemp("proxy-node")
+    computer = "COMP-PROXY"
+    with reference_env.reference_proxy(reference_venv, root, computer) as url:
+        format_node(url, computer, root, partitions=2)
+        config = NodeConfig(
+            master_url=url,
+            computer_id=computer,
+            instance_root=root / "instance",
+            software_root=root / "software",
+            software_min_free_space=0,
+            instance_min_free_space=0,
+            promise_timeout=10,
+        )
+        client = SlapClient(url, computer)
+        try:
+            client.supply(SOFTWARE)
+            code = run_software(config, client)
+            yield OurNode(config, client, reference_venv / "bin" / "python", url, computer, code)
+        finally:
+            reference_env.stop_supervisord(config.instance_root)
+            client.close()
+
+
+def test_our_agent_builds_what_the_proxy_supplies(our_node: OurNode) -> None:
+    assert our_node.software_code == 0
+    software = our_node.config.software_root / software_hash(SOFTWARE)
+    assert (software / ".completed").exists()
+    assert (software / "instance.cfg").exists()
+
+
+def test_our_agent_deploys_and_the_reference_client_sees_the_url(our_node: OurNode) -> None:
+    first = our_node.request("started")
+    assert first["connection"] == {}
+    assert run_instance(our_node.config, our_node.client) == 0
+    answer = our_node.request("started")
+    assert answer["id"] == first["id"]
+    url = answer["connection"]["url"]
+    assert "Hello from hello" in get(url)
+    partition = our_node.partition()
+    results = list((partition / ".slapgrid/promise/result").iterdir())
+    assert [json.loads(r.read_text())["result"]["failed"] for r in results] == [False]
+    # the proxy's timestamp is a float in a string: kept verbatim, so the next run skips
+    timestamp = (partition / ".timestamp").read_text()
+    float(timestamp)
+    log = partition / ".slapgrid/log/instance.log"
+    size = log.stat().st_size
+    assert run_instance(our_node.config, our_node.client) == 0
+    assert log.stat().st_size == size
+
+
+def test_our_agent_stops_and_starts_as_the_proxy_requests(our_node: OurNode) -> None:
+    url = our_node.request("started")["connection"]["url"]
+    our_node.request("stopped")
+    assert run_instance(our_node.config, our_node.client) == 0
+    assert refuses(url)
+    our_node.request("started")
+    assert run_instance(our_node.config, our_node.client) == 0
+    assert "Hello from hello" in get(url)
+
+
+def test_our_agent_destroys_and_the_proxy_frees_the_partition(our_node: OurNode) -> None:
+    partition = our_node.partition()
+    url = our_node.request("started")["connection"]["url"]
+    before = our_node.user("partitions")
+    assert before[partition.name] == {"state": "started", "busy": True}
+    our_node.request("destroyed")
+    assert run_instance(our_node.config, our_node.client) == 0
+    assert refuses(url)
+    assert run_report(our_node.config, our_node.client) == 0
+    assert list(partition.iterdir()) == []
+    after = our_node.user("partitions")
+    assert after[partition.name] == {"state": "destroyed", "busy": False}
+    freed = next(
+        p for p in our_node.client.computer().partitions if p.partition_id == partition.name
+    )
+    assert freed.is_free
+
+
+# --- the reference agent against our master --------------------------------------------
+
+
+def run_reference(venv: Path, command: str, config: Path) -> reference_env.NodeRun:
+    return reference_env.run_node(reference_env.reference(venv, command, config), timeout=600)
+
+
+@dataclass
+class ReferenceNode:
+    venv: Path
+    config: Path
+    root: Path
+    store: MasterStore
+    client: SlapClient
+    computer: str
+    user: str
+    software: reference_env.NodeRun
+
+    def node(self, command: str) -> reference_env.NodeRun:
+        return run_reference(self.venv, command, self.config)
+
+    def instance(self) -> reference_env.NodeRun:
+        """`slapos node instance`, run again once if the promise lost the start-up race.
+
+        The reference asks supervisord to start the service without waiting, then runs the
+        promise at once: hello's promise may find its server not listening yet. The
+        reference then reports a promise failure (exit 2) and the next run deploys again,
+        as a node's periodic run would.
+        """
+        run = self.node("instance")
+        if run.returncode == 2 and "Connection refused" in run.output:
+            run = self.node("instance")
+        assert run.returncode == 0, run.output[-3000:]
+        return run
+
+    def request(self, state: str) -> dict[str, str]:
+        return self.client.request(SOFTWARE, TITLE, state=state).connection
+
+    def partition(self) -> Path:
+        return partition_of(self.client, self.root / "instance")
+
+    def status(self, partition: Path) -> str:
+        return self.store.partition_status(self.computer, partition.name)["text"]
+
+
+@pytest.fixture(scope="module")
+def reference_node(reference_venv: Path) -> Iterator[ReferenceNode]:
+    try:
+        user = reference_env.node_user(reference_venv / "bin" / "python")
+    except reference_env.Unavailable as exc:
+        pytest.skip(str(exc))
+    root = reference_env.public_tempdir("slapgrid-interop-")
+    computer = "COMP-REF"
+    store = MasterStore(root / "master.db", default_computer=computer)
+    try:
+        with MasterServer(store) as server, SlapClient(server.url, computer) as client:
+            format_node(server.url, computer, root, partitions=2)
+            reference_env.give_to(user, root / "software", *(root / "instance").glob("slappart*"))
+            config = reference_env.write_node_config(
+                root / "slapos.cfg",
+                master_url=server.url,
+                computer_id=computer,
+                software_root=root / "software",
+                instance_root=root / "instance",
+            )
+            client.supply(SOFTWARE)
+            software = run_reference(reference_venv, "software", config)
+            try:
+                yield ReferenceNode(
+                    reference_venv, config, root, store, client, computer, user.pw_name, software
+                )
+            finally:
+                reference_env.stop_supervisord(root / "instance")
+    finally:
+        store.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_reference_builds_and_our_master_records_it(reference_node: ReferenceNode) -> None:
+    node = reference_node
+    assert node.software.returncode == 0, node.software.output[-3000:]
+    software = node.root / "software" / software_hash(SOFTWARE)
+    assert (software / ".completed").exists()
+    assert software.owner() == node.user  # built as the software root's owner
+    status = node.store.software_status(node.computer, SOFTWARE)["text"]
+    assert status == f"#access software release {SOFTWARE} available"
+
+
+def test_reference_deploys_and_our_master_records_it(reference_node: ReferenceNode) -> None:
+    node = reference_node
+    assert node.request("started") == {}
+    run = node.instance()
+    assert "answered 200" in run.output  # the promise ran
+    partition = node.partition()
+    assert node.status(partition) == "#access Instance correctly started"
+    url = node.request("started")["url"]
+    assert "Hello from hello" in get(url)
+    assert [p.username() for p in services(partition)] == [node.user]
+
+
+def test_reference_stops_and_starts_as_our_master_requests(reference_node: ReferenceNode) -> None:
+    node = reference_node
+    partition = node.partition()
+    url = node.request("stopped")["url"]
+    node.instance()
+    assert node.status(partition) == "#access Instance correctly stopped"
+    assert refuses(url)
+    node.request("started")
+    node.instance()
+    assert node.status(partition) == "#access Instance correctly started"
+    assert "Hello from hello" in get(url)
+
+
+def test_reference_destroys_and_our_master_frees_the_partition(
+    reference_node: ReferenceNode,
+) -> None:
+    node = reference_node
+    partition = node.partition()
+    url = node.request("destroyed")["url"]
+    node.instance()
+    assert refuses(url)
+    run = node.node("report")
+    assert run.returncode == 0, run.output[-3000:]
+    assert [p.name for p in partition.iterdir()] in ([], [".slapos-resource"])
+    freed = next(p for p in node.client.computer().partitions if p.partition_id == partition.name)
+    assert freed.is_free
