@@ -7,6 +7,7 @@ before or after the subcommand; after wins.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 from pathlib import Path
@@ -15,7 +16,6 @@ import click
 
 from slapgrid import __version__
 from slapgrid.cli.logs import setup_logging
-from slapgrid.cli.master_cmds import master_group
 from slapgrid.cli.node_cmds import (
     NodeContext,
     format_command,
@@ -30,13 +30,33 @@ from slapgrid.cli.node_cmds import (
     status_command,
     supervisorctl_command,
 )
-from slapgrid.cli.user_cmds import request_command, show_command, supply_command
 from slapgrid.errors import SlapgridError
 
 log = logging.getLogger("slapgrid")
 
+# commands whose modules are heavy (web server, SQL): imported only when invoked, so a
+# node's `slapgrid instance` does not pay for the master's libraries at every run
+LAZY_COMMANDS = {
+    "master": ("slapgrid.cli.master_cmds", "master_group"),
+    "supply": ("slapgrid.cli.user_cmds", "supply_command"),
+    "request": ("slapgrid.cli.user_cmds", "request_command"),
+    "show": ("slapgrid.cli.user_cmds", "show_command"),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *LAZY_COMMANDS])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in LAZY_COMMANDS:
+            module, attribute = LAZY_COMMANDS[name]
+            return getattr(importlib.import_module(module), attribute)
+        return super().get_command(ctx, name)
+
 
 @click.group(
+    cls=LazyGroup,
     invoke_without_command=True,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
@@ -88,10 +108,6 @@ for command in (
     plan_command,
     status_command,
     supervisorctl_command,
-    master_group,
-    supply_command,
-    request_command,
-    show_command,
 ):
     cli.add_command(command)
 
