@@ -19,14 +19,10 @@ import asyncio
 import contextlib
 import os
 import random
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,18 +30,15 @@ import httpx
 
 from slapgrid.slap import marshal
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import reference_env
+
 ROOT = Path(__file__).resolve().parent.parent
 SOFTWARE = "https://lab.example.com/software/bench/software.cfg"
 BIG_COMPUTER = "COMP-BENCH"
 
 
 # --- masters -------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def find_reference_venv(explicit: str | None) -> Path | None:
@@ -56,31 +49,6 @@ def find_reference_venv(explicit: str | None) -> Path | None:
     return None
 
 
-@contextlib.contextmanager
-def running(command: list[str], port: int, log: Path) -> Iterator[str]:
-    """Start a master process, wait until it answers, yield its URL, then stop it."""
-    with log.open("wb") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                httpx.get(url + "getHateoasUrl", timeout=1)
-                break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"master did not start: {command}\n{log.read_text()[-2000:]}")
-            time.sleep(0.1)
-        yield url
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def ours(workdir: Path, port: int) -> contextlib.AbstractContextManager[str]:
     code = (
         "import logging, sys; logging.basicConfig(level=logging.WARNING);"
@@ -88,7 +56,9 @@ def ours(workdir: Path, port: int) -> contextlib.AbstractContextManager[str]:
         "serve('127.0.0.1', int(sys.argv[1]), sys.argv[2], 'COMP-0', log_level='warning')"
     )
     command = [sys.executable, "-c", code, str(port), str(workdir / "ours.db")]
-    return running(command, port, workdir / "ours.log")
+    return reference_env.serving(
+        command, f"http://127.0.0.1:{port}/", workdir / "ours.log", "getHateoasUrl"
+    )
 
 
 def reference(venv: Path, workdir: Path, port: int) -> contextlib.AbstractContextManager[str]:
@@ -98,7 +68,9 @@ def reference(venv: Path, workdir: Path, port: int) -> contextlib.AbstractContex
         f"database_uri = {workdir / 'proxy.db'}\n"
     )
     command = [str(venv / "bin" / "slapos"), "proxy", "start", "--cfg", str(config)]
-    return running(command, port, workdir / "proxy.log")
+    return reference_env.serving(
+        command, f"http://127.0.0.1:{port}/", workdir / "proxy.log", "getHateoasUrl"
+    )
 
 
 # --- workload ------------------------------------------------------------------------------
@@ -313,10 +285,10 @@ def main() -> None:
             print("reference venv not found (create .venv-ref: see tests/interop/conftest.py)")
         else:
             print(f"reference slapos proxy ({venv})", flush=True)
-            with reference(venv, workdir, free_port()) as url:
+            with reference(venv, workdir, reference_env.free_port()) as url:
                 results["reference"] = measure(url, args, with_etag=False)
         print("slapgrid master", flush=True)
-        with ours(workdir, free_port()) as url:
+        with ours(workdir, reference_env.free_port()) as url:
             results["slapgrid"] = measure(url, args, with_etag=True)
 
     print(
