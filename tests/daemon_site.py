@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from reference_env import free_port
 from slapgrid.node.format import run_format
 from slapgrid.node.supervisor import Supervisor
 from slapgrid.slap.client import SlapClient
@@ -24,12 +24,6 @@ from slapgrid.slap.client import SlapClient
 SOFTWARE = str(Path(__file__).parents[1] / "examples" / "hello" / "software.cfg")
 COMPUTER = "COMP-DAEMON"
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(what: str, check: Callable[[], T | None], timeout: float, step: float = 0.05) -> T:

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
+from reference_env import free_port
 from slapgrid.cli.master_cmds import master_group
 from slapgrid.cli.user_cmds import request_command, show_command, supply_command
 from slapgrid.master.server import MasterServer
@@ -379,12 +380,6 @@ def test_concurrent_writers_lose_nothing(master: MasterServer, node: SlapClient)
     assert all(p.access_status == "#access Instance correctly started" for p in roots)
     children = [p for p in computer.partitions if (p.instance_title or "").startswith("child-")]
     assert len(children) == count and len({p.partition_id for p in children}) == count
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_master_process(config: Path) -> subprocess.Popen[bytes]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -25,6 +24,7 @@ import pytest
 from xml_marshaller import xml_marshaller
 
 from recording_server import Answer, RecordingServer
+from reference_env import free_port
 from slapgrid.node.buildout import BuildoutError, run_instance_buildout
 from slapgrid.node.config import NodeConfig
 from slapgrid.node.safety import software_hash
@@ -157,12 +157,6 @@ def partition_document(computer_id: str, partition_id: str, parameters: dict) ->
         _instance_guid=f"{computer_id}-{partition_id}",
     )
     return xml_marshaller.dumps(partition)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def write_partition_profile(
