@@ -595,17 +595,18 @@ class Daemon:
         )
         self.config, self.intervals = config, intervals
         self.schedule.reconfigure(intervals, time.time())
+        if moved:  # another master or identity: start over from its document
+            self.snapshot = None
+            self._start_watcher()
+            for job in (Job.SOFTWARE, Job.INSTANCE):
+                self.schedule.due[job] = min(self.schedule.due[job], time.time())
+        self._write_status()  # `slapgrid status` shows the new schedule once it is announced
         log.info(
             "configuration reloaded from %s: %s",
             config.source,
             self._periods(),
             extra={"decision": "reload"},
         )
-        if moved:  # another master or identity: start over from its document
-            self.snapshot = None
-            self._start_watcher()
-            for job in (Job.SOFTWARE, Job.INSTANCE):
-                self.schedule.due[job] = min(self.schedule.due[job], time.time())
 
     def _start_watcher(self) -> None:
         if self.watcher is not None:
