@@ -223,3 +223,32 @@ def test_launch_failure_is_one_clear_error(instance_root: Path) -> None:
         sv.ensure_running()
     with pytest.raises(SupervisorError, match="not reachable"):
         sv.reload()
+
+
+def test_launch_waits_for_a_supervisord_still_shutting_down(
+    supervisor: Supervisor, partition: Path
+) -> None:
+    """`supervisorctl shutdown` returns while supervisord still stops its programs."""
+    script(
+        partition / "etc/service/slow", "#!/bin/sh\ntrap 'sleep 1; exit 0' TERM\nsleep 300 & wait\n"
+    )
+    supervisor.write_partition("slappart0", partition)
+    supervisor.ensure_running()
+    supervisor.start_partition("slappart0")
+    running_pid(supervisor, "slappart0", "slow-on-watch")
+    first = int(supervisor.pid_path.read_text())
+    assert supervisor.supervisorctl(["shutdown"]) == 0
+    assert psutil.pid_exists(first)  # still stopping `slow`
+
+    supervisor.ensure_running()
+    assert not psutil.pid_exists(first)
+    assert int(supervisor.pid_path.read_text()) != first
+    assert supervisor.is_running()
+
+
+def test_a_failed_launch_says_why(supervisor: Supervisor, instance_root: Path) -> None:
+    supervisor.conf_path.write_text("[supervisord]\nlogfile = /nonexistent/dir/supervisord.log\n")
+    with pytest.raises(
+        SupervisorError, match=r"failed to launch supervisord: Error: .*nonexistent"
+    ):
+        supervisor.ensure_running()

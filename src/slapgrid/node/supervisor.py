@@ -53,6 +53,8 @@ RPC_INTERFACE_FACTORY = "supervisor.rpcinterface:make_main_rpcinterface"
 PROGRAM_LOG_MAXBYTES = "1MB"
 PROGRAM_LOG_BACKUPS = 2
 SOCKET_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
+SHUTDOWN_TIMEOUT = 120.0
+"""How long a supervisord may take to exit: it stops its groups one after the other."""
 
 _NAME = re.compile(r"^[A-Za-z0-9_@+.=-]+$")
 """Names supervisord and its ini parser take verbatim: no ':', '/', ',', ';', '#', '%', blanks."""
@@ -468,16 +470,30 @@ class Supervisor:
     def is_running(self) -> bool:
         return self.state() == "RUNNING"
 
+    @property
+    def pid_path(self) -> Path:
+        return self.instance_root / "var" / "run" / "supervisord.pid"
+
     def ensure_running(self, timeout: float = 15.0) -> None:
-        """Launch supervisord unless one already answers on the socket; wait for RUNNING."""
-        for attempt in range(5):
-            state = self.state()
-            if state == "RUNNING":
-                self._ensure_watchdog()
-                return
-            if state not in ("SHUTDOWN", "RESTARTING"):
-                break
-            time.sleep(0.2 * (attempt + 1))  # a previous instance is going away
+        """Launch supervisord unless one already answers on the socket; wait for RUNNING.
+
+        A supervisord of ours that is still shutting down (after `supervisorctl shutdown`,
+        while it stops its programs) holds the socket and refuses calls: wait until it is
+        gone rather than fail to launch a second one beside it.
+        """
+        if self.state() == "RUNNING":
+            self._ensure_watchdog()
+            return
+        previous = self._previous_daemon()
+        if previous is not None:
+            log.info("waiting for the previous supervisord (pid %d) to exit", previous.pid)
+            try:
+                previous.wait(SHUTDOWN_TIMEOUT)
+            except psutil.TimeoutExpired:
+                raise SupervisorError(
+                    f"supervisord (pid {previous.pid}) neither answers on {self.socket_path} "
+                    f"nor exits; see {self.log_path}"
+                ) from None
         try:
             self._launch()
         except SupervisorError:
@@ -493,6 +509,15 @@ class Supervisor:
                 )
             time.sleep(delay)
             delay = min(delay * 1.5, 0.25)
+
+    def _previous_daemon(self) -> psutil.Process | None:
+        """The live supervisord that our pid file names, if any (a stale file names none)."""
+        try:
+            process = psutil.Process(int(self.pid_path.read_text().strip()))
+            command = process.cmdline()
+        except (OSError, ValueError, psutil.Error):
+            return None
+        return process if str(self.conf_path) in command else None
 
     def _launch(self) -> None:
         if not self.conf_path.is_file():
@@ -515,7 +540,9 @@ class Supervisor:
             raise SupervisorError(f"failed to launch supervisord: {exc}") from None
         if done.returncode:
             lines = (done.stderr or done.stdout).strip().splitlines() or ["no output"]
-            raise SupervisorError(f"failed to launch supervisord: {lines[-1]}")
+            # supervisord ends with "For help, use … -h"; the reason is its "Error:" line
+            reason = next((line for line in lines if line.startswith("Error:")), lines[-1])
+            raise SupervisorError(f"failed to launch supervisord: {reason}")
 
     def _ensure_watchdog(self) -> None:
         """Restart a dead watchdog; re-read the configuration if supervisord lacks it."""
@@ -531,7 +558,7 @@ class Supervisor:
             log.warning("The supervisord watchdog was %s; starting it", info["statename"])
             self._call("startProcess", name, False)
 
-    def shutdown(self, timeout: float = 90.0) -> None:
+    def shutdown(self, timeout: float = SHUTDOWN_TIMEOUT) -> None:
         """Stop every program and supervisord itself; wait until it is gone."""
         if self.state() is None:
             return
