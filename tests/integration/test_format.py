@@ -25,9 +25,9 @@ from slapgrid.node.format import (
     EnsureRoute,
     FormatError,
     RegistrationError,
-    check_partition,
     run_format,
 )
+from slapgrid.node.partition import check_partition
 from slapgrid.slap import marshal
 from slapgrid.slap.client import SlapClient
 

@@ -3,7 +3,7 @@ reports POSTed to a real HTTP server (a recording one, and the embedded master).
 
 from __future__ import annotations
 
-import io
+import logging
 import os
 import shutil
 import signal
@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 from lxml import etree
-from rich.console import Console
 
 from recording_server import Answer, RecordingServer
 from slapgrid.errors import LockedError
@@ -224,7 +223,7 @@ def hostile_partition(path: Path, outside: Path) -> None:
 
 
 def test_destroyed_partition_is_emptied_kept_and_reported_in_order(
-    node: Node, tmp_path: Path
+    node: Node, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     outside = tmp_path / "outside"
     write(outside / "secret", "do not touch")
@@ -240,9 +239,9 @@ def test_destroyed_partition_is_emptied_kept_and_reported_in_order(
     for name in ("slappart0.crt", "slappart0.key", "slappart1.crt", "slappart1.key"):
         write(certificates / name, "PEM", 0o400)
 
-    console = Console(file=io.StringIO(), width=200)
     started = time.perf_counter()
-    assert node.run(console=console) == 0
+    with caplog.at_level(logging.INFO, logger="slapgrid.node.report"):
+        assert node.run() == 0
     elapsed = time.perf_counter() - started
 
     assert node.calls() == [
@@ -264,7 +263,7 @@ def test_destroyed_partition_is_emptied_kept_and_reported_in_order(
     run = StateStore(node.config.instance_root).runs()["report"]
     assert (run["destroyed"], run["usage"], run["exit_code"]) == (["slappart1"], "sent", 0)
     assert elapsed < 5
-    assert console.file.getvalue() == "report: usage sent (8 movements); destroyed: slappart1\n"
+    assert caplog.messages[-1] == "report: usage sent (8 movements); destroyed: slappart1"
 
 
 def test_instance_reports_are_merged_and_consumed_after_acceptance(

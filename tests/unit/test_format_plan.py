@@ -32,13 +32,13 @@ from slapgrid.node.format import (
     Host,
     Identity,
     Step,
-    check_partition,
     load_format_config,
     load_previous,
     missing_tools,
     plan_format,
     resolve_ipv6,
 )
+from slapgrid.node.partition import check_partition
 from slapgrid.slap import marshal
 
 IR, SR = Path("/srv/slapgrid/instance"), Path("/srv/slapgrid/software")

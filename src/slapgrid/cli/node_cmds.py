@@ -1,23 +1,23 @@
-"""Node commands: software, instance, report, format, node, plan, status, supervisorctl."""
+"""Node commands: software, instance, report, format, node, plan, status, supervisorctl.
+
+Each command imports the machinery it drives when it runs, not when the CLI loads: a no-op
+`slapgrid software` run from cron is mostly interpreter start-up, and must not pay for the
+deployment, format, daemon and table-rendering modules it never uses.
+"""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from slapgrid.cli import render
-from slapgrid.node import instance, software, status
 from slapgrid.node.config import NodeConfig, find_config_file, load_node_config
-from slapgrid.node.format import run_format
-from slapgrid.node.partition import observe
-from slapgrid.node.planner import plan_destruction
-from slapgrid.node.report import run_report
-from slapgrid.node.state import StateStore
-from slapgrid.slap.client import SlapClient
+
+if TYPE_CHECKING:
+    from slapgrid.slap.client import SlapClient
 
 
 @dataclass
@@ -120,6 +120,8 @@ def node_command_body(function: Callable[..., int]) -> Callable[..., None]:
 
 def make_client(config: NodeConfig) -> SlapClient:
     """The node's client: computer certificate and CA from the configuration."""
+    from slapgrid.slap.client import SlapClient
+
     return SlapClient(
         config.master_url,
         config.computer_id,
@@ -146,6 +148,9 @@ def run_all(context: NodeContext) -> int:
     Each phase runs even if the one before failed (a partition of a built SR can still be
     deployed); the exit code is the first non-zero one.
     """
+    from slapgrid.node import instance, software
+    from slapgrid.node.report import run_report
+
     config = context.config()
     with make_client(config) as client:
         codes = [
@@ -171,9 +176,13 @@ def software_command(
     as_json: bool,
 ) -> int:
     """Build the Software Releases the master wants here, remove the unwanted ones."""
+    from slapgrid.node import software
+
     config = context.config(flags)
     with make_client(config) as client:
         if dry_run:
+            from slapgrid.cli import render
+
             render.plan(
                 software.plan(config, client.computer(), force=force, only_sr=_split(only)),
                 as_json=as_json,
@@ -199,10 +208,15 @@ def instance_command(
     time_budget: float | None,
 ) -> int:
     """Deploy, start and stop the Computer Partitions as the master requests."""
+    from slapgrid.node import instance
+
     config = context.config(flags)
     only_ids = _split(only)
     with make_client(config) as client:
         if dry_run:
+            from slapgrid.cli import render
+            from slapgrid.node.state import StateStore
+
             computer = client.computer()
             actions = instance.plan(
                 config, computer, StateStore(config.instance_root), force=force, only=only_ids
@@ -222,9 +236,15 @@ def report_command(
     context: NodeContext, flags: dict[str, Any], dry_run: bool, as_json: bool
 ) -> int:
     """Send usage reports and wipe destroyed partitions."""
+    from slapgrid.node.report import run_report
+
     config = context.config(flags)
     with make_client(config) as client:
         if dry_run:
+            from slapgrid.cli import render
+            from slapgrid.node.partition import observe
+            from slapgrid.node.planner import plan_destruction
+
             computer = client.computer()
             observed = {p.partition_id: observe(config, p) for p in computer.partitions}
             render.plan(plan_destruction(computer, observed), as_json=as_json)
@@ -269,6 +289,8 @@ def format_command(
     context: NodeContext, flags: dict[str, Any], dry_run: bool, **format_flags: Any
 ) -> int:
     """Prepare the partitions (directories, users, addresses) and register them."""
+    from slapgrid.node.format import run_format
+
     merged = {**context.flags, **{k: v for k, v in flags.items() if v is not None}}
     path = find_config_file(merged.pop("configuration_file", None))
     return run_format(path, {**merged, **format_flags}, dry_run=dry_run)
@@ -329,6 +351,12 @@ def plan_command(context: NodeContext, flags: dict[str, Any], as_json: bool) -> 
 
     The master is only read (one getFullComputerInformation), the disk only looked at.
     """
+    from slapgrid.cli import render
+    from slapgrid.node import instance, software
+    from slapgrid.node.partition import observe
+    from slapgrid.node.planner import plan_destruction
+    from slapgrid.node.state import StateStore
+
     config = context.config(flags)
     with make_client(config) as client:
         computer = client.computer()
@@ -350,6 +378,9 @@ def plan_command(context: NodeContext, flags: dict[str, Any], as_json: bool) -> 
 @node_command_body
 def status_command(context: NodeContext, flags: dict[str, Any], as_json: bool) -> int:
     """Show software, partitions, processes, promise results and the last runs."""
+    from slapgrid.cli import render
+    from slapgrid.node import status
+
     config = context.config(flags)
     render.status(status.collect(config), as_json=as_json)
     return 0
@@ -365,5 +396,7 @@ def supervisorctl_command(
     context: NodeContext, flags: dict[str, Any], arguments: tuple[str, ...]
 ) -> int:
     """Pass a command to the node's supervisord (status, tail, restart …)."""
+    from slapgrid.node import instance
+
     config = context.config(flags)
     return instance.supervisor_for(config).supervisorctl(arguments)

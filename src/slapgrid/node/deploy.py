@@ -20,16 +20,16 @@ from slapgrid.node import promises, safety
 from slapgrid.node.buildout import run_instance_buildout
 from slapgrid.node.config import NodeConfig
 from slapgrid.node.files import atomic_write, read_text
-from slapgrid.node.format import check_partition
 from slapgrid.node.partition import (
+    RETENTION_DELAY_FILE,
     PartitionPaths,
+    check_partition,
     instance_profile,
     partition_paths,
     render_buildout,
     software_path,
     write_certificate,
 )
-from slapgrid.node.report import RETENTION_DELAY_FILE
 from slapgrid.node.supervisor import Supervisor
 from slapgrid.slap.client import SlapClient
 from slapgrid.slap.documents import STARTED, STOPPED, ComputerPartition

@@ -23,8 +23,6 @@ import json
 import logging
 import os
 import platform
-import pwd
-import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
@@ -49,6 +47,7 @@ from slapgrid.node.format_steps import (
     Step,
     missing_tools,
 )
+from slapgrid.node.partition import PARTITION_MODE
 from slapgrid.slap.client import SlapClient
 from slapgrid.slap.errors import NotFoundError, SlapError
 
@@ -67,7 +66,6 @@ __all__ = [  # the command, and what it re-exports from format_config, _host and
     "Identity",
     "RegistrationError",
     "Step",
-    "check_partition",
     "execute",
     "load_format_config",
     "load_previous",
@@ -83,7 +81,6 @@ __all__ = [  # the command, and what it re-exports from format_config, _host and
 log = logging.getLogger(__name__)
 
 RESOURCE_FILE = ".slapos-resource"
-PARTITION_MODE = 0o750
 ROOT_MODE = 0o755
 
 
@@ -345,35 +342,6 @@ def partition_usage(path: Path) -> list[str]:
         return sorted(name for name in os.listdir(path) if name != RESOURCE_FILE)
     except (FileNotFoundError, NotADirectoryError):
         return []
-
-
-def check_partition(path: Path, expected_owner_uid: int | None) -> list[str]:
-    """What is wrong with a partition directory, in words; empty when it is usable."""
-    try:
-        status = path.stat()
-    except FileNotFoundError:
-        return [f"partition directory {path} does not exist (run `slapgrid format`)"]
-    except OSError as exc:
-        return [f"cannot inspect partition directory {path}: {exc.strerror}"]
-    if not stat.S_ISDIR(status.st_mode):
-        return [f"{path} is not a directory"]
-    problems = []
-    if expected_owner_uid is not None and status.st_uid != expected_owner_uid:
-        problems.append(
-            f"{path} belongs to {_user_label(status.st_uid)}, "
-            f"expected {_user_label(expected_owner_uid)}"
-        )
-    mode = stat.S_IMODE(status.st_mode)
-    if mode != PARTITION_MODE:
-        problems.append(f"{path} has mode {mode:04o}, expected {PARTITION_MODE:04o}")
-    return problems
-
-
-def _user_label(uid: int) -> str:
-    try:
-        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
-    except KeyError:
-        return f"uid {uid}"
 
 
 def execute(steps: Sequence[Step], *, dry_run: bool = False) -> list[str]:

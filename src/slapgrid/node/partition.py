@@ -8,6 +8,8 @@ sections the reference writes, so existing Software Releases run unchanged.
 from __future__ import annotations
 
 import os
+import pwd
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,11 @@ from slapgrid.node.planner import PartitionObservation
 from slapgrid.slap.documents import ComputerPartition
 
 INSTANCE_PROFILES = ("instance.cfg", "template.cfg")
+PARTITION_MODE = 0o750
+RETENTION_DELAY_FILE = ".slapos-retention-lock-delay"
+"""Days, frozen at the first deployment from the partition's `retention_delay` filter."""
+RETENTION_DATE_FILE = ".slapos-retention-lock-date"
+"""Epoch seconds before which the partition is kept, set at the first destruction attempt."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,35 @@ class PartitionPaths:
 
     def error_log(self, partition_id: str) -> Path:
         return self.root / f".slapgrid-{partition_id}-error.log"
+
+
+def check_partition(path: Path, expected_owner_uid: int | None) -> list[str]:
+    """What is wrong with a partition directory, in words; empty when it is usable."""
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        return [f"partition directory {path} does not exist (run `slapgrid format`)"]
+    except OSError as exc:
+        return [f"cannot inspect partition directory {path}: {exc.strerror}"]
+    if not stat.S_ISDIR(status.st_mode):
+        return [f"{path} is not a directory"]
+    problems = []
+    if expected_owner_uid is not None and status.st_uid != expected_owner_uid:
+        problems.append(
+            f"{path} belongs to {_user_label(status.st_uid)}, "
+            f"expected {_user_label(expected_owner_uid)}"
+        )
+    mode = stat.S_IMODE(status.st_mode)
+    if mode != PARTITION_MODE:
+        problems.append(f"{path} has mode {mode:04o}, expected {PARTITION_MODE:04o}")
+    return problems
+
+
+def _user_label(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
 
 
 def partition_paths(config: NodeConfig, partition_id: str) -> PartitionPaths:

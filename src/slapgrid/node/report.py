@@ -22,14 +22,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
 from slapgrid.errors import SlapgridError
 from slapgrid.node import safety
 from slapgrid.node.config import NodeConfig
 from slapgrid.node.files import atomic_write, read_text
 from slapgrid.node.lock import hold
-from slapgrid.node.partition import partition_paths
+from slapgrid.node.partition import RETENTION_DATE_FILE, RETENTION_DELAY_FILE, partition_paths
 from slapgrid.node.planner import Kind, PartitionObservation, plan_destruction
 from slapgrid.node.state import StateStore
 from slapgrid.node.supervisor import Supervisor, SupervisorError
@@ -54,10 +52,6 @@ from slapgrid.slap.errors import SlapError
 
 log = logging.getLogger(__name__)
 
-RETENTION_DELAY_FILE = ".slapos-retention-lock-delay"
-"""Days, frozen at the first deployment from the partition's `retention_delay` filter."""
-RETENTION_DATE_FILE = ".slapos-retention-lock-date"
-"""Epoch seconds before which the partition is kept, set at the first destruction attempt."""
 DESTROY_TIMEOUT = 600.0
 DAY = 86400.0
 _NO_FOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
@@ -114,7 +108,6 @@ def run_report(
     client: SlapClient,
     *,
     supervisor: Supervisor | None = None,
-    console: Console | None = None,
     script_timeout: float = SCRIPT_TIMEOUT,
     destroy_timeout: float = DESTROY_TIMEOUT,
 ) -> int:
@@ -152,8 +145,6 @@ def run_report(
                 _destroy(config, client, supervisor, action.target, busy, summary, destroy_timeout)
         StateStore(config.instance_root).record_run("report", summary.as_dict())
     log.info(summary.line())
-    if console is not None:
-        console.print(summary.line(), markup=False, highlight=False)
     return summary.exit_code
 
 
