@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pwd
 import shutil
@@ -16,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from slapgrid.node.promises import ANOMALY, TEST, result_path, run_promises
+from slapgrid.node.promises import ANOMALY, TEST, log_report, result_path, run_promises
 
 pytestmark = pytest.mark.integration
 
@@ -76,6 +77,19 @@ def test_legacy_ok_fail_and_timeout(partition: Path) -> None:
     child = int((partition / "child.pid").read_text())
     assert not psutil.pid_exists(child) or psutil.Process(child).status() == "zombie"
     assert report.error_message == "Promise 'fail' failed with output: broken"
+
+
+def test_each_result_is_one_log_line(partition: Path, caplog: pytest.LogCaptureFixture) -> None:
+    legacy(partition, "ok", "echo fine\n")
+    legacy(partition, "fail", "echo broken; exit 1\n")
+    report = run_promises(partition, mode=TEST)
+    with caplog.at_level(logging.INFO, logger="slapgrid.node.promises"):
+        log_report(report, "slappart0")
+    lines = sorted((r.levelname, r.getMessage(), r.partition) for r in caplog.records)
+    assert lines == [
+        ("ERROR", "Promise fail failed: broken", "slappart0"),
+        ("INFO", "Promise ok kept: fine", "slappart0"),
+    ]
 
 
 def test_plugins_ok_fail_raise_hang_and_noise(partition: Path) -> None:

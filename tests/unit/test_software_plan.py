@@ -101,11 +101,9 @@ def test_destruction_is_refused_while_a_partition_links_to_the_software(
 
 def test_buildout_cfg_extends_the_url_and_lists_shared_parts() -> None:
     assert buildout_cfg(A, ["/srv/shared", "/opt/$x"], []) == (
-        "[buildout]\n"
-        f"extends = {A}\n"
-        "shared-part-list =\n\t/srv/shared\n\t/opt/$$x\n"
-        "build-time-part-list =\n"
+        f"[buildout]\nextends = {A}\nshared-part-list =\n\t/srv/shared\n\t/opt/$$x\n"
     )
+    assert buildout_cfg(A, [], []) == f"[buildout]\nextends = {A}\n"
 
 
 @pytest.mark.parametrize("url", ["https://x/a.cfg\n[evil]", "https://x/$(rm -rf)", ""])

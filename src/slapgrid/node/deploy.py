@@ -164,10 +164,21 @@ def promises_after_start(job: Deployment) -> promises.PromiseReport:
     """Services just (re)started need a moment to listen: a failing promise is retried
     for up to START_GRACE seconds before the deployment counts as a promise failure."""
     deadline = time.monotonic() + START_GRACE
+    waiting = False
     while True:
         outcome = check_promises(job)
         if not outcome.failed or time.monotonic() > deadline or job.cancel.is_set():
+            promises.log_report(outcome, job.pid)
             return outcome
+        if not waiting:
+            waiting = True
+            log.info(
+                "%s: waiting up to %g s for %s to pass",
+                job.pid,
+                START_GRACE,
+                ", ".join(result.title for result in outcome.failures),
+                extra={"partition": job.pid},
+            )
         time.sleep(0.5)
 
 

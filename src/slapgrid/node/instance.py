@@ -209,6 +209,7 @@ class InstanceRun:
         pid = partition.partition_id
         job = Deployment(self.config, self.client, self.supervisor, partition, self.cancel)
         result = check_promises(job, promises.ANOMALY)
+        promises.log_report(result, pid)
         was_error = (partition.access_status or "#error").startswith("#error")
         try:
             if result.bang_message:

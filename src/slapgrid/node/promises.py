@@ -470,8 +470,6 @@ def _execute(ctx: _Context, promise: PromiseFile) -> PromiseResult | None:
     if decision == "skip":
         return None
     if decision == "reuse" and stored is not None:
-        if stored.failed:
-            log.error("Promise %s still failing: %s", promise.title, stored.message)
         return replace(stored, reused=True)
 
     history = cache.history if cache else []
@@ -510,11 +508,18 @@ def _execute(ctx: _Context, promise: PromiseFile) -> PromiseResult | None:
     )
     _write_json(cache_path(ctx.partition_path, promise.title), entry.to_json(now))
     _write_json(result_path(ctx.partition_path, promise.title), result.to_json(), ctx.identity)
-    if result.failed:
-        log.error("Promise %s failed: %s", promise.title, result.message)
-    else:
-        log.info("Promise %s kept: %s", promise.title, result.message or "")
     return result
+
+
+def log_report(report: PromiseReport, partition_id: str) -> None:
+    """One line per promise: kept (info), failed or still failing (error)."""
+    extra = {"partition": partition_id}
+    for result in report.results:
+        if not result.failed:
+            log.info("Promise %s kept: %s", result.title, result.message or "", extra=extra)
+        else:
+            verb = "still failing" if result.reused else "failed"
+            log.error("Promise %s %s: %s", result.title, verb, result.message, extra=extra)
 
 
 def run_promises(

@@ -81,9 +81,15 @@ def select_releases(releases: Iterable[Any], only_sr: Iterable[str] = ()) -> lis
 
 
 def buildout_cfg(url: str, shared_parts: Sequence[str], build_time_parts: Sequence[str]) -> str:
-    """`S/buildout.cfg`: extend the SR URL, tell it where shared parts live."""
+    """`S/buildout.cfg`: extend the SR URL, tell it where shared parts live.
+
+    An empty list is left out: SlapOS's own buildout reads it as "none", and the
+    upstream zc.buildout would warn about an unused option on every build.
+    """
 
     def lines(name: str, values: Sequence[str]) -> str:
+        if not values:
+            return ""
         continued = "".join(f"\n\t{safety.buildout_value(name, value)}" for value in values)
         return f"{name} ={continued}\n"
 
