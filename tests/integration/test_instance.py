@@ -18,6 +18,7 @@ from slapgrid.node import lock
 from slapgrid.node.config import NodeConfig
 from slapgrid.node.instance import run_instance
 from slapgrid.node.report import run_report
+from slapgrid.node.state import StateStore
 from slapgrid.slap.client import SlapClient
 
 pytestmark = pytest.mark.integration
@@ -49,6 +50,8 @@ def test_unchanged_partition_is_skipped_quickly(node: Node) -> None:
     assert node.instance() == 0
     assert time.monotonic() - started < 3
     assert log.stat().st_size == size  # no buildout ran
+    run = StateStore(node.config.instance_root).runs()["instance"]
+    assert (run["done"], run["up_to_date"]) == ([], [node.partition()])
 
 
 def test_stop_then_start_again(node: Node) -> None:

@@ -76,5 +76,6 @@ def status(node: NodeStatus, *, as_json: bool) -> None:
         console.print(f"agent (slapgrid node, pid {agent.get('pid')}): {line}", markup=False)
     for kind, run in sorted(node.runs.items()):
         facts = [f"{key} {run[key]}" for key in ("exit_code", "duration") if key in run]
-        facts += [f"{len(run[key])} {key}" for key in ("done", "failed") if key in run]
+        counts = (("done", "done"), ("up_to_date", "up to date"), ("failed", "failed"))
+        facts += [f"{len(run[key])} {label}" for key, label in counts if key in run]
         console.print(f"last {kind} run: " + ", ".join(facts))

@@ -39,6 +39,7 @@ class Outcome:
     """What a run did, for the summary line, the exit code and `slapgrid status`."""
 
     done: list[str] = field(default_factory=list)
+    up_to_date: list[str] = field(default_factory=list)  # only their promises ran
     skipped: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     promise_failed: list[tuple[str, str]] = field(default_factory=list)
@@ -59,6 +60,7 @@ class Outcome:
                 {"kind": a.kind.value, "target": a.target, "reason": a.reason} for a in actions
             ],
             "done": self.done,
+            "up_to_date": self.up_to_date,
             "skipped": self.skipped,
             "failed": self.failed,
             "promise_failed": self.promise_failed,
@@ -220,6 +222,8 @@ class InstanceRun:
                 self.client.started(pid)
         except SlapError as exc:
             log.warning("could not report promises of %s: %s", pid, exc)
+        with self._lock:
+            self.outcome.up_to_date.append(pid)
         outcome = "failing: " + (result.error_message or "") if result.failed else "ok"
         log.info(
             "%s up to date, promises %s", pid, outcome, extra={"partition": pid, "action": "check"}
@@ -276,8 +280,10 @@ class InstanceRun:
 
 def summarise(outcome: Outcome) -> None:
     log.info(
-        "instance run: %d done, %d skipped, %d failed, %d promise failures, %d postponed in %.1f s",
+        "instance run: %d done, %d up to date, %d skipped, %d failed, %d promise failures, "
+        "%d postponed in %.1f s",
         len(outcome.done),
+        len(outcome.up_to_date),
         len(outcome.skipped),
         len(outcome.failed),
         len(outcome.promise_failed),
