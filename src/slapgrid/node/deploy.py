@@ -164,7 +164,7 @@ def promises_after_start(job: Deployment) -> promises.PromiseReport:
     """Services just (re)started need a moment to listen: a failing promise is retried
     for up to START_GRACE seconds before the deployment counts as a promise failure."""
     deadline = time.monotonic() + START_GRACE
-    waiting = False
+    waiting, pause = False, 0.05  # most services listen within a few tenths of a second
     while True:
         outcome = check_promises(job)
         if not outcome.failed or time.monotonic() > deadline or job.cancel.is_set():
@@ -179,7 +179,8 @@ def promises_after_start(job: Deployment) -> promises.PromiseReport:
                 ", ".join(result.title for result in outcome.failures),
                 extra={"partition": job.pid},
             )
-        time.sleep(0.5)
+        time.sleep(pause)
+        pause = min(pause * 1.5, 0.5)
 
 
 def report(job: Deployment) -> None:
