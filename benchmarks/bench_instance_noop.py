@@ -202,7 +202,8 @@ def main() -> None:
 
             # each round runs both agents, and slapgrid's imports alone (nodes[0] is ours)
             ours, *others = ((n.agent, n.command("instance", n.config)) for n in nodes)
-            commands = dict([ours, ("(its imports)", reference_env.ours_import()), *others])
+            imports = ("(its imports)", reference_env.ours_import("instance"))
+            commands = dict([ours, imports, *others])
             noop: dict[str, list[reference_env.NodeRun]] = {name: [] for name in commands}
             for index in range(args.runs + 1):  # the first round warms caches up, untimed
                 for name, command in commands.items():

@@ -81,7 +81,7 @@ def main() -> None:
 
             commands = {
                 "slapgrid": reference_env.ours("software", config),
-                "(its imports)": reference_env.ours_import(),
+                "(its imports)": reference_env.ours_import("software"),
             }
             if venv is not None:
                 commands["slapos node"] = reference_env.reference(venv, "software", config)

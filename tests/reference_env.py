@@ -217,9 +217,11 @@ def ours(command: str, config: Path, *flags: str) -> list[str]:
     return [sys.executable, "-m", "slapgrid", command, "--cfg", str(config), *flags]
 
 
-def ours_import() -> list[str]:
-    """Only importing our CLI: the share of every `python -m slapgrid` run spent starting."""
-    return [sys.executable, "-c", "import slapgrid.cli.main"]
+def ours_import(command: str) -> list[str]:
+    """Only the imports of `slapgrid <command>` (the CLI, the client, the command's module):
+    the share of such a run spent starting before any work."""
+    modules = f"slapgrid.cli.main, slapgrid.slap.client, slapgrid.node.{command}"
+    return [sys.executable, "-c", f"import {modules}"]
 
 
 def reference(venv: Path, command: str, config: Path, *flags: str) -> list[str]:
