@@ -27,8 +27,10 @@ from recording_server import Answer, RecordingServer
 from reference_env import free_port
 from slapgrid.node.buildout import BuildoutError, run_instance_buildout
 from slapgrid.node.config import NodeConfig
+from slapgrid.node.partition import observe
 from slapgrid.node.safety import software_hash
 from slapgrid.node.software import run_software
+from slapgrid.slap.documents import STARTED, ComputerPartition, SoftwareRelease
 
 pytestmark = pytest.mark.integration
 
@@ -368,6 +370,23 @@ def test_concurrent_runs_build_one_software_once(tmp_path: Path) -> None:
     assert codes == [0, 0]
     assert masters[0].calls == [("building", url), ("available", url)]
     assert masters[1].calls == []  # waited for the lock, then found the build done
+
+
+def test_a_partition_sees_its_software_being_built(tmp_path: Path) -> None:
+    """While a run builds an SR, its partitions wait for it instead of failing."""
+    config = make_config(tmp_path)
+    url, server = slow_profile(tmp_path, 2.0)
+    (config.instance_root / "slappart0").mkdir(mode=0o750)
+    partition = ComputerPartition("C", "slappart0", STARTED, SoftwareRelease(url))
+    assert not observe(config, partition).software_building
+    with server:
+        build = threading.Thread(target=run_software, args=(config, Master(Release(url))))
+        build.start()
+        building = wait_for(lambda: observe(config, partition).software_building, 10)
+        build.join(60)
+    assert building
+    seen = observe(config, partition)
+    assert (seen.software_built, seen.software_building) == (True, False)
 
 
 AGENT = """\

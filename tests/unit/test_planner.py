@@ -50,6 +50,8 @@ CASES = [
     ("bad state", busy("paused"), deployed(), None, {}, Kind.ERROR, "unsupported"),
     ("SR not built", busy(), PartitionObservation(True), None, {}, Kind.ERROR,
      f"software release {SR} is not built yet"),
+    ("SR being built", busy(), PartitionObservation(True, software_building=True), None, {},
+     Kind.WAIT, f"software release {SR} is being built"),
     ("destroyed", busy("destroyed"), deployed(), None, {}, Kind.STOP, "requested destroyed"),
     ("never deployed", busy(), PartitionObservation(True, software_built=True), None, {},
      Kind.DEPLOY, "never deployed"),

@@ -7,6 +7,7 @@ sections the reference writes, so existing Software Releases run unchanged.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pwd
 import stat
@@ -93,6 +94,26 @@ def software_path(config: NodeConfig, url: str) -> Path:
     return config.software_root / safety.software_hash(safety.software_release_url(url))
 
 
+def software_lock_path(config: NodeConfig, url: str) -> Path:
+    """The lock a run holds while it builds or removes this Software Release."""
+    return config.software_root / ".slapgrid" / "locks" / f"{safety.software_hash(url)}.lock"
+
+
+def is_locked(lock: Path) -> bool:
+    """Whether a process holds the flock on `lock` (probed with a shared lock, let go at once)."""
+    try:
+        descriptor = os.open(lock, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(descriptor)
+    return False
+
+
 def software_periodicity(software: Path) -> int | None:
     """The SR's own `periodicity` file overrides `maximum_periodicity` for its partitions."""
     text = read_text(software / "periodicity")
@@ -121,11 +142,13 @@ def observe(config: NodeConfig, partition: ComputerPartition) -> PartitionObserv
     except FileNotFoundError:
         deployed_at = None
     timestamp = read_text(paths.timestamp)
+    built = bool(software and (software / ".completed").exists())
     return PartitionObservation(
         exists=True,
         deployed_timestamp=timestamp.strip() if timestamp else None,
         deployed_at=deployed_at,
-        software_built=bool(software and (software / ".completed").exists()),
+        software_built=built,
+        software_building=bool(url and not built and is_locked(software_lock_path(config, url))),
         periodicity=software_periodicity(software) if software else None,
     )
 

@@ -38,7 +38,7 @@ class Kind(enum.StrEnum):
     CLEAN_FREE = "clean-free"  # free partition with agent left-overs
     ERROR = "error"  # cannot be processed: report the reason to the master
     SKIP = "skip"  # nothing to do (reason says why)
-    WAIT = "wait"  # failed recently: back-off not elapsed
+    WAIT = "wait"  # not yet: back-off not elapsed, or its software is being built
 
 
 # actions that change something; the others are bookkeeping
@@ -91,6 +91,7 @@ class PartitionObservation:
     deployed_timestamp: str | None = None  # content of .timestamp
     deployed_at: float | None = None  # mtime of .timestamp
     software_built: bool = False  # the partition's SR has .completed
+    software_building: bool = False  # a run holds the SR's build lock
     periodicity: int | None = None  # the SR's periodicity file, if any
     leftovers: bool = False  # free partition holding agent files
     problem: str | None = None  # why the master's description cannot be used at all
@@ -218,6 +219,8 @@ def plan_partition(
         return Action(Kind.STOP, pid, "requested destroyed: stop and wait for report", state, 0)
     if not seen.software_built:
         url = partition.software_release_url
+        if seen.software_building:  # not an error yet: the build's end brings a new run
+            return Action(Kind.WAIT, pid, f"software release {url} is being built", state)
         return Action(Kind.ERROR, pid, f"software release {url} is not built yet", state)
     if force:
         return Action(Kind.DEPLOY, pid, "forced", state, 0)

@@ -28,7 +28,7 @@ from slapgrid.node import safety
 from slapgrid.node.buildout import BuildoutError, build_software
 from slapgrid.node.config import NodeConfig
 from slapgrid.node.files import atomic_write
-from slapgrid.node.partition import software_path
+from slapgrid.node.partition import software_lock_path, software_path
 from slapgrid.node.planner import Action, Kind, SoftwareObservation, plan_software
 from slapgrid.node.safety import software_hash
 from slapgrid.node.state import StateStore
@@ -207,7 +207,7 @@ def software_lock(config: NodeConfig, url: str, cancel: threading.Event) -> Iter
     orphaned buildout keeps the lock until it exits, so a new run cannot build the same
     directory at the same time. (`filelock` keeps its descriptor private.)
     """
-    path = config.software_root / ".slapgrid" / "locks" / f"{software_hash(url)}.lock"
+    path = software_lock_path(config, url)
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
