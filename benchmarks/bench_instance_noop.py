@@ -36,12 +36,15 @@ sys.path.insert(0, str(ROOT / "tests"))
 import reference_env  # noqa: E402
 from slapgrid.master.server import MasterServer  # noqa: E402
 from slapgrid.master.storage import MasterStore  # noqa: E402
+from slapgrid.node.config import load_node_config  # noqa: E402
 from slapgrid.node.format import run_format  # noqa: E402
+from slapgrid.node.instance import run_instance  # noqa: E402
 from slapgrid.slap.client import SlapClient  # noqa: E402
 
 HELLO = ROOT / "examples" / "hello" / "software.cfg"
 LIGHT_PROFILE = Path(__file__).with_name("light-instance.cfg.in")
 NOOP_TARGET, NOOP_LIMIT, FIRST_TARGET = 0.1, 0.5, 0.5
+WARM = "slapgrid node, warm"  # the same no-op pass in a running agent: no interpreter start
 
 Command = Callable[..., list[str]]
 
@@ -212,6 +215,11 @@ def main() -> None:
                         raise SystemExit(f"{name} no-op failed:\n{run.output[-3000:]}")
                     if index:
                         noop[name].append(run)
+            ours_config = load_node_config(nodes[0].config)
+            with SlapClient(server.url, nodes[0].computer) as client:
+                noop[WARM] = reference_env.warm_passes(
+                    lambda: run_instance(ours_config, client), args.runs
+                )
 
             print(f"first instantiations ({Path(first_software).name})", flush=True)
             first = first_instantiation(bench, first_software, args.first)
@@ -237,13 +245,14 @@ def main() -> None:
     )
     if venv is not None:
         print("ratio (slapgrid / reference)")
-        for what, runs, target in (
-            ("no-op instance", noop, NOOP_TARGET),
-            ("first instantiation", first, FIRST_TARGET),
+        for what, runs, name, target in (
+            ("no-op instance", noop, "slapgrid", NOOP_TARGET),
+            ("no-op pass of slapgrid node", noop, WARM, NOOP_TARGET),
+            ("first instantiation", first, "slapgrid", FIRST_TARGET),
         ):
-            print(reference_env.ratio(what, runs["slapgrid"], runs["slapos node"], target))
+            print(reference_env.ratio(what, runs[name], runs["slapos node"], target))
         deployed = deployments["slapgrid"].wall / deployments["slapos node"].wall
-        print(f"  {'deployment':<28} wall x{deployed:.3f}")
+        print(f"  {'deployment':<36} wall x{deployed:.3f}")
 
 
 if __name__ == "__main__":

@@ -24,11 +24,14 @@ sys.path.insert(0, str(ROOT / "tests"))
 import reference_env  # noqa: E402
 from slapgrid.master.server import MasterServer  # noqa: E402
 from slapgrid.master.storage import MasterStore  # noqa: E402
+from slapgrid.node.config import load_node_config  # noqa: E402
+from slapgrid.node.software import run_software  # noqa: E402
 from slapgrid.slap.client import SlapClient  # noqa: E402
 
 HELLO = ROOT / "examples" / "hello" / "software.cfg"
 COMPUTER = "COMP-BENCH-SOFTWARE"
 TARGET = 0.1
+WARM = "slapgrid node, warm"  # the same no-op pass in a running agent: no interpreter start
 
 
 def variants(directory: Path, count: int, empty: bool) -> list[str]:
@@ -93,6 +96,10 @@ def main() -> None:
                         raise SystemExit(f"{name} failed:\n{run.output[-3000:]}")
                     if index:
                         runs[name].append(run)
+            node_config = load_node_config(config)
+            runs[WARM] = reference_env.warm_passes(
+                lambda: run_software(node_config, client), args.runs
+            )
     finally:
         store.close()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -101,7 +108,8 @@ def main() -> None:
     print(reference_env.table(runs))
     if venv is not None:
         print("ratio (slapgrid / reference)")
-        print(reference_env.ratio("no-op software", runs["slapgrid"], runs["slapos node"], TARGET))
+        for what, name in (("no-op software", "slapgrid"), ("no-op pass of slapgrid node", WARM)):
+            print(reference_env.ratio(what, runs[name], runs["slapos node"], TARGET))
 
 
 if __name__ == "__main__":
