@@ -9,6 +9,7 @@ import signal
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -252,3 +253,23 @@ def test_a_failed_launch_says_why(supervisor: Supervisor, instance_root: Path) -
         SupervisorError, match=r"failed to launch supervisord: Error: .*nonexistent"
     ):
         supervisor.ensure_running()
+
+
+def test_parallel_deployments_reload_without_stepping_on_each_other(
+    supervisor: Supervisor, instance_root: Path
+) -> None:
+    """Each deployment writes its group then reloads, as `slapgrid instance --jobs` does."""
+    supervisor.ensure_running()
+    count = 12
+
+    def deploy(index: int) -> None:
+        path = instance_root / f"slappart{index}"
+        script(path / "etc/service/web", SERVICE)
+        supervisor.write_partition(f"slappart{index}", path)
+        supervisor.reload()
+        supervisor.start_partition(f"slappart{index}")
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(deploy, range(count)))  # re-raises the first failure
+    for index in range(count):
+        running_pid(supervisor, f"slappart{index}", "web-on-watch")

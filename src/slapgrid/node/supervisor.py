@@ -25,6 +25,7 @@ import shlex
 import socket
 import subprocess
 import sys
+import threading
 import time
 import xmlrpc.client
 from collections.abc import Iterable, Mapping, Sequence
@@ -347,6 +348,8 @@ def _proxy(socket_path: Path, timeout: float) -> xmlrpc.client.ServerProxy:
 
 
 _UNREACHABLE = (OSError, http.client.HTTPException, xmlrpc.client.ProtocolError)
+_RELOADING = threading.Lock()
+"""One reload at a time in this process: reloadConfig, then acting on its answer."""
 
 
 class Supervisor:
@@ -582,17 +585,25 @@ class Supervisor:
         Removed groups are stopped (waiting) and removed; changed groups are stopped,
         removed and re-added (not started); new groups are added.
         """
-        [[added, changed, removed]] = self._call("reloadConfig")
-        for group in removed:
-            self._stop_group(group)
-            self._remove_group(group)
-        for group in changed:
-            self._stop_group(group)
-            self._remove_group(group)
-            self._call("addProcessGroup", group)
-        for group in added:
-            self._call("addProcessGroup", group)
+        with _RELOADING:  # parallel deployments would each add what the first one added
+            [[added, changed, removed]] = self._call("reloadConfig")
+            for group in removed:
+                self._stop_group(group)
+                self._remove_group(group)
+            for group in changed:
+                self._stop_group(group)
+                self._remove_group(group)
+                self._add_group(group)
+            for group in added:
+                self._add_group(group)
         return ReloadSummary(tuple(added), tuple(changed), tuple(removed))
+
+    def _add_group(self, group: str) -> None:
+        try:
+            self._call("addProcessGroup", group)
+        except SupervisorFault as fault:
+            if fault.code != Faults.ALREADY_ADDED:  # another agent process's reload did it
+                raise
 
     def _stop_group(self, group: str) -> None:
         try:
