@@ -553,8 +553,12 @@ def run_promises(
     ctx = _Context(
         partition_path, mode, timeout, identity, dict(config or {}), python or sys.executable
     )
-    with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(promises)))) as pool:
-        outcomes = list(pool.map(lambda promise: _execute_safely(ctx, promise), promises))
+    workers = min(max_workers, len(promises))
+    if workers <= 1:  # most partitions have one promise: no thread to start and join
+        outcomes = [_execute_safely(ctx, promise) for promise in promises]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            outcomes = list(pool.map(lambda promise: _execute_safely(ctx, promise), promises))
     return PromiseReport(tuple(result for result in outcomes if result is not None))
 
 
