@@ -269,12 +269,18 @@ def _listdir(directory: Path) -> list[str]:
 
 @dataclass(frozen=True)
 class Identity:
-    """Who promises run as: uid/gid/groups to switch to (None: stay), and their environment."""
+    """Who promises run as: uid/gid to switch to (None: stay), and their environment."""
 
     uid: int | None
     gid: int | None
-    groups: tuple[int, ...] | None
+    name: str | None  # the account, when it exists: its supplementary groups come along
     env: Mapping[str, str]
+
+    def groups(self) -> list[int] | None:
+        """Looked up when a promise starts: most checks only reuse a recent result."""
+        if self.uid is None or self.gid is None:
+            return None
+        return os.getgrouplist(self.name, self.gid) if self.name else [self.gid]
 
 
 def identity_for(partition_path: Path, uid: int | None = None, gid: int | None = None) -> Identity:
@@ -294,8 +300,7 @@ def identity_for(partition_path: Path, uid: int | None = None, gid: int | None =
     env = {"PATH": CLEAN_PATH, "HOME": home, "USER": name, "LOGNAME": name, "LANG": "C.UTF-8"}
     if os.geteuid() != 0 or uid == 0:
         return Identity(None, None, None, env)
-    groups = tuple(os.getgrouplist(name, gid)) if entry else (gid,)
-    return Identity(uid, gid, groups, env)
+    return Identity(uid, gid, name if entry else None, env)
 
 
 @dataclass(frozen=True)
@@ -325,7 +330,7 @@ def run_bounded(
         stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
         user=identity.uid,
         group=identity.gid,
-        extra_groups=identity.groups,
+        extra_groups=identity.groups(),
         start_new_session=True,
     )
     try:
