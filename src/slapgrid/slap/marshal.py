@@ -161,7 +161,7 @@ def _local(element: Any) -> str:
     tag = element.tag
     if not isinstance(tag, str):
         raise ProtocolError("unexpected entity or special node in a marshal document")
-    return etree.QName(tag).localname
+    return tag.rpartition("}")[2]  # "{namespace}name" or "name"
 
 
 def _unescape(text: str | None) -> str:
