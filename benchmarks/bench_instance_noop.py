@@ -37,8 +37,8 @@ import reference_env  # noqa: E402
 from slapgrid.master.server import MasterServer  # noqa: E402
 from slapgrid.master.storage import MasterStore  # noqa: E402
 from slapgrid.node.config import load_node_config  # noqa: E402
-from slapgrid.node.format import run_format  # noqa: E402
-from slapgrid.node.instance import run_instance  # noqa: E402
+from slapgrid.node.format.run import run_format  # noqa: E402
+from slapgrid.node.instance.run import run_instance  # noqa: E402
 from slapgrid.slap.client import SlapClient  # noqa: E402
 
 HELLO = ROOT / "examples" / "hello" / "software.cfg"

@@ -25,7 +25,7 @@ import reference_env  # noqa: E402
 from slapgrid.master.server import MasterServer  # noqa: E402
 from slapgrid.master.storage import MasterStore  # noqa: E402
 from slapgrid.node.config import load_node_config  # noqa: E402
-from slapgrid.node.software import run_software  # noqa: E402
+from slapgrid.node.software.run import run_software  # noqa: E402
 from slapgrid.slap.client import SlapClient  # noqa: E402
 
 HELLO = ROOT / "examples" / "hello" / "software.cfg"

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from reference_env import free_port
-from slapgrid.node.format import run_format
-from slapgrid.node.supervisor import Supervisor
+from slapgrid.node.format.run import run_format
+from slapgrid.node.supervisor.control import Supervisor
 from slapgrid.slap.client import SlapClient
 
 SOFTWARE = str(Path(__file__).parents[1] / "examples" / "hello" / "software.cfg")

@@ -11,10 +11,10 @@ from pathlib import Path
 from slapgrid.master.server import MasterServer
 from slapgrid.master.storage import MasterStore
 from slapgrid.node.config import NodeConfig
-from slapgrid.node.format import run_format
-from slapgrid.node.instance import run_instance
-from slapgrid.node.software import run_software
-from slapgrid.node.supervisor import Supervisor
+from slapgrid.node.format.run import run_format
+from slapgrid.node.instance.run import run_instance
+from slapgrid.node.software.run import run_software
+from slapgrid.node.supervisor.control import Supervisor
 from slapgrid.slap.client import SlapClient
 
 SOFTWARE = str(Path(__file__).parents[1] / "examples" / "hello" / "software.cfg")

@@ -34,9 +34,9 @@ from daemon_site import (
 from slapgrid.master.server import MasterServer
 from slapgrid.master.storage import MasterStore
 from slapgrid.node.config import NodeConfig
+from slapgrid.node.daemon.changes import Observed, Watcher, WatchEvent
 from slapgrid.node.safety import software_hash
-from slapgrid.node.supervisor import Supervisor
-from slapgrid.node.watch import Observed, Watcher, WatchEvent
+from slapgrid.node.supervisor.control import Supervisor
 from slapgrid.slap import marshal
 from slapgrid.slap.client import SlapClient
 from slapgrid.slap.documents import Computer, SoftwareRelease

@@ -10,9 +10,9 @@ import pytest
 
 from recording_server import Answer, RecordingServer
 from slapgrid.node.config import NodeConfig
-from slapgrid.node.instance import run_instance
-from slapgrid.node.software import run_software
-from slapgrid.node.supervisor import Supervisor
+from slapgrid.node.instance.run import run_instance
+from slapgrid.node.software.run import run_software
+from slapgrid.node.supervisor.control import Supervisor
 from slapgrid.slap import marshal
 from slapgrid.slap.client import SlapClient
 from slapgrid.slap.documents import Computer, ComputerPartition, SoftwareRelease

@@ -14,10 +14,10 @@ import pytest
 
 from nodes import COMPUTER, Node, get
 from slapgrid.errors import LockedError
-from slapgrid.node import lock
+from slapgrid.node import layout, lock
 from slapgrid.node.config import NodeConfig
-from slapgrid.node.instance import run_instance
-from slapgrid.node.report import run_report
+from slapgrid.node.instance.run import run_instance
+from slapgrid.node.report.run import run_report
 from slapgrid.node.state import StateStore
 from slapgrid.slap.client import SlapClient
 
@@ -127,7 +127,7 @@ def test_killed_service_bangs_the_master(node: Node) -> None:
 
 
 def test_second_concurrent_run_is_refused(node: Node) -> None:
-    held = lock.hold(node.config.state_dir / "partitions.lock", "instance/report")
+    held = lock.hold(layout.partitions_lock(node.config.instance_root), "instance/report")
     with held, pytest.raises(LockedError, match="another slapgrid instance/report run"):
         node.instance()
 

@@ -17,11 +17,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from slapgrid.node.promises import ANOMALY, TEST, log_report, result_path, run_promises
+from slapgrid.node.layout import PartitionPaths
+from slapgrid.node.promises.run import ANOMALY, TEST, log_report, run_promises
 
 pytestmark = pytest.mark.integration
 
-PLUGIN_HEADER = "import time\nfrom slapgrid.node.promise_runner import Promise\n\n"
+PLUGIN_HEADER = "import time\nfrom slapgrid.node.promises.plugin_runner import Promise\n\n"
 
 
 @pytest.fixture
@@ -83,7 +84,7 @@ def test_each_result_is_one_log_line(partition: Path, caplog: pytest.LogCaptureF
     legacy(partition, "ok", "echo fine\n")
     legacy(partition, "fail", "echo broken; exit 1\n")
     report = run_promises(partition, mode=TEST)
-    with caplog.at_level(logging.INFO, logger="slapgrid.node.promises"):
+    with caplog.at_level(logging.INFO, logger="slapgrid.node.promises.run"):
         log_report(report, "slappart0")
     lines = sorted((r.levelname, r.getMessage(), r.partition) for r in caplog.records)
     assert lines == [
@@ -132,7 +133,7 @@ def test_result_files_and_anomaly_periodicity(partition: Path) -> None:
 
     report = run_promises(partition, mode=TEST)
     assert sorted(by_title(report)) == ["legacy", "slow", "tested_only"]
-    stored = json.loads(result_path(partition, "slow").read_text())
+    stored = json.loads(PartitionPaths(partition).promise_result("slow").read_text())
     assert stored["title"] == "slow" and stored["name"] == "slow.py"
     assert stored["path"] == str(partition / "etc/plugin/slow.py")
     assert stored["result"]["type"] == "Test Result"
@@ -140,11 +141,11 @@ def test_result_files_and_anomaly_periodicity(partition: Path) -> None:
     assert stored["execution-time"] > 0
 
     # anomaly mode: not due yet, the stored results are reused; test-only promises sit out
-    tested_only_result = result_path(partition, "tested_only").read_text()
+    tested_only_result = PartitionPaths(partition).promise_result("tested_only").read_text()
     report = run_promises(partition, mode=ANOMALY)
     assert sorted(by_title(report)) == ["legacy", "slow"]
     assert all(result.reused for result in report.results)
-    assert result_path(partition, "tested_only").read_text() == tested_only_result
+    assert PartitionPaths(partition).promise_result("tested_only").read_text() == tested_only_result
 
     # once due, the promise runs again and writes an anomaly result
     cache_file = partition / ".slapgrid/promise/cache/slow"
@@ -152,9 +153,9 @@ def test_result_files_and_anomaly_periodicity(partition: Path) -> None:
     cache_file.write_text(json.dumps({**cache, "next_run_after": time.time() - 1}))
     report = run_promises(partition, mode=ANOMALY)
     assert not by_title(report)["slow"].reused
-    assert json.loads(result_path(partition, "slow").read_text())["result"]["type"] == (
-        "Anomaly Result"
-    )
+    assert json.loads(PartitionPaths(partition).promise_result("slow").read_text())["result"][
+        "type"
+    ] == ("Anomaly Result")
 
 
 def test_failing_anomaly_may_bang_only_when_allowed(partition: Path) -> None:
@@ -195,4 +196,4 @@ def test_promises_run_as_partition_owner(partition: Path) -> None:
         assert results["who"].message == str(nobody.pw_uid)
     result_dir = partition / ".slapgrid/promise/result"
     assert result_dir.stat().st_uid == nobody.pw_uid
-    assert result_path(partition, "whoami").stat().st_uid == nobody.pw_uid
+    assert PartitionPaths(partition).promise_result("whoami").stat().st_uid == nobody.pw_uid

@@ -24,12 +24,11 @@ from recording_server import Answer, RecordingServer
 from slapgrid.errors import LockedError
 from slapgrid.master.server import MasterServer
 from slapgrid.master.storage import InstanceRequest, MasterStore
+from slapgrid.node import layout
 from slapgrid.node.config import NodeConfig
 from slapgrid.node.lock import hold
-from slapgrid.node.report import ReportError, empty_directory, run_report
-from slapgrid.node.state import StateStore
-from slapgrid.node.supervisor import Supervisor
-from slapgrid.node.usage import (
+from slapgrid.node.report.run import ReportError, empty_directory, run_report
+from slapgrid.node.report.usage import (
     PROCESSES,
     ProcessTable,
     computer_schema,
@@ -38,6 +37,8 @@ from slapgrid.node.usage import (
     measure_partition,
     measure_processes,
 )
+from slapgrid.node.state import StateStore
+from slapgrid.node.supervisor.control import Supervisor
 from slapgrid.slap import marshal, transport
 from slapgrid.slap.client import SlapClient
 from slapgrid.slap.documents import Computer, ComputerPartition, SoftwareRelease
@@ -240,7 +241,7 @@ def test_destroyed_partition_is_emptied_kept_and_reported_in_order(
         write(certificates / name, "PEM", 0o400)
 
     started = time.perf_counter()
-    with caplog.at_level(logging.INFO, logger="slapgrid.node.report"):
+    with caplog.at_level(logging.INFO, logger="slapgrid.node.report.run"):
         assert node.run() == 0
     elapsed = time.perf_counter() - started
 
@@ -404,7 +405,10 @@ def test_master_unreachable_is_one_clear_error(node: Node, monkeypatch: pytest.M
 
 
 def test_a_running_instance_run_blocks_report(node: Node) -> None:
-    with hold(node.config.state_dir / "partitions.lock", "instance"), pytest.raises(LockedError):
+    with (
+        hold(layout.partitions_lock(node.config.instance_root), "instance"),
+        pytest.raises(LockedError),
+    ):
         node.run()
     assert node.calls() == []
 

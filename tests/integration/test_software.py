@@ -27,9 +27,9 @@ from recording_server import Answer, RecordingServer
 from reference_env import free_port
 from slapgrid.node.buildout import BuildoutError, run_instance_buildout
 from slapgrid.node.config import NodeConfig
-from slapgrid.node.partition import observe
+from slapgrid.node.instance.partition import observe
 from slapgrid.node.safety import software_hash
-from slapgrid.node.software import run_software
+from slapgrid.node.software.run import run_software
 from slapgrid.slap.documents import STARTED, ComputerPartition, SoftwareRelease
 
 pytestmark = pytest.mark.integration
@@ -394,7 +394,7 @@ import sys, threading
 from pathlib import Path
 from types import SimpleNamespace
 from slapgrid.node.config import NodeConfig
-from slapgrid.node.software import run_software
+from slapgrid.node.software.run import run_software
 
 class Master:
     def computer(self):

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from slapgrid.node.supervisor import ReloadSummary, Supervisor, SupervisorError
+from slapgrid.node.supervisor.control import ReloadSummary, Supervisor, SupervisorError
 
 pytestmark = pytest.mark.integration
 

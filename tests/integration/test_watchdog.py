@@ -13,8 +13,8 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from slapgrid.node.supervisor import Supervisor
-from slapgrid.node.watchdog import BANG_MEMORY
+from slapgrid.node.layout import BANG_MEMORY
+from slapgrid.node.supervisor.control import Supervisor
 
 pytestmark = pytest.mark.integration
 

@@ -32,11 +32,11 @@ import reference_env
 from slapgrid.master.server import MasterServer
 from slapgrid.master.storage import MasterStore
 from slapgrid.node.config import NodeConfig
-from slapgrid.node.format import run_format
-from slapgrid.node.instance import run_instance
-from slapgrid.node.report import run_report
+from slapgrid.node.format.run import run_format
+from slapgrid.node.instance.run import run_instance
+from slapgrid.node.report.run import run_report
 from slapgrid.node.safety import software_hash
-from slapgrid.node.software import run_software
+from slapgrid.node.software.run import run_software
 from slapgrid.slap.client import SlapClient
 
 pytestmark = pytest.mark.interop

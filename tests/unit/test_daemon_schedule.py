@@ -12,7 +12,15 @@ import pytest
 
 from slapgrid.errors import ConfigError
 from slapgrid.node.config import NodeConfig
-from slapgrid.node.daemon import (
+from slapgrid.node.daemon.changes import (
+    Change,
+    PartitionView,
+    Snapshot,
+    compare,
+    error_backoff,
+    parse_generation,
+)
+from slapgrid.node.daemon.loop import (
     NEVER,
     Finished,
     Intervals,
@@ -30,16 +38,8 @@ from slapgrid.node.daemon import (
     status_path,
     summary_line,
 )
-from slapgrid.node.metrics import Metrics
+from slapgrid.node.daemon.metrics import Metrics
 from slapgrid.node.planner import Failure
-from slapgrid.node.watch import (
-    Change,
-    PartitionView,
-    Snapshot,
-    compare,
-    error_backoff,
-    parse_generation,
-)
 from slapgrid.slap.documents import Computer, ComputerPartition, SoftwareRelease
 from slapgrid.slap.errors import ProtocolError
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from slapgrid.errors import ConfigError
-from slapgrid.node.addresses import (
+from slapgrid.node.format.addresses import (
     DEFAULT_IPV4_NETWORK,
     check_prefix_shift,
     nth_host,
@@ -19,7 +19,7 @@ from slapgrid.node.addresses import (
     tap_range,
     ula_network,
 )
-from slapgrid.node.format import (
+from slapgrid.node.format.run import (
     EnsureAddress,
     EnsureDirectory,
     EnsureFile,
@@ -38,7 +38,7 @@ from slapgrid.node.format import (
     plan_format,
     resolve_ipv6,
 )
-from slapgrid.node.partition import check_partition
+from slapgrid.node.instance.partition import check_partition
 from slapgrid.slap import marshal
 
 IR, SR = Path("/srv/slapgrid/instance"), Path("/srv/slapgrid/software")

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from slapgrid.errors import LockedError
-from slapgrid.node import lock, safety
+from slapgrid.node import layout, lock, safety
 from slapgrid.node.config import NodeConfig
-from slapgrid.node.partition import observe, partition_paths, render_buildout
+from slapgrid.node.instance.partition import observe, render_buildout
 from slapgrid.node.state import StateStore
 from slapgrid.slap.documents import ComputerPartition, SoftwareRelease
 
@@ -67,7 +67,7 @@ def test_rendered_profile_parses_and_describes_the_partition(config: NodeConfig)
 )
 def test_hostile_partition_ids_are_refused(config: NodeConfig, pid: str) -> None:
     with pytest.raises(safety.UnsafeValueError, match="refusing partition id"):
-        partition_paths(config, pid)
+        layout.partition(config.instance_root, pid)
 
 
 @pytest.mark.parametrize(
@@ -102,7 +102,7 @@ def test_newlines_and_substitutions_cannot_inject_buildout(config: NodeConfig) -
 def test_symlinked_partition_leading_outside_is_refused(config: NodeConfig, tmp_path: Path) -> None:
     (config.instance_root / "slappart0").symlink_to(tmp_path)
     with pytest.raises(safety.UnsafeValueError, match="leads outside"):
-        partition_paths(config, "slappart0")
+        layout.partition(config.instance_root, "slappart0")
 
 
 def test_observation_reads_timestamp_and_software(config: NodeConfig) -> None:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from slapgrid.node import promise_runner
-from slapgrid.node.promises import (
+from slapgrid.node.layout import PartitionPaths
+from slapgrid.node.promises import plugin_runner as promise_runner
+from slapgrid.node.promises.run import (
     ANOMALY,
     TEST,
     CacheEntry,
@@ -22,7 +23,6 @@ from slapgrid.node.promises import (
     last_results,
     legacy_verdict,
     plan,
-    result_path,
     truncate,
 )
 
@@ -165,10 +165,10 @@ def test_discover_plugins_first_sorted_and_filters(tmp_path: Path, caplog) -> No
 
 def test_last_results_reads_files_and_skips_garbage(tmp_path: Path) -> None:
     for title in ("b", "a"):
-        path = result_path(tmp_path, title)
+        path = PartitionPaths(tmp_path).promise_result(title)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result(title, title == "b").to_json()))
-    result_path(tmp_path, "broken").write_text("{not json")
+    PartitionPaths(tmp_path).promise_result("broken").write_text("{not json")
     assert [(r.title, r.failed) for r in last_results(tmp_path)] == [("a", False), ("b", True)]
     assert last_results(tmp_path / "nothing") == []
 
@@ -211,7 +211,7 @@ def test_runner_logged_error_is_a_failure(tmp_path: Path) -> None:
 def test_runner_success_message_is_every_line(tmp_path: Path) -> None:
     outcome = run_plugin(
         tmp_path,
-        "from slapgrid.node.promise_runner import Promise\n"
+        "from slapgrid.node.promises.plugin_runner import Promise\n"
         "class RunPromise(Promise):\n"
         "    def sense(self):\n"
         "        self.logger.info('one')\n"
@@ -223,7 +223,7 @@ def test_runner_success_message_is_every_line(tmp_path: Path) -> None:
 def test_runner_exception_and_missing_class_are_failures(tmp_path: Path) -> None:
     outcome = run_plugin(
         tmp_path,
-        "from slapgrid.node.promise_runner import Promise\n"
+        "from slapgrid.node.promises.plugin_runner import Promise\n"
         "class RunPromise(Promise):\n"
         "    def sense(self):\n"
         "        raise RuntimeError('no database')\n",
@@ -239,7 +239,7 @@ def test_runner_exception_and_missing_class_are_failures(tmp_path: Path) -> None
 def test_runner_skips_a_mode_the_promise_does_not_take_part_in(tmp_path: Path) -> None:
     outcome = run_plugin(
         tmp_path,
-        "from slapgrid.node.promise_runner import Promise\n"
+        "from slapgrid.node.promises.plugin_runner import Promise\n"
         "class RunPromise(Promise):\n"
         "    modes = ('test',)\n"
         "    def sense(self):\n"
@@ -252,7 +252,7 @@ def test_runner_skips_a_mode_the_promise_does_not_take_part_in(tmp_path: Path) -
 
 def test_runner_custom_anomaly_sees_history(tmp_path: Path) -> None:
     source = (
-        "from slapgrid.node.promise_runner import Promise\n"
+        "from slapgrid.node.promises.plugin_runner import Promise\n"
         "class RunPromise(Promise):\n"
         "    bang_on_failure = True\n"
         "    def sense(self):\n"

@@ -18,7 +18,7 @@ from slapgrid.node.buildout import (
 from slapgrid.node.config import NodeConfig
 from slapgrid.node.planner import Kind, plan_software
 from slapgrid.node.safety import UnsafeValueError, software_hash
-from slapgrid.node.software import (
+from slapgrid.node.software.run import (
     DiskSpaceError,
     buildout_cfg,
     check_free_space,

@@ -11,7 +11,7 @@ import pytest
 from supervisor.datatypes import RestartUnconditionally
 from supervisor.options import ServerOptions
 
-from slapgrid.node.supervisor import (
+from slapgrid.node.supervisor.control import (
     Program,
     Supervisor,
     SupervisorError,
@@ -70,7 +70,8 @@ def test_node_conf_parses_with_socket_logs_include_and_watchdog(supervisor: Supe
     [listener] = watchdog.process_configs
     # the %-encoded URL survives supervisord's own %-expansion
     assert listener.command == (
-        f"{PYTHON} -m slapgrid.node.watchdog --master-url https://master.example:8443/a%2Fb "
+        f"{PYTHON} -m slapgrid.node.supervisor.bang_listener "
+        "--master-url https://master.example:8443/a%2Fb "
         f"--computer-id COMP-1 --instance-root {root} "
         f"--certificate-repository-path {root.parent / 'certs'}"
     )

@@ -7,8 +7,8 @@ from datetime import datetime
 import pytest
 from lxml import etree
 
-from slapgrid.node.report import DestroyError, retention_decision
-from slapgrid.node.usage import (
+from slapgrid.node.report.run import DestroyError, retention_decision
+from slapgrid.node.report.usage import (
     CPU,
     DISK,
     MEMORY,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from slapgrid.node.watchdog import (
-    BANG_MEMORY,
+from slapgrid.node.layout import BANG_MEMORY
+from slapgrid.node.supervisor.bang_listener import (
     Settings,
     handle_event,
     listen,

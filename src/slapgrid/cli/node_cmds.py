@@ -137,7 +137,7 @@ def _split(value: str | None) -> frozenset[str]:
 
 def run_daemon(context: NodeContext) -> int:
     """`slapgrid --daemon`: the classic form of `slapgrid node`."""
-    from slapgrid.node.daemon import DaemonOptions, run_node
+    from slapgrid.node.daemon.loop import DaemonOptions, run_node
 
     return run_node(lambda: context.config(), make_client, DaemonOptions())
 
@@ -148,8 +148,9 @@ def run_all(context: NodeContext) -> int:
     Each phase runs even if the one before failed (a partition of a built SR can still be
     deployed); the exit code is the first non-zero one.
     """
-    from slapgrid.node import instance, software
-    from slapgrid.node.report import run_report
+    from slapgrid.node.instance import run as instance
+    from slapgrid.node.report.run import run_report
+    from slapgrid.node.software import run as software
 
     config = context.config()
     with make_client(config) as client:
@@ -176,7 +177,7 @@ def software_command(
     as_json: bool,
 ) -> int:
     """Build the Software Releases the master wants here, remove the unwanted ones."""
-    from slapgrid.node import software
+    from slapgrid.node.software import run as software
 
     config = context.config(flags)
     with make_client(config) as client:
@@ -208,7 +209,7 @@ def instance_command(
     time_budget: float | None,
 ) -> int:
     """Deploy, start and stop the Computer Partitions as the master requests."""
-    from slapgrid.node import instance
+    from slapgrid.node.instance import run as instance
 
     config = context.config(flags)
     only_ids = _split(only)
@@ -236,13 +237,13 @@ def report_command(
     context: NodeContext, flags: dict[str, Any], dry_run: bool, as_json: bool
 ) -> int:
     """Send usage reports and wipe destroyed partitions."""
-    from slapgrid.node.report import run_report
+    from slapgrid.node.report.run import run_report
 
     config = context.config(flags)
     with make_client(config) as client:
         if dry_run:
             from slapgrid.cli import render
-            from slapgrid.node.partition import observe
+            from slapgrid.node.instance.partition import observe
             from slapgrid.node.planner import plan_destruction
 
             computer = client.computer()
@@ -289,7 +290,7 @@ def format_command(
     context: NodeContext, flags: dict[str, Any], dry_run: bool, **format_flags: Any
 ) -> int:
     """Prepare the partitions (directories, users, addresses) and register them."""
-    from slapgrid.node.format import run_format
+    from slapgrid.node.format.run import run_format
 
     merged = {**context.flags, **{k: v for k, v in flags.items() if v is not None}}
     path = find_config_file(merged.pop("configuration_file", None))
@@ -331,7 +332,7 @@ def node_command(
     """
     from pathlib import Path
 
-    from slapgrid.node.daemon import DaemonOptions, run_node
+    from slapgrid.node.daemon.loop import DaemonOptions, run_node
 
     options = DaemonOptions(
         now=now,
@@ -352,9 +353,10 @@ def plan_command(context: NodeContext, flags: dict[str, Any], as_json: bool) -> 
     The master is only read (one getFullComputerInformation), the disk only looked at.
     """
     from slapgrid.cli import render
-    from slapgrid.node import instance, software
-    from slapgrid.node.partition import observe
+    from slapgrid.node.instance import run as instance
+    from slapgrid.node.instance.partition import observe
     from slapgrid.node.planner import plan_destruction
+    from slapgrid.node.software import run as software
     from slapgrid.node.state import StateStore
 
     config = context.config(flags)
@@ -396,7 +398,7 @@ def supervisorctl_command(
     context: NodeContext, flags: dict[str, Any], arguments: tuple[str, ...]
 ) -> int:
     """Pass a command to the node's supervisord (status, tail, restart …)."""
-    from slapgrid.node import instance
+    from slapgrid.node.instance import run as instance
 
     config = context.config(flags)
     return instance.supervisor_for(config).supervisorctl(arguments)

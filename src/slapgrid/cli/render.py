@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from slapgrid.node.daemon import summary_line
+from slapgrid.node.daemon.loop import summary_line
 from slapgrid.node.planner import Action
 from slapgrid.node.status import NodeStatus
 

@@ -149,11 +149,6 @@ class NodeConfig:
         """`jobs`, or the core count when unset: builds and deployments are subprocess-bound."""
         return self.jobs if self.jobs > 0 else max(os.cpu_count() or 1, 1)
 
-    @property
-    def state_dir(self) -> Path:
-        """Where the agent keeps its own files (locks, plan, status) under the instance root."""
-        return self.instance_root / ".slapgrid"
-
 
 REQUIRED = ("master_url", "computer_id", "instance_root", "software_root")
 

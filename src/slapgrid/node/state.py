@@ -13,6 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from slapgrid.node import layout
 from slapgrid.node.files import atomic_write, read_text
 from slapgrid.node.planner import Failure
 
@@ -21,7 +22,7 @@ MAX_MESSAGE = 2000
 
 class StateStore:
     def __init__(self, root: Path) -> None:
-        self.path = root / ".slapgrid" / "state.json"
+        self.path = layout.state_file(root)
         self._lock = threading.Lock()
         self._data = self._load()
 

@@ -7,12 +7,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from slapgrid.errors import SlapgridError
-from slapgrid.node import promises
+from slapgrid.node import layout
 from slapgrid.node.config import NodeConfig
-from slapgrid.node.daemon import read_status as read_daemon_status
+from slapgrid.node.daemon.loop import read_status as read_daemon_status
 from slapgrid.node.files import read_text
+from slapgrid.node.promises import run as promises
 from slapgrid.node.state import StateStore
-from slapgrid.node.supervisor import Supervisor
+from slapgrid.node.supervisor.control import Supervisor
 
 
 @dataclass
@@ -66,7 +67,7 @@ def _software(config: NodeConfig) -> list[SoftwareStatus]:
                 SoftwareStatus(
                     entry.name,
                     url,
-                    os.path.exists(os.path.join(entry.path, ".completed")),
+                    os.path.exists(os.path.join(entry.path, layout.COMPLETED)),
                     failure.message.strip().splitlines()[-1] if failure else None,
                 )
             )
@@ -85,7 +86,7 @@ def collect(config: NodeConfig) -> NodeStatus:
         state = "not running"
     partitions = []
     for entry in sorted(os.scandir(config.instance_root), key=lambda e: e.name):
-        is_partition = os.path.exists(os.path.join(entry.path, ".slapos-resource"))
+        is_partition = os.path.exists(os.path.join(entry.path, layout.RESOURCE_FILE))
         if not entry.is_dir() or not (is_partition or entry.name in requested):
             continue
         processes = []
@@ -95,7 +96,7 @@ def collect(config: NodeConfig) -> NodeStatus:
             f"{r.title} {'FAILED' if r.failed else 'ok'}" for r in promises.last_results(entry.path)
         ]
         failure = failures.get(entry.name)
-        timestamp = read_text(config.instance_root / entry.name / ".timestamp")
+        timestamp = read_text(config.instance_root / entry.name / layout.TIMESTAMP)
         partitions.append(
             PartitionStatus(
                 entry.name,

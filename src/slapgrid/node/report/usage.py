@@ -98,7 +98,7 @@ def _schema(name: str, package: str) -> etree.XMLSchema:
 
 
 def partition_schema() -> etree.XMLSchema:
-    return _schema("partition_consumption.xsd", "slapgrid.node")
+    return _schema("partition_consumption.xsd", "slapgrid.node.report")
 
 
 def computer_schema() -> etree.XMLSchema:

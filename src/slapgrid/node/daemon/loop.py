@@ -35,20 +35,20 @@ import psutil
 
 from slapgrid import __version__
 from slapgrid.errors import ConfigError, LockedError, SlapgridError
-from slapgrid.node import lock
+from slapgrid.node import layout, lock
 from slapgrid.node.config import NodeConfig, parse_float, parse_int
+from slapgrid.node.daemon.changes import Change, Observed, Snapshot, Watcher, WatchEvent, compare
 from slapgrid.node.files import atomic_write, read_text
-from slapgrid.node.instance import run_instance
+from slapgrid.node.instance.run import run_instance
 from slapgrid.node.planner import BackoffPolicy, Failure
-from slapgrid.node.report import ReportError, run_report
-from slapgrid.node.software import run_software
+from slapgrid.node.report.run import ReportError, run_report
+from slapgrid.node.software.run import run_software
 from slapgrid.node.state import StateStore
-from slapgrid.node.watch import Change, Observed, Snapshot, Watcher, WatchEvent, compare
 from slapgrid.slap.client import SlapClient
 from slapgrid.slap.errors import SlapError
 
 if TYPE_CHECKING:
-    from slapgrid.node.metrics import Metrics
+    from slapgrid.node.daemon.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,9 @@ def intervals_from(config: NodeConfig) -> Intervals:
 def status_path(config: NodeConfig) -> Path:
     """`[slapos] status_file`, else `<instance_root>/.slapgrid/daemon.json`."""
     configured = config.extra.get("status_file", "").strip()
-    return Path(configured).expanduser() if configured else config.state_dir / "daemon.json"
+    return (
+        Path(configured).expanduser() if configured else layout.daemon_status(config.instance_root)
+    )
 
 
 def metrics_port(config: NodeConfig) -> int | None:
@@ -474,7 +476,7 @@ class Daemon:
         self.metrics_port = (
             options.metrics_port if options.metrics_port is not None else metrics_port(self.config)
         )
-        from slapgrid.node.metrics import Metrics  # only the agent needs prometheus_client
+        from slapgrid.node.daemon.metrics import Metrics  # only the agent needs prometheus_client
 
         self.metrics: Metrics = Metrics()
         self.cancel = threading.Event()
@@ -500,7 +502,7 @@ class Daemon:
         """Hold the node lock, serve until asked to stop; 0 when every run ended cleanly."""
         with contextlib.ExitStack() as stack:
             stack.callback(self.waker.close)
-            stack.enter_context(lock.hold(self.config.state_dir / "daemon.lock", "node"))
+            stack.enter_context(lock.hold(layout.daemon_lock(self.config.instance_root), "node"))
             stack.enter_context(self.waker.signals((signal.SIGTERM, signal.SIGINT, signal.SIGHUP)))
             if self.metrics_port:
                 self.metrics.serve(self.metrics_port)

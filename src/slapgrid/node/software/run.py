@@ -24,11 +24,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from slapgrid.errors import SlapgridError
-from slapgrid.node import safety
+from slapgrid.node import layout, safety
 from slapgrid.node.buildout import BuildoutError, build_software
 from slapgrid.node.config import NodeConfig
 from slapgrid.node.files import atomic_write
-from slapgrid.node.partition import software_lock_path, software_path
 from slapgrid.node.planner import Action, Kind, SoftwareObservation, plan_software
 from slapgrid.node.safety import software_hash
 from slapgrid.node.state import StateStore
@@ -37,7 +36,6 @@ from slapgrid.slap.errors import NotFoundError, SlapError
 
 log = logging.getLogger(__name__)
 
-COMPLETED = ".completed"
 LOCK_POLL = 1.0  # seconds between checks of the cancel event while waiting for a lock
 
 
@@ -131,7 +129,7 @@ def observe(config: NodeConfig, releases: Iterable[Any]) -> dict[str, SoftwareOb
         directory = config.software_root / software_hash(release.url)
         observed[release.url] = SoftwareObservation(
             exists=directory.exists(),
-            completed=(directory / COMPLETED).exists(),
+            completed=(directory / layout.COMPLETED).exists(),
             used_by=users.get(Path(os.path.realpath(directory)), ()),
         )
     return observed
@@ -207,7 +205,7 @@ def software_lock(config: NodeConfig, url: str, cancel: threading.Event) -> Iter
     orphaned buildout keeps the lock until it exits, so a new run cannot build the same
     directory at the same time. (`filelock` keeps its descriptor private.)
     """
-    path = software_lock_path(config, url)
+    path = layout.software_lock(config.software_root, url)
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -276,9 +274,9 @@ class SoftwareRun:
 
     def build(self, action: Action) -> Outcome:
         url = action.target
-        directory = software_path(self.config, url)
+        directory = layout.software_dir(self.config.software_root, url)
         with software_lock(self.config, url, self.cancel) as lock:
-            if (directory / COMPLETED).exists() and not self.force:
+            if (directory / layout.COMPLETED).exists() and not self.force:
                 log.info("%s was built by another run meanwhile", url, extra={"software": url})
                 return Outcome(action, True, "built by another run")
             if self.cancel.is_set():
@@ -288,9 +286,9 @@ class SoftwareRun:
             started = time.monotonic()
             with contextlib.suppress(NotFoundError):
                 self.client.building_software_release(url)
-            (directory / COMPLETED).unlink(missing_ok=True)
+            (directory / layout.COMPLETED).unlink(missing_ok=True)
             prepare_directory(self.config, directory, url)
-            log_file = directory / ".slapgrid" / "build.log"
+            log_file = layout.build_log(directory)
             log_file.parent.mkdir(exist_ok=True)
             with contextlib.suppress(FileNotFoundError):
                 log_file.replace(log_file.with_name("build.log.1"))
@@ -304,7 +302,7 @@ class SoftwareRun:
                 pass_fds=(lock,),
             )
             self.client.available_software_release(url)
-            atomic_write(directory / COMPLETED, time.asctime() + "\n", 0o644)
+            atomic_write(directory / layout.COMPLETED, time.asctime() + "\n", 0o644)
         duration = time.monotonic() - started
         self.store.clear_failure(url)
         log.info("built %s in %.1f s", url, duration, extra={"software": url})
@@ -312,7 +310,7 @@ class SoftwareRun:
 
     def remove(self, action: Action) -> Outcome:
         url = action.target
-        directory = software_path(self.config, url)
+        directory = layout.software_dir(self.config.software_root, url)
         with software_lock(self.config, url, self.cancel):
             if directory.exists():
                 log.info("removing %s (%s)", directory, url, extra={"software": url})

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from slapgrid.errors import ConfigError
-from slapgrid.node.addresses import DEFAULT_IPV4_NETWORK, DEFAULT_PREFIX_SHIFT, parse_network
+from slapgrid.node import layout
 from slapgrid.node.config import parse_bool, parse_int, read_config_file, section
+from slapgrid.node.format.addresses import DEFAULT_IPV4_NETWORK, DEFAULT_PREFIX_SHIFT, parse_network
 from slapgrid.slap.errors import SlapError
 from slapgrid.slap.transport import normalise_master_url
 
@@ -134,7 +135,7 @@ def load_format_config(
         computer_json=(
             _path(values["computer_json"])
             if values.get("computer_json")
-            else instance_root / ".slapgrid" / "computer.json"
+            else layout.computer_definition(instance_root)
         ),
         interface_name=interface_name,
         ipv6_interface=str(values.get("ipv6_interface") or "").strip() or interface_name,

@@ -19,9 +19,9 @@ from typing import Any
 import psutil
 
 from slapgrid.errors import ConfigError
-from slapgrid.node.addresses import ula_network
-from slapgrid.node.format_config import FormatConfig
-from slapgrid.node.format_steps import SHELL
+from slapgrid.node.format.addresses import ula_network
+from slapgrid.node.format.config import FormatConfig
+from slapgrid.node.format.steps import SHELL
 
 
 @dataclass(frozen=True)

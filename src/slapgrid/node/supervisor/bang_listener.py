@@ -1,11 +1,12 @@
 """supervisord event listener: tell the master when a partition's service dies.
 
-Run by the node's supervisord as `python -m slapgrid.node.watchdog --master-url … --computer-id
-… --instance-root … [--certificate-repository-path …]`. For every PROCESS_STATE_EXITED or
-PROCESS_STATE_FATAL of a process named `*-on-watch` (an `etc/service` program; its group is the
-partition id) it bangs the partition once per deployed timestamp: the deployment's `P/.timestamp`
-is remembered in `P/.slapos_latest_bang_timestamp` after a successful bang. The master answers a
-bang by bumping the partition, so the next run redeploys it.
+Run by the node's supervisord as `python -m slapgrid.node.supervisor.bang_listener --master-url
+… --computer-id … --instance-root … [--certificate-repository-path …]`. For every
+PROCESS_STATE_EXITED or PROCESS_STATE_FATAL of a process named `*-on-watch` (an `etc/service`
+program; its group is the partition id) it bangs the partition once per deployed timestamp: the
+deployment's `P/.timestamp` is remembered in `P/.slapos_latest_bang_timestamp` after a
+successful bang. The master answers a bang by bumping the partition, so the next run redeploys
+it.
 
 stdout belongs to the listener protocol; diagnostics go to stderr (supervisord's watchdog log).
 Nothing an event or the master does may stop the listener: failures are logged and skipped.
@@ -23,13 +24,12 @@ from typing import BinaryIO, TextIO
 
 from supervisor import childutils
 
+from slapgrid.node import layout
 from slapgrid.node.files import write_if_changed
-from slapgrid.node.supervisor import SERVICE_SUFFIX, WATCHDOG_EVENTS, check_name
+from slapgrid.node.supervisor.control import SERVICE_SUFFIX, WATCHDOG_EVENTS, check_name
 
 log = logging.getLogger("slapgrid.watchdog")
 
-TIMESTAMP = ".timestamp"
-BANG_MEMORY = ".slapos_latest_bang_timestamp"
 BANG_TIMEOUT = 15.0
 
 
@@ -88,10 +88,8 @@ def send_bang(settings: Settings, pid: str, message: str) -> None:
     credentials = {}
     if settings.certificate_repository_path is not None:
         repository = settings.certificate_repository_path
-        credentials = {
-            "key_file": str(repository / f"{pid}.key"),
-            "cert_file": str(repository / f"{pid}.crt"),
-        }
+        key, cert = layout.certificate_files(repository, pid)
+        credentials = {"key_file": str(key), "cert_file": str(cert)}
     with SlapClient(
         settings.master_url, settings.computer_id, timeout=BANG_TIMEOUT, **credentials
     ) as client:
@@ -109,8 +107,8 @@ def handle_event(settings: Settings, event: str, payload: str, bang: Banger = se
         if not is_watched(event, process_name):
             return False
         partition = settings.instance_root / check_name(pid, "partition id")
-        deployed = parse_timestamp(_read(partition / TIMESTAMP))
-        last_bang = parse_timestamp(_read(partition / BANG_MEMORY))
+        deployed = parse_timestamp(_read(partition / layout.TIMESTAMP))
+        last_bang = parse_timestamp(_read(partition / layout.BANG_MEMORY))
         if not should_bang(event, process_name, deployed, last_bang):
             log.info(
                 "%s of %s:%s: no bang (deployed %s, last bang %s)",
@@ -123,7 +121,7 @@ def handle_event(settings: Settings, event: str, payload: str, bang: Banger = se
             return False
         message = bang_message(process_name, pid)
         bang(settings, pid, message)
-        write_if_changed(partition / BANG_MEMORY, str(deployed), 0o644)
+        write_if_changed(partition / layout.BANG_MEMORY, str(deployed), 0o644)
         log.info("Banged partition %s: %s", pid, message)
         return True
     except Exception:
@@ -148,7 +146,7 @@ def listen(settings: Settings, stdin: BinaryIO, stdout: TextIO, bang: Banger = s
 
 
 def parse_args(argv: Sequence[str] | None) -> Settings:
-    parser = argparse.ArgumentParser(prog="python -m slapgrid.node.watchdog")
+    parser = argparse.ArgumentParser(prog="python -m slapgrid.node.supervisor.bang_listener")
     parser.add_argument("--master-url", required=True)
     parser.add_argument("--computer-id", required=True)
     parser.add_argument("--instance-root", required=True, type=Path)

@@ -31,10 +31,11 @@ from typing import Any
 
 from slapgrid import __version__
 from slapgrid.errors import SlapgridError
-from slapgrid.node.addresses import check_prefix_shift, nth_host, partition_range, tap_range
-from slapgrid.node.format_config import PARTITION_NAME, FormatConfig, load_format_config
-from slapgrid.node.format_host import Host, Identity, current_identity, os_type, resolve_ipv6
-from slapgrid.node.format_steps import (
+from slapgrid.node import layout
+from slapgrid.node.format.addresses import check_prefix_shift, nth_host, partition_range, tap_range
+from slapgrid.node.format.config import PARTITION_NAME, FormatConfig, load_format_config
+from slapgrid.node.format.host import Host, Identity, current_identity, os_type, resolve_ipv6
+from slapgrid.node.format.steps import (
     SHELL,
     EnsureAddress,
     EnsureDirectory,
@@ -47,7 +48,7 @@ from slapgrid.node.format_steps import (
     Step,
     missing_tools,
 )
-from slapgrid.node.partition import PARTITION_MODE
+from slapgrid.node.instance.partition import PARTITION_MODE
 from slapgrid.slap.client import SlapClient
 from slapgrid.slap.errors import NotFoundError, SlapError
 
@@ -80,7 +81,6 @@ __all__ = [  # the command, and what it re-exports from format_config, _host and
 
 log = logging.getLogger(__name__)
 
-RESOURCE_FILE = ".slapos-resource"
 ROOT_MODE = 0o755
 
 
@@ -252,7 +252,7 @@ def plan_format(
             ]
         steps += [
             EnsureDirectory(path, PARTITION_MODE, user_name if alter_user else None),
-            EnsureFile(path / RESOURCE_FILE, _json(partition)),
+            EnsureFile(path / layout.RESOURCE_FILE, _json(partition)),
         ]
         if config.alter_network:
             steps += _network_steps(config, partition, address4, address6, v6, create_tap)
@@ -339,7 +339,7 @@ def load_previous(path: Path) -> dict[str, Any] | None:
 def partition_usage(path: Path) -> list[str]:
     """What a partition directory holds besides its resource file: empty means free."""
     try:
-        return sorted(name for name in os.listdir(path) if name != RESOURCE_FILE)
+        return sorted(name for name in os.listdir(path) if name != layout.RESOURCE_FILE)
     except (FileNotFoundError, NotADirectoryError):
         return []
 

@@ -11,49 +11,15 @@ import fcntl
 import os
 import pwd
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 
-from slapgrid.node import safety
+from slapgrid.node import layout, safety
 from slapgrid.node.config import NodeConfig
 from slapgrid.node.files import atomic_write, read_text
 from slapgrid.node.planner import PartitionObservation
 from slapgrid.slap.documents import ComputerPartition
 
-INSTANCE_PROFILES = ("instance.cfg", "template.cfg")
 PARTITION_MODE = 0o750
-RETENTION_DELAY_FILE = ".slapos-retention-lock-delay"
-"""Days, frozen at the first deployment from the partition's `retention_delay` filter."""
-RETENTION_DATE_FILE = ".slapos-retention-lock-date"
-"""Epoch seconds before which the partition is kept, set at the first destruction attempt."""
-
-
-@dataclass(frozen=True)
-class PartitionPaths:
-    root: Path
-
-    @property
-    def timestamp(self) -> Path:
-        return self.root / ".timestamp"
-
-    @property
-    def agent_dir(self) -> Path:
-        return self.root / ".slapgrid"
-
-    @property
-    def log(self) -> Path:
-        return self.agent_dir / "log" / "instance.log"
-
-    @property
-    def buildout_cfg(self) -> Path:
-        return self.root / "buildout.cfg"
-
-    @property
-    def software_link(self) -> Path:
-        return self.root / "software_release"
-
-    def error_log(self, partition_id: str) -> Path:
-        return self.root / f".slapgrid-{partition_id}-error.log"
 
 
 def check_partition(path: Path, expected_owner_uid: int | None) -> list[str]:
@@ -85,20 +51,6 @@ def _user_label(uid: int) -> str:
         return f"uid {uid}"
 
 
-def partition_paths(config: NodeConfig, partition_id: str) -> PartitionPaths:
-    return PartitionPaths(safety.inside(config.instance_root, safety.partition_id(partition_id)))
-
-
-def software_path(config: NodeConfig, url: str) -> Path:
-    """`software_root/<md5 of the URL>`: where a Software Release is built."""
-    return config.software_root / safety.software_hash(safety.software_release_url(url))
-
-
-def software_lock_path(config: NodeConfig, url: str) -> Path:
-    """The lock a run holds while it builds or removes this Software Release."""
-    return config.software_root / ".slapgrid" / "locks" / f"{safety.software_hash(url)}.lock"
-
-
 def is_locked(lock: Path) -> bool:
     """Whether a process holds the flock on `lock` (probed with a shared lock, let go at once)."""
     try:
@@ -126,35 +78,37 @@ def software_periodicity(software: Path) -> int | None:
 def observe(config: NodeConfig, partition: ComputerPartition) -> PartitionObservation:
     """What is on disk for this partition, as the planner needs it."""
     try:
-        paths = partition_paths(config, partition.partition_id)
+        paths = layout.partition(config.instance_root, partition.partition_id)
         url = partition.software_release_url
-        software = software_path(config, url) if url else None
+        software = layout.software_dir(config.software_root, url) if url else None
     except safety.UnsafeValueError as exc:
         return PartitionObservation(exists=False, problem=str(exc))
     if not paths.root.is_dir():
         return PartitionObservation(exists=False)
     if partition.is_free:
         names = {entry.name for entry in os.scandir(paths.root)}
-        leftovers = bool(names & {".timestamp", ".slapgrid"})
+        leftovers = bool(names & {layout.TIMESTAMP, layout.AGENT_DIR})
         return PartitionObservation(exists=True, leftovers=leftovers)
     try:
         deployed_at: float | None = paths.timestamp.stat().st_mtime
     except FileNotFoundError:
         deployed_at = None
     timestamp = read_text(paths.timestamp)
-    built = bool(software and (software / ".completed").exists())
+    built = bool(software and (software / layout.COMPLETED).exists())
     return PartitionObservation(
         exists=True,
         deployed_timestamp=timestamp.strip() if timestamp else None,
         deployed_at=deployed_at,
         software_built=built,
-        software_building=bool(url and not built and is_locked(software_lock_path(config, url))),
+        software_building=bool(
+            url and not built and is_locked(layout.software_lock(config.software_root, url))
+        ),
         periodicity=software_periodicity(software) if software else None,
     )
 
 
 def instance_profile(software: Path) -> Path | None:
-    for name in INSTANCE_PROFILES:
+    for name in layout.INSTANCE_PROFILES:
         candidate = software / name
         if candidate.is_file():
             return candidate

@@ -23,15 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from slapgrid.errors import SlapgridError
-from slapgrid.node import safety
+from slapgrid.node import layout, safety
 from slapgrid.node.config import NodeConfig
 from slapgrid.node.files import atomic_write, read_text
 from slapgrid.node.lock import hold
-from slapgrid.node.partition import RETENTION_DATE_FILE, RETENTION_DELAY_FILE, partition_paths
 from slapgrid.node.planner import Kind, PartitionObservation, plan_destruction
-from slapgrid.node.state import StateStore
-from slapgrid.node.supervisor import Supervisor, SupervisorError
-from slapgrid.node.usage import (
+from slapgrid.node.report.usage import (
     REPORT_DIR,
     SCRIPT_TIMEOUT,
     InvalidReport,
@@ -46,6 +43,8 @@ from slapgrid.node.usage import (
     run_report_scripts,
     usage_movements,
 )
+from slapgrid.node.state import StateStore
+from slapgrid.node.supervisor.control import Supervisor, SupervisorError
 from slapgrid.slap.client import SlapClient
 from slapgrid.slap.documents import Computer
 from slapgrid.slap.errors import SlapError
@@ -117,7 +116,7 @@ def run_report(
     `ReportError` (nothing can be done without the computer document).
     """
     supervisor = supervisor or Supervisor(config.instance_root)
-    with hold(config.state_dir / "partitions.lock", "instance/report"):
+    with hold(layout.partitions_lock(config.instance_root), "instance/report"):
         try:
             computer = client.computer()
         except SlapError as exc:
@@ -157,7 +156,7 @@ def _busy_partitions(
         if partition.is_free:
             continue
         try:
-            path = partition_paths(config, partition.partition_id).root
+            path = layout.partition(config.instance_root, partition.partition_id).root
         except safety.UnsafeValueError as exc:
             log.error("Skipping a partition: %s", exc)
             summary.failed[repr(partition.partition_id)] = str(exc)
@@ -350,10 +349,10 @@ def retention_decision(
             raise DestroyError(f"{name} holds {text.strip()[:40]!r}, not a number")
         return value
 
-    date = number(date_text, RETENTION_DATE_FILE)
+    date = number(date_text, layout.RETENTION_DATE_FILE)
     if date is not None:
         return date, False
-    delay = number(delay_text, RETENTION_DELAY_FILE)
+    delay = number(delay_text, layout.RETENTION_DELAY_FILE)
     if delay is None or delay <= 0:
         return None, False
     return now + delay * DAY, True
@@ -362,13 +361,15 @@ def retention_decision(
 def retention_lock(path: Path, now: float) -> float | None:
     """The date until which the partition must be kept, or None; starts the lock if due."""
     until, new = retention_decision(
-        read_text(path / RETENTION_DELAY_FILE), read_text(path / RETENTION_DATE_FILE), now
+        read_text(path / layout.RETENTION_DELAY_FILE),
+        read_text(path / layout.RETENTION_DATE_FILE),
+        now,
     )
     if new and until is not None:
-        atomic_write(path / RETENTION_DATE_FILE, repr(until), 0o644)
+        atomic_write(path / layout.RETENTION_DATE_FILE, repr(until), 0o644)
         if os.geteuid() == 0:
             owner = path.stat()
-            os.chown(path / RETENTION_DATE_FILE, owner.st_uid, owner.st_gid)
+            os.chown(path / layout.RETENTION_DATE_FILE, owner.st_uid, owner.st_gid)
     return until if until is not None and now < until else None
 
 
@@ -387,8 +388,8 @@ def _delete_certificates(config: NodeConfig, partition_id: str) -> None:
     repository = config.certificate_repository_path
     if repository is None:
         return
-    for suffix in (".crt", ".key"):
-        (repository / f"{partition_id}{suffix}").unlink(missing_ok=True)
+    for path in layout.certificate_files(repository, partition_id):
+        path.unlink(missing_ok=True)
 
 
 def _empty_storage(config: NodeConfig, path: Path, partition_id: str) -> None:

@@ -1,6 +1,6 @@
-"""Run one plugin promise in its own process: `python -m slapgrid.node.promise_runner`.
+"""Run one plugin promise in its own process: `python -m slapgrid.node.promises.plugin_runner`.
 
-The engine (slapgrid.node.promises) starts this module as the partition's owner, with cwd = the
+The engine (slapgrid.node.promises.run) starts this module as the partition's owner, with cwd = the
 partition, writes one JSON request on stdin and reads one JSON outcome from the last line of
 stdout. Whatever the plugin prints goes to stderr, so it cannot corrupt the outcome; whatever
 it raises becomes a failed outcome. The plugin interface is documented in docs/promises.md.

@@ -16,15 +16,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from slapgrid.errors import SlapgridError
-from slapgrid.node import lock, promises
+from slapgrid.node import layout, lock
 from slapgrid.node.buildout import BuildoutError
 from slapgrid.node.config import NodeConfig
-from slapgrid.node.deploy import Deployment, PromiseFailure, check_promises, deploy
 from slapgrid.node.files import atomic_write
-from slapgrid.node.partition import observe, partition_paths
+from slapgrid.node.instance.deploy import Deployment, PromiseFailure, check_promises, deploy
+from slapgrid.node.instance.partition import observe
 from slapgrid.node.planner import Action, BackoffPolicy, Kind, plan_instances
+from slapgrid.node.promises import run as promises
 from slapgrid.node.state import StateStore
-from slapgrid.node.supervisor import Supervisor
+from slapgrid.node.supervisor.control import Supervisor
 from slapgrid.slap.client import SlapClient
 from slapgrid.slap.documents import Computer, ComputerPartition
 from slapgrid.slap.errors import ConnectionError, HTTPStatusError, NotFoundError, SlapError
@@ -181,7 +182,7 @@ class InstanceRun:
         self._record(bucket, pid, message)
         failure = self.store.record_failure(pid, message, partition.timestamp)
         with contextlib.suppress(OSError):
-            atomic_write(partition_paths(self.config, pid).error_log(pid), message, 0o640)
+            atomic_write(layout.partition(self.config.instance_root, pid).error_log, message, 0o640)
         self._report_error(pid, message)
         log.info(
             "%s will be retried after back-off (attempt %d)",
@@ -237,7 +238,7 @@ class InstanceRun:
             self._record(self.outcome.failed, pid, action.reason)
 
     def clean_free(self, partition: ComputerPartition) -> None:
-        paths = partition_paths(self.config, partition.partition_id)
+        paths = layout.partition(self.config.instance_root, partition.partition_id)
         with contextlib.suppress(FileNotFoundError):
             paths.timestamp.unlink()
         log.info("%s is free: removed agent left-overs", partition.partition_id)
@@ -318,7 +319,7 @@ def run_instance(
     cancel: threading.Event | None = None,
 ) -> int:
     """One `slapgrid instance` run; returns the exit code (0, 1, 2 or 3)."""
-    with lock.hold(config.state_dir / "partitions.lock", "instance/report"):
+    with lock.hold(layout.partitions_lock(config.instance_root), "instance/report"):
         try:
             computer = fetch_computer(client)
         except (ConnectionError, HTTPStatusError) as exc:

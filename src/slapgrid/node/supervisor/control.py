@@ -143,7 +143,7 @@ def watchdog_command(
     certificate_repository_path: Path | None = None,
 ) -> list[str]:
     """argv of the watchdog event listener."""
-    argv = [python, "-m", "slapgrid.node.watchdog", "--master-url", master_url]
+    argv = [python, "-m", "slapgrid.node.supervisor.bang_listener", "--master-url", master_url]
     argv += ["--computer-id", computer_id, "--instance-root", str(instance_root)]
     if certificate_repository_path is not None:
         argv += ["--certificate-repository-path", str(certificate_repository_path)]

@@ -16,21 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from slapgrid.errors import SlapgridError
-from slapgrid.node import promises, safety
+from slapgrid.node import layout, safety
 from slapgrid.node.buildout import run_instance_buildout
 from slapgrid.node.config import NodeConfig
 from slapgrid.node.files import atomic_write, read_text
-from slapgrid.node.partition import (
-    RETENTION_DELAY_FILE,
-    PartitionPaths,
+from slapgrid.node.instance.partition import (
     check_partition,
     instance_profile,
-    partition_paths,
     render_buildout,
-    software_path,
     write_certificate,
 )
-from slapgrid.node.supervisor import Supervisor
+from slapgrid.node.promises import run as promises
+from slapgrid.node.supervisor.control import Supervisor
 from slapgrid.slap.client import SlapClient
 from slapgrid.slap.documents import STARTED, STOPPED, ComputerPartition
 from slapgrid.slap.errors import NotFoundError
@@ -63,12 +60,14 @@ class Deployment:
         return self.partition.partition_id
 
     @property
-    def paths(self) -> PartitionPaths:
-        return partition_paths(self.config, self.pid)
+    def paths(self) -> layout.PartitionPaths:
+        return layout.partition(self.config.instance_root, self.pid)
 
     @property
     def software(self) -> Path:
-        return software_path(self.config, self.partition.software_release_url or "")
+        return layout.software_dir(
+            self.config.software_root, self.partition.software_release_url or ""
+        )
 
     def owner(self) -> tuple[int, int]:
         info = self.paths.root.stat()
@@ -79,7 +78,7 @@ class Deployment:
         repository = self.config.certificate_repository_path
         if repository is None:
             return None, None
-        return repository / f"{self.pid}.key", repository / f"{self.pid}.crt"
+        return layout.certificate_files(repository, self.pid)
 
     def refresh_certificates(self) -> None:
         repository = self.config.certificate_repository_path
@@ -93,10 +92,10 @@ def prepare(job: Deployment) -> None:
     problems = check_partition(paths.root, None)
     if problems:
         raise DeployError("; ".join(problems))
-    for stale in (paths.timestamp, paths.error_log(job.pid)):
+    for stale in (paths.timestamp, paths.error_log):
         with contextlib.suppress(FileNotFoundError):
             stale.unlink()
-    if not (job.software / ".completed").exists():
+    if not (job.software / layout.COMPLETED).exists():
         url = job.partition.software_release_url
         raise DeployError(f"software release {url} is not built yet: run `slapgrid software`")
     link = paths.software_link
@@ -188,7 +187,7 @@ def report(job: Deployment) -> None:
         job.client.started(job.pid)
     else:
         job.client.stopped(job.pid)
-    transaction = job.paths.root / f".slapos-request-transaction-{job.pid}"
+    transaction = job.paths.request_transaction
     text = read_text(transaction)
     if text is not None:
         references = [line.strip() for line in text.splitlines() if line.strip()]
@@ -200,7 +199,7 @@ def report(job: Deployment) -> None:
 
 def freeze_retention_delay(job: Deployment) -> None:
     """The SLA's retention delay is frozen at the first successful deployment (§5.3)."""
-    path = job.paths.root / RETENTION_DELAY_FILE
+    path = job.paths.retention_delay
     if not path.exists():
         raw = (job.partition.filter or {}).get("retention_delay", 0)
         try:

@@ -1,7 +1,7 @@
 """Promises of a partition: health checks the Software Release ships, run by the agent.
 
 * Plugin promises, `P/etc/plugin/*.py`: a `RunPromise` class (docs/promises.md), each run by
-  slapgrid.node.promise_runner in its own process.
+  slapgrid.node.promises.plugin_runner in its own process.
 * Legacy promises, every executable of `P/etc/promise/`: exit 0 means kept, otherwise the
   merged output is the failure message.
 
@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import slapgrid
+from slapgrid.node import layout
 from slapgrid.node.files import atomic_write
 from slapgrid.node.process import kill_tree
-from slapgrid.node.promise_runner import ANOMALY, DEFAULT_PERIODICITY, MODES, TEST
+from slapgrid.node.promises.plugin_runner import ANOMALY, DEFAULT_PERIODICITY, MODES, TEST
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +50,6 @@ CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 RESULT_TYPES = {TEST: "Test Result", ANOMALY: "Anomaly Result"}
 _PLUGIN_NAME = re.compile(r"^[A-Za-z_]\w*\.py$")
 _SOURCE_DIR = str(Path(slapgrid.__file__).resolve().parents[1])
-
-
-def promise_dir(partition_path: Path) -> Path:
-    return Path(partition_path) / ".slapgrid" / "promise"
-
-
-def result_path(partition_path: Path, title: str) -> Path:
-    return promise_dir(partition_path) / "result" / f"{title}.status.json"
-
-
-def cache_path(partition_path: Path, title: str) -> Path:
-    return promise_dir(partition_path) / "cache" / title
 
 
 # --------------------------------------------------------------------------- data
@@ -243,11 +232,11 @@ def format_date(epoch: float) -> str:
 def discover(partition_path: Path) -> list[PromiseFile]:
     """Plugins (`etc/plugin/*.py`) then legacy executables (`etc/promise/*`), each sorted."""
     found: list[PromiseFile] = []
-    plugin_dir = Path(partition_path) / "etc" / "plugin"
+    plugin_dir = layout.PartitionPaths(Path(partition_path)).etc("plugin")
     for name in _listdir(plugin_dir):
         if _PLUGIN_NAME.match(name) and not name.startswith("__init__"):
             found.append(PromiseFile(name, plugin_dir / name, plugin=True))
-    legacy_dir = Path(partition_path) / "etc" / "promise"
+    legacy_dir = layout.PartitionPaths(Path(partition_path)).etc("promise")
     for name in _listdir(legacy_dir):
         path = legacy_dir / name
         if path.is_file() and os.access(path, os.X_OK):
@@ -363,6 +352,10 @@ class _Context:
     config: Mapping[str, Any]
     python: str
 
+    @property
+    def paths(self) -> layout.PartitionPaths:
+        return layout.PartitionPaths(self.partition_path)
+
 
 def _write_json(path: Path, data: Any, owner: Identity | None = None) -> None:
     """Atomic, so readers (monitoring) never see half a file; owned by the partition."""
@@ -381,7 +374,7 @@ def _read_json(path: Path) -> Any:
 
 
 def _load_cache(ctx: _Context, promise: PromiseFile, mtime: float) -> CacheEntry | None:
-    data = _read_json(cache_path(ctx.partition_path, promise.title))
+    data = _read_json(ctx.paths.promise_cache(promise.title))
     try:
         cache = CacheEntry.from_json(data) if isinstance(data, dict) else None
     except (KeyError, TypeError, ValueError):
@@ -390,7 +383,7 @@ def _load_cache(ctx: _Context, promise: PromiseFile, mtime: float) -> CacheEntry
 
 
 def _load_result(ctx: _Context, promise: PromiseFile) -> PromiseResult | None:
-    data = _read_json(result_path(ctx.partition_path, promise.title))
+    data = _read_json(ctx.paths.promise_result(promise.title))
     try:
         return PromiseResult.from_json(data) if isinstance(data, dict) else None
     except (KeyError, TypeError, ValueError):
@@ -416,7 +409,7 @@ def _run_plugin(
         "history": history,
     }
     done = run_bounded(
-        [ctx.python, "-s", "-B", "-P", "-m", "slapgrid.node.promise_runner"],
+        [ctx.python, "-s", "-B", "-P", "-m", "slapgrid.node.promises.plugin_runner"],
         cwd=ctx.partition_path,
         identity=ctx.identity,
         timeout=ctx.timeout,
@@ -496,7 +489,10 @@ def _execute(ctx: _Context, promise: PromiseFile) -> PromiseResult | None:
     )
     if not outcome.get("ran", True):  # the promise does not take part in this mode
         entry.next_run_after = now
-        _write_json(cache_path(ctx.partition_path, promise.title), entry.to_json(now))
+        _write_json(
+            ctx.paths.promise_cache(promise.title),
+            entry.to_json(now),
+        )
         return None
     entry.next_run_after = now + entry.periodicity * 60
     entry.history = [*history, [bool(outcome["sensed"][0]), truncate(outcome["sensed"][1]), date]]
@@ -511,8 +507,12 @@ def _execute(ctx: _Context, promise: PromiseFile) -> PromiseResult | None:
         message=truncate(outcome.get("message")),
         bang=ctx.mode == ANOMALY and entry.bang_on_failure and bool(outcome["failed"]),
     )
-    _write_json(cache_path(ctx.partition_path, promise.title), entry.to_json(now))
-    _write_json(result_path(ctx.partition_path, promise.title), result.to_json(), ctx.identity)
+    _write_json(ctx.paths.promise_cache(promise.title), entry.to_json(now))
+    _write_json(
+        ctx.paths.promise_result(promise.title),
+        result.to_json(),
+        ctx.identity,
+    )
     return result
 
 
@@ -551,7 +551,7 @@ def run_promises(
     if not promises:
         return PromiseReport()
     identity = identity_for(partition_path, uid, gid)
-    result_dir = promise_dir(partition_path) / "result"
+    result_dir = layout.PartitionPaths(partition_path).promise_dir / "result"
     result_dir.mkdir(parents=True, exist_ok=True)
     if identity.uid is not None:
         os.chown(result_dir, identity.uid, identity.gid or -1)  # monitoring reads it as the owner
@@ -588,7 +588,9 @@ def _execute_safely(ctx: _Context, promise: PromiseFile) -> PromiseResult | None
 def last_results(partition_path: Path | str) -> list[PromiseResult]:
     """The stored result of every promise (by title), for `slapgrid status`."""
     results = []
-    for path in sorted((promise_dir(Path(partition_path)) / "result").glob("*.status.json")):
+    for path in sorted(
+        (layout.PartitionPaths(Path(partition_path)).promise_dir / "result").glob("*.status.json")
+    ):
         data = _read_json(path)
         try:
             results.append(PromiseResult.from_json(data))
