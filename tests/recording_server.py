@@ -31,6 +31,7 @@ class Answer:
     body: bytes = b""
     content_type: str = "text/xml; charset=utf-8"
     declare_length: bool = True  # False: body runs until the connection closes (HTTP/1.0)
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 Route = Answer | Callable[[Recorded], Answer]
@@ -68,6 +69,8 @@ class RecordingServer:
                 self.send_header("Content-Type", answer.content_type)
                 if answer.declare_length:
                     self.send_header("Content-Length", str(len(answer.body)))
+                for name, value in answer.headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 # the client may stop reading, as it should on oversized answers
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):

@@ -4,6 +4,9 @@ GET carries its parameters in the query string, POST in a form body, both to
 `<master_url>/<method>`. Unlike the reference, the master's certificate is verified when
 `ca_file` is given, and a connection that never got through is retried with back-off
 (nothing was sent, so this is always safe).
+
+`timeout` bounds the whole exchange, not only each read (see `deadline`). Redirects are
+refused, never followed: a POST must reach the configured master and no other server.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 import httpx  # noqa: E402
 
+from slapgrid.slap.deadline import Deadline, DeadlineTransport  # noqa: E402
+
 MAX_RESPONSE_BYTES = 64 << 20
 CONNECT_RETRIES = 2
 CONNECT_BACKOFF = 0.5
@@ -65,7 +70,10 @@ def _bracket_ipv6(netloc: str) -> str:
     return netloc
 
 
-def _error_for(status: int, url: str, body: bytes) -> SlapError:
+def _error_for(status: int, url: str, body: bytes, location: str | None) -> SlapError:
+    if status < 400:
+        target = f" to {location}" if location else ""
+        return HTTPStatusError(status, f"{status} from {url}: redirect{target} refused")
     detail = body[:200].decode("utf-8", "replace").strip().splitlines()
     message = f"{status} from {url}" + (f": {detail[0]}" if detail else "")
     if status == 404:
@@ -75,6 +83,24 @@ def _error_for(status: int, url: str, body: bytes) -> SlapError:
     if status in SERVER_ERROR_STATUSES:
         return ServerError(status, message)
     return HTTPStatusError(status, message)
+
+
+def _tls_context(
+    ca_file: Path | str | None, key_file: Path | str | None, cert_file: Path | str | None
+) -> ssl.SSLContext:
+    """Verify the master against `ca_file` when given, else not at all (like the reference)."""
+    if ca_file:
+        context = ssl.create_default_context(cafile=str(ca_file))
+    else:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if cert_file:
+        try:
+            context.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise SlapError(f"cannot load client certificate {cert_file}: {exc}") from None
+    return context
 
 
 class Transport:
@@ -92,25 +118,17 @@ class Transport:
     ) -> None:
         self.base_url = normalise_master_url(master_url)
         self.max_response_bytes = max_response_bytes
+        self.timeout = timeout
+        self._deadline = Deadline()
         https = self.base_url.startswith("https:")
-        verify: ssl.SSLContext | bool = False
-        if https and ca_file:
-            verify = ssl.create_default_context(cafile=str(ca_file))
-        elif https:
-            verify = ssl.create_default_context()
-            verify.check_hostname = False
-            verify.verify_mode = ssl.CERT_NONE
-        if https and cert_file:
-            assert isinstance(verify, ssl.SSLContext)
-            try:
-                verify.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
-            except (OSError, ssl.SSLError) as exc:
-                raise SlapError(f"cannot load client certificate {cert_file}: {exc}") from None
+        context = (
+            _tls_context(ca_file, key_file, cert_file) if https else ssl.create_default_context()
+        )
         self._client = httpx.Client(
-            verify=verify,
+            transport=DeadlineTransport(context, self._deadline),
             timeout=httpx.Timeout(timeout),
             headers={"User-Agent": f"slapgrid/{__version__}", "Accept": "*/*"},
-            follow_redirects=True,
+            follow_redirects=False,
         )
 
     def close(self) -> None:
@@ -138,13 +156,16 @@ class Transport:
         url = self.url(method)
         for attempt in range(CONNECT_RETRIES + 1):
             try:
-                return self._receive(url, self._client.build_request(verb, url, **kwargs))
+                with self._deadline.within(self.timeout):
+                    return self._receive(url, self._client.build_request(verb, url, **kwargs))
             except httpx.ConnectError as exc:
                 if attempt == CONNECT_RETRIES:
                     raise ConnectionError(f"cannot connect to {url}: {exc}") from None
                 time.sleep(CONNECT_BACKOFF * 2**attempt)
             except httpx.TimeoutException:
-                raise ConnectionError(f"timed out talking to {url}") from None
+                raise ConnectionError(
+                    f"no whole answer from {url} within {self.timeout:g} s"
+                ) from None
             except httpx.HTTPError as exc:
                 raise ConnectionError(f"cannot talk to {url}: {exc}") from None
         raise AssertionError("unreachable")
@@ -165,6 +186,7 @@ class Transport:
         finally:
             response.close()
         body = b"".join(chunks)
-        if response.status_code >= 400:
-            raise _error_for(response.status_code, url, body)
+        if response.status_code >= 300:
+            location = response.headers.get("location")
+            raise _error_for(response.status_code, url, body, location)
         return body
