@@ -27,6 +27,11 @@ HOSTILE_SRS = [
 ]
 
 
+UNSENDABLE_IDS = ["slappart9\n", "slappärt", "slappart8\r\nX-Injected: 1"]
+"""Ids no HTTP header may carry: refused, and not reported under them."""
+LONG_ID = "x" * 101
+
+
 def busy(pid: str, url: str = GOOD_SR) -> ComputerPartition:
     return ComputerPartition(
         "C", pid, "started", SoftwareRelease(url, "C"), {"timestamp": 1}, {}, "G"
@@ -40,6 +45,8 @@ def hostile_computer() -> Computer:
             busy("../../etc"),
             busy("slappart0/../../../outside"),
             busy(".slapgrid"),
+            *(busy(pid) for pid in UNSENDABLE_IDS),
+            busy(LONG_ID),
             *(busy(f"slappart{i}", url) for i, url in enumerate(HOSTILE_SRS, start=1)),
         ],
         software_releases=[SoftwareRelease(url, "C", "available") for url in HOSTILE_SRS]
@@ -102,11 +109,13 @@ def test_hostile_master_answers_are_refused_and_nothing_escapes(tmp_path: Path) 
         "../../etc",
         "slappart0/../../../outside",
         ".slapgrid",
+        LONG_ID,
         "slappart1",
         "slappart2",
         "slappart3",
     }
     assert all("refusing" in message for message in instance_errors.values())
+    assert not any("x-injected" in r.headers for r in server.requests)
     assert not [r for r in server.requests if r.path.endswith("buildingSoftwareRelease")]
 
     # nothing outside the two roots, no software directory, no profile anywhere

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from slapgrid.errors import SlapgridError
 
-_PARTITION_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
+_PARTITION_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")  # ASCII; fullmatch: no "\n"
 _URL_FORBIDDEN = re.compile(r"[\s\x00-\x1f\x7f;|&$`<>\"'\\]")
 
 
@@ -23,7 +23,7 @@ class UnsafeValueError(SlapgridError):
 
 def partition_id(value: str) -> str:
     """A plain file name: letters, digits, `_ . -`; no `/`, no leading dot, no `..`."""
-    if not isinstance(value, str) or not _PARTITION_ID.match(value) or ".." in value:
+    if not isinstance(value, str) or not _PARTITION_ID.fullmatch(value) or ".." in value:
         raise UnsafeValueError(f"refusing partition id {value!r} from the master")
     return value
 

@@ -6,6 +6,7 @@ The computer id is bound at construction; partition-scoped POSTs carry the
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,15 @@ from slapgrid.slap.documents import Computer, ComputerPartition, SoftwareInstanc
 from slapgrid.slap.errors import NotFoundError, ProtocolError, SlapError
 from slapgrid.slap.transport import Transport
 
+_HEADER_VALUE = re.compile(r"[\x21-\x2b\x2d-\x7e]+")
+"""Printable ASCII without space or comma: what fits in the header's `key=value, …` list."""
+
 
 def partition_auth_header(computer_id: str, partition_id: str) -> dict[str, str]:
+    """`X-SlapPartition`, with only values that cannot break or extend the header."""
+    for what, value in (("computer id", computer_id), ("partition id", partition_id)):
+        if not _HEADER_VALUE.fullmatch(value):
+            raise ProtocolError(f"refusing to send {what} {value!r} in an HTTP header")
     return {
         "Authorization": (
             f"X-SlapPartition computer_id={computer_id}, computer_partition_id={partition_id}"
