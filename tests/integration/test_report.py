@@ -27,21 +27,22 @@ from slapgrid.master.storage import InstanceRequest, MasterStore
 from slapgrid.node import layout
 from slapgrid.node.config import NodeConfig
 from slapgrid.node.lock import hold
-from slapgrid.node.report.run import ReportError, empty_directory, run_report
-from slapgrid.node.report.usage import (
+from slapgrid.node.report.measure import (
     PROCESSES,
     ProcessTable,
-    computer_schema,
     dedicated_uid,
     disk_usage,
     measure_partition,
     measure_processes,
 )
+from slapgrid.node.report.run import ReportError, run_report
+from slapgrid.node.report.wipe import empty_directory
 from slapgrid.node.state import StateStore
 from slapgrid.node.supervisor.control import Supervisor
 from slapgrid.slap import marshal, transport
 from slapgrid.slap.client import SlapClient
 from slapgrid.slap.documents import Computer, ComputerPartition, SoftwareRelease
+from slapgrid.slap.tioxml import computer_schema
 
 pytestmark = pytest.mark.integration
 

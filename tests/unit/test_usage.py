@@ -7,20 +7,15 @@ from datetime import datetime
 import pytest
 from lxml import etree
 
-from slapgrid.node.report.run import DestroyError, retention_decision
-from slapgrid.node.report.usage import (
-    CPU,
-    DISK,
-    MEMORY,
-    PROCESSES,
-    InvalidReport,
+from slapgrid.node.report.destroy import DestroyError, retention_decision
+from slapgrid.node.report.measure import CPU, DISK, MEMORY, PROCESSES, Usage, usage_movements
+from slapgrid.slap.tioxml import (
+    InvalidUsage,
     Movement,
-    Usage,
     build_journal,
     computer_schema,
     parse_consumption,
     parse_journal,
-    usage_movements,
 )
 
 STOP = datetime(2026, 11, 24, 15, 3, 21)
@@ -138,7 +133,7 @@ def test_hostile_text_is_escaped_in_the_journal() -> None:
 
 
 def test_text_xml_cannot_carry_is_refused_not_sent() -> None:
-    with pytest.raises(InvalidReport, match="cannot be written"):
+    with pytest.raises(InvalidUsage, match="cannot be written"):
         build_journal("COMP-\x01", usage_movements(Usage("slappart0", 0, 0, 0, 0)), stop_date=STOP)
 
 
@@ -160,7 +155,7 @@ def test_text_xml_cannot_carry_is_refused_not_sent() -> None:
          "entity", "too-big"],
 )  # fmt: skip
 def test_invalid_instance_reports_are_refused(document: bytes) -> None:
-    with pytest.raises(InvalidReport):
+    with pytest.raises(InvalidUsage):
         parse_consumption(document, "slappart0")
 
 
@@ -178,9 +173,9 @@ def test_ready_computer_journals_are_appended_as_transactions() -> None:
 
 
 def test_invalid_computer_journal_and_empty_journal_are_refused() -> None:
-    with pytest.raises(InvalidReport):
+    with pytest.raises(InvalidUsage):
         parse_journal(consumption(movement()))
-    with pytest.raises(InvalidReport, match="usage journal is invalid"):
+    with pytest.raises(InvalidUsage, match="usage journal is invalid"):
         build_journal("COMP-1", [], stop_date=STOP)
 
 
