@@ -20,13 +20,9 @@ import pytest
 from recording_server import Answer, RecordingServer
 from slapgrid.master.server import MasterServer
 from slapgrid.master.storage import MasterStore
-from slapgrid.node.format.run import (
-    EnsureAddress,
-    EnsureRoute,
-    FormatError,
-    RegistrationError,
-    run_format,
-)
+from slapgrid.node.format.register import RegistrationError
+from slapgrid.node.format.run import run_format
+from slapgrid.node.format.steps import EnsureAddress, EnsureRoute, FormatError
 from slapgrid.node.instance.partition import check_partition
 from slapgrid.slap import marshal
 from slapgrid.slap.client import SlapClient
@@ -105,7 +101,7 @@ def test_second_run_changes_nothing(
     run_format(None, options(tmp_path, master.url))
     before = snapshot(tmp_path)
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="slapgrid.node.format.run"):
+    with caplog.at_level(logging.INFO, logger="slapgrid.node.format"):
         assert run_format(None, options(tmp_path, master.url)) == 0
     assert snapshot(tmp_path) == before
     messages = [r.getMessage() for r in caplog.records]
@@ -307,7 +303,7 @@ def test_as_root_creates_users_groups_and_owners(
     # a second run: nothing to do, even with the accounts in place
     before = snapshot(tmp_path)
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="slapgrid.node.format.run"):
+    with caplog.at_level(logging.INFO, logger="slapgrid.node.format"):
         run_format(None, flags)
     assert snapshot(tmp_path) == before
     assert "format: nothing to change" in [r.getMessage() for r in caplog.records]
@@ -316,7 +312,7 @@ def test_as_root_creates_users_groups_and_owners(
     # an account changed behind format's back is put back
     subprocess.run(["usermod", "-s", "/bin/bash", f"{user_base}1"], check=True)
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="slapgrid.node.format.run"):
+    with caplog.at_level(logging.INFO, logger="slapgrid.node.format"):
         run_format(None, flags)
     changes = [r.getMessage() for r in caplog.records if "modify user" in r.getMessage()]
     assert changes == [f"format: modify user {user_base}1: shell /bin/bash → /bin/sh"]
