@@ -20,6 +20,7 @@ import pytest
 from recording_server import Answer, RecordingServer
 from slapgrid.master.server import MasterServer
 from slapgrid.master.storage import MasterStore
+from slapgrid.node.format.host import Identity
 from slapgrid.node.format.register import RegistrationError
 from slapgrid.node.format.run import run_format
 from slapgrid.node.format.steps import EnsureAddress, EnsureRoute, FormatError
@@ -167,6 +168,36 @@ def test_dry_run_prints_the_plan_and_changes_nothing(
     assert "would create directory" in out and "slappart2" in out
     assert "slappart0 (0750)" not in out
     assert not (tmp_path / "instance" / "slappart2").exists()
+
+
+def test_dry_run_as_root_plans_users_and_owners_without_root(
+    tmp_path: Path, master: RecordingServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The root branch of the command, reached through an injected identity."""
+    prefix = f"sgtest{secrets.token_hex(3)}"
+    flags = options(
+        tmp_path,
+        master.url,
+        1,
+        alter_user=None,
+        user_base_name=f"{prefix}u",
+        software_user=f"{prefix}s",
+    )
+    root = Identity("root", 0, 0)
+    assert run_format(None, flags, dry_run=True, identity=root) == 0
+    out = capsys.readouterr().out.splitlines()
+    partition = tmp_path / "instance" / "slappart0"
+    for line in (
+        f"would create group {prefix}s",
+        f"would create user {prefix}s (home {tmp_path / 'software'})",
+        f"would create user {prefix}u0 (home {partition})",
+        f"would chown {partition} to {prefix}u0",
+    ):
+        assert line in out
+    assert [line for line in out if line.startswith(f"  slappart0: user {prefix}u0, ")]
+    assert list(tmp_path.iterdir()) == []
+    assert master.requests == []
+    assert not [e for e in pwd.getpwall() if e.pw_name.startswith(prefix)]
 
 
 def test_master_failure_is_exit_2_after_formatting(tmp_path: Path) -> None:
