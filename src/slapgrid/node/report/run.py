@@ -104,12 +104,12 @@ def run_report(
             if failures:
                 summary.failed[partition_id] = failures[0]
                 _tell_error(client, partition_id, "\n".join(failures))
-        sent = send_usage(config, client, supervisor, plan.busy, env)
-        summary.usage, summary.movements = sent.usage, sent.movements
+        delivery = send_usage(config, client, supervisor, plan.busy, env)
+        summary.usage, summary.movements = delivery.status, delivery.movements
         for action in plan.actions:
             if action.kind != Kind.DESTROY:
                 continue
-            if action.target in sent.unsent:
+            if action.target in delivery.unsent:
                 log.warning(
                     "%s: destruction postponed: its usage documents were not accepted",
                     action.target,
@@ -120,7 +120,8 @@ def run_report(
                 config,
                 client,
                 supervisor,
-                (action.target, plan.busy[action.target]),
+                action.target,
+                plan.busy[action.target],
                 summary,
                 destroy_timeout,
                 env,
@@ -141,13 +142,13 @@ def _destroy(
     config: NodeConfig,
     client: SlapClient,
     supervisor: Supervisor,
-    partition: tuple[str, Path],
+    partition_id: str,
+    path: Path,
     summary: ReportSummary,
     timeout: float,
     env: Environment,
 ) -> None:
     """Destroy one partition; its failure is reported and never stops the others."""
-    partition_id, path = partition
     try:
         done = destroy_partition(
             config, client, supervisor, partition_id, path, env=env, timeout=timeout

@@ -31,10 +31,10 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class UsageSent:
+class UsageDelivery:
     """What became of this run's usage; `unsent` guards destruction against losing it."""
 
-    usage: str = "nothing"  # "sent", "failed" or "nothing"
+    status: str = "nothing"  # "sent", "failed" or "nothing"
     movements: int = 0
     unsent: frozenset[str] = field(default_factory=frozenset)  # partitions keeping documents
 
@@ -63,7 +63,7 @@ def send_usage(
     supervisor: Supervisor,
     busy: dict[str, Path],
     env: Environment,
-) -> UsageSent:
+) -> UsageDelivery:
     """Measure, collect, send one journal; consume the documents only once it is accepted.
 
     A partition whose own directory still holds unsent documents is named in `unsent`:
@@ -89,7 +89,7 @@ def send_usage(
     files += journals
     if not movements and not journals:
         log.info("No usage to report")
-        return UsageSent()
+        return UsageDelivery()
     try:
         journal = build_journal(
             config.computer_id,
@@ -100,7 +100,7 @@ def send_usage(
         client.use_computer(journal)
     except (InvalidUsage, SlapError) as exc:
         log.error("Usage not reported, documents kept for the next run: %s", exc)
-        return UsageSent("failed", unsent=frozenset(inside))
+        return UsageDelivery("failed", unsent=frozenset(inside))
     deleted = delete_usage_files(files)
     log.info(
         "Usage reported: %d movements of %d partitions, %d computer journals, "
@@ -110,4 +110,4 @@ def send_usage(
         len(journals),
         deleted,
     )
-    return UsageSent("sent", len(movements))
+    return UsageDelivery("sent", len(movements))
