@@ -20,13 +20,10 @@ import pytest
 from recording_server import Answer, RecordingServer
 from slapgrid.master.server import MasterServer
 from slapgrid.master.storage import MasterStore
-from slapgrid.node.format.run import (
-    EnsureAddress,
-    EnsureRoute,
-    FormatError,
-    RegistrationError,
-    run_format,
-)
+from slapgrid.node.format.host import Identity
+from slapgrid.node.format.register import RegistrationError
+from slapgrid.node.format.run import run_format
+from slapgrid.node.format.steps import EnsureAddress, EnsureRoute, FormatError
 from slapgrid.node.instance.partition import check_partition
 from slapgrid.slap import marshal
 from slapgrid.slap.client import SlapClient
@@ -105,7 +102,7 @@ def test_second_run_changes_nothing(
     run_format(None, options(tmp_path, master.url))
     before = snapshot(tmp_path)
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="slapgrid.node.format.run"):
+    with caplog.at_level(logging.INFO, logger="slapgrid.node.format"):
         assert run_format(None, options(tmp_path, master.url)) == 0
     assert snapshot(tmp_path) == before
     messages = [r.getMessage() for r in caplog.records]
@@ -171,6 +168,36 @@ def test_dry_run_prints_the_plan_and_changes_nothing(
     assert "would create directory" in out and "slappart2" in out
     assert "slappart0 (0750)" not in out
     assert not (tmp_path / "instance" / "slappart2").exists()
+
+
+def test_dry_run_as_root_plans_users_and_owners_without_root(
+    tmp_path: Path, master: RecordingServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The root branch of the command, reached through an injected identity."""
+    prefix = f"sgtest{secrets.token_hex(3)}"
+    flags = options(
+        tmp_path,
+        master.url,
+        1,
+        alter_user=None,
+        user_base_name=f"{prefix}u",
+        software_user=f"{prefix}s",
+    )
+    root = Identity("root", 0, 0)
+    assert run_format(None, flags, dry_run=True, identity=root) == 0
+    out = capsys.readouterr().out.splitlines()
+    partition = tmp_path / "instance" / "slappart0"
+    for line in (
+        f"would create group {prefix}s",
+        f"would create user {prefix}s (home {tmp_path / 'software'})",
+        f"would create user {prefix}u0 (home {partition})",
+        f"would chown {partition} to {prefix}u0",
+    ):
+        assert line in out
+    assert [line for line in out if line.startswith(f"  slappart0: user {prefix}u0, ")]
+    assert list(tmp_path.iterdir()) == []
+    assert master.requests == []
+    assert not [e for e in pwd.getpwall() if e.pw_name.startswith(prefix)]
 
 
 def test_master_failure_is_exit_2_after_formatting(tmp_path: Path) -> None:
@@ -307,7 +334,7 @@ def test_as_root_creates_users_groups_and_owners(
     # a second run: nothing to do, even with the accounts in place
     before = snapshot(tmp_path)
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="slapgrid.node.format.run"):
+    with caplog.at_level(logging.INFO, logger="slapgrid.node.format"):
         run_format(None, flags)
     assert snapshot(tmp_path) == before
     assert "format: nothing to change" in [r.getMessage() for r in caplog.records]
@@ -316,7 +343,7 @@ def test_as_root_creates_users_groups_and_owners(
     # an account changed behind format's back is put back
     subprocess.run(["usermod", "-s", "/bin/bash", f"{user_base}1"], check=True)
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="slapgrid.node.format.run"):
+    with caplog.at_level(logging.INFO, logger="slapgrid.node.format"):
         run_format(None, flags)
     changes = [r.getMessage() for r in caplog.records if "modify user" in r.getMessage()]
     assert changes == [f"format: modify user {user_base}1: shell /bin/bash → /bin/sh"]

@@ -27,21 +27,24 @@ from slapgrid.master.storage import InstanceRequest, MasterStore
 from slapgrid.node import layout
 from slapgrid.node.config import NodeConfig
 from slapgrid.node.lock import hold
-from slapgrid.node.report.run import ReportError, empty_directory, run_report
-from slapgrid.node.report.usage import (
+from slapgrid.node.planner import Kind
+from slapgrid.node.report.measure import (
     PROCESSES,
     ProcessTable,
-    computer_schema,
     dedicated_uid,
     disk_usage,
     measure_partition,
     measure_processes,
 )
+from slapgrid.node.report.plan import plan_report
+from slapgrid.node.report.run import ReportError, run_report
+from slapgrid.node.report.wipe import empty_directory
 from slapgrid.node.state import StateStore
 from slapgrid.node.supervisor.control import Supervisor
 from slapgrid.slap import marshal, transport
 from slapgrid.slap.client import SlapClient
 from slapgrid.slap.documents import Computer, ComputerPartition, SoftwareRelease
+from slapgrid.slap.tioxml import computer_schema
 
 pytestmark = pytest.mark.integration
 
@@ -265,6 +268,24 @@ def test_destroyed_partition_is_emptied_kept_and_reported_in_order(
     assert (run["destroyed"], run["usage"], run["exit_code"]) == (["slappart1"], "sent", 0)
     assert elapsed < 5
     assert caplog.messages[-1] == "report: usage sent (8 movements); destroyed: slappart1"
+
+
+def test_the_plan_shown_is_the_plan_run(node: Node) -> None:
+    """`--dry-run` and `slapgrid plan` show `plan_report`, which the run follows."""
+    node.add("slappart0", "started")
+    node.add("slappart1", "destroyed")
+    node.partitions.append(
+        ComputerPartition(COMPUTER_ID, "slappart2", "destroyed", SoftwareRelease(SR, COMPUTER_ID))
+    )  # no directory here: nothing to destroy
+    node.add("slappart3", "destroyed", free=True)
+    plan = plan_report(node.config, Computer(COMPUTER_ID, node.partitions))
+    assert sorted(plan.busy) == ["slappart0", "slappart1"]
+    assert [(a.kind, a.target, a.reason) for a in plan.actions] == [
+        (Kind.DESTROY, "slappart1", "requested destroyed")
+    ]
+    assert node.run() == 0
+    destroyed = [target for method, target in node.calls() if method.startswith("destroyed")]
+    assert destroyed == [a.target for a in plan.actions]
 
 
 def test_instance_reports_are_merged_and_consumed_after_acceptance(

@@ -19,7 +19,11 @@ from slapgrid.node.format.addresses import (
     tap_range,
     ula_network,
 )
-from slapgrid.node.format.run import (
+from slapgrid.node.format.config import FormatConfig, load_format_config
+from slapgrid.node.format.host import Host, Identity, resolve_ipv6
+from slapgrid.node.format.plan import plan_format
+from slapgrid.node.format.run import load_previous
+from slapgrid.node.format.steps import (
     EnsureAddress,
     EnsureDirectory,
     EnsureFile,
@@ -27,16 +31,9 @@ from slapgrid.node.format.run import (
     EnsureRoute,
     EnsureTap,
     EnsureUser,
-    FormatConfig,
     FormatError,
-    Host,
-    Identity,
     Step,
-    load_format_config,
-    load_previous,
     missing_tools,
-    plan_format,
-    resolve_ipv6,
 )
 from slapgrid.node.instance.partition import check_partition
 from slapgrid.slap import marshal

@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from lxml import etree
 
-from slapgrid.node.report.run import DestroyError, retention_decision
-from slapgrid.node.report.usage import (
+from slapgrid.node.report.destroy import DestroyError, retention_decision, retention_lock
+from slapgrid.node.report.environment import Environment
+from slapgrid.node.report.measure import (
     CPU,
     DISK,
     MEMORY,
     PROCESSES,
-    InvalidReport,
-    Movement,
     Usage,
+    dedicated_uid,
+    usage_movements,
+)
+from slapgrid.slap.tioxml import (
+    InvalidUsage,
+    Movement,
     build_journal,
     computer_schema,
     parse_consumption,
     parse_journal,
-    usage_movements,
 )
 
 STOP = datetime(2026, 11, 24, 15, 3, 21)
@@ -138,7 +144,7 @@ def test_hostile_text_is_escaped_in_the_journal() -> None:
 
 
 def test_text_xml_cannot_carry_is_refused_not_sent() -> None:
-    with pytest.raises(InvalidReport, match="cannot be written"):
+    with pytest.raises(InvalidUsage, match="cannot be written"):
         build_journal("COMP-\x01", usage_movements(Usage("slappart0", 0, 0, 0, 0)), stop_date=STOP)
 
 
@@ -160,7 +166,7 @@ def test_text_xml_cannot_carry_is_refused_not_sent() -> None:
          "entity", "too-big"],
 )  # fmt: skip
 def test_invalid_instance_reports_are_refused(document: bytes) -> None:
-    with pytest.raises(InvalidReport):
+    with pytest.raises(InvalidUsage):
         parse_consumption(document, "slappart0")
 
 
@@ -178,9 +184,9 @@ def test_ready_computer_journals_are_appended_as_transactions() -> None:
 
 
 def test_invalid_computer_journal_and_empty_journal_are_refused() -> None:
-    with pytest.raises(InvalidReport):
+    with pytest.raises(InvalidUsage):
         parse_journal(consumption(movement()))
-    with pytest.raises(InvalidReport, match="usage journal is invalid"):
+    with pytest.raises(InvalidUsage, match="usage journal is invalid"):
         build_journal("COMP-1", [], stop_date=STOP)
 
 
@@ -209,3 +215,40 @@ def test_retention_decision(
 def test_unreadable_retention_keeps_the_partition(delay: str, date: str | None) -> None:
     with pytest.raises(DestroyError, match="not a number"):
         retention_decision(delay, date, NOW)
+
+
+# root-only branches, reached without root through an injected environment
+
+
+def _owned_by_someone_else(path: Path) -> int:
+    """`path`'s owner, made a non-root uid first when the tests run as root."""
+    if os.geteuid() == 0:
+        os.chown(path, 4242, 4242)
+    return path.stat().st_uid
+
+
+def test_processes_are_attributed_by_uid_only_in_root_mode(tmp_path: Path) -> None:
+    owner = _owned_by_someone_else(tmp_path)
+    assert dedicated_uid(tmp_path, Environment(euid=0)) == owner
+    assert dedicated_uid(tmp_path, Environment(euid=owner)) is None  # rootless: the agent's
+
+
+@pytest.mark.parametrize(("euid", "chowned"), [(0, True), (1000, False)])
+def test_retention_lock_starts_on_the_clock_and_is_given_to_the_owner_as_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, euid: int, chowned: bool
+) -> None:
+    chowns: list[tuple[str, int, int]] = []
+    monkeypatch.setattr(os, "chown", lambda path, uid, gid: chowns.append((str(path), uid, gid)))
+    (tmp_path / ".slapos-retention-lock-delay").write_text("2")
+    owner = tmp_path.stat()
+    clock = [NOW]
+    env = Environment(euid=euid, clock=lambda: clock[0])
+
+    assert retention_lock(tmp_path, env) == NOW + 2 * 86400
+    date_file = tmp_path / ".slapos-retention-lock-date"
+    assert float(date_file.read_text()) == NOW + 2 * 86400
+    assert chowns == ([(str(date_file), owner.st_uid, owner.st_gid)] if chowned else [])
+
+    clock[0] = NOW + 2 * 86400 + 1  # two days later, without waiting for them
+    assert retention_lock(tmp_path, env) is None
+    assert len(chowns) == (1 if chowned else 0)  # the existing date is kept, not rewritten

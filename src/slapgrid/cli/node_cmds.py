@@ -243,12 +243,9 @@ def report_command(
     with make_client(config) as client:
         if dry_run:
             from slapgrid.cli import render
-            from slapgrid.node.instance.partition import observe
-            from slapgrid.node.planner import plan_destruction
+            from slapgrid.node.report.plan import plan_report
 
-            computer = client.computer()
-            observed = {p.partition_id: observe(config, p) for p in computer.partitions}
-            render.plan(plan_destruction(computer, observed), as_json=as_json)
+            render.plan(plan_report(config, client.computer()).actions, as_json=as_json)
             return 0
         return run_report(config, client)
 
@@ -354,8 +351,7 @@ def plan_command(context: NodeContext, flags: dict[str, Any], as_json: bool) -> 
     """
     from slapgrid.cli import render
     from slapgrid.node.instance import run as instance
-    from slapgrid.node.instance.partition import observe
-    from slapgrid.node.planner import plan_destruction
+    from slapgrid.node.report.plan import plan_report
     from slapgrid.node.software import run as software
     from slapgrid.node.state import StateStore
 
@@ -366,9 +362,7 @@ def plan_command(context: NodeContext, flags: dict[str, Any], as_json: bool) -> 
     actions = [
         *software.plan(config, computer),
         *instance.plan(config, computer, store, force=False, only=frozenset()),
-        *plan_destruction(
-            computer, {p.partition_id: observe(config, p) for p in computer.partitions}
-        ),
+        *plan_report(config, computer).actions,
     ]
     render.plan(actions, as_json=as_json)
     return 0

@@ -9,17 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
-
-from lxml import etree
 
 from slapgrid.master.errors import BadRequest
 from slapgrid.master.tables import DEFAULT_SOFTWARE_TYPE
-from slapgrid.slap import instance_xml
+from slapgrid.slap import instance_xml, tioxml
 from slapgrid.slap.documents import PARTITION_STATES
-from slapgrid.slap.errors import ProtocolError
-from slapgrid.slap.marshal import parse_xml
+from slapgrid.slap.marshal import MAX_DOCUMENT_BYTES
 
 AddressKey = tuple[str, str, str, str, str]  # interface, address, netmask, gateway, network
 
@@ -65,23 +61,12 @@ def as_xml(parameters: Mapping[str, Any], what: str) -> str:
         raise BadRequest(f"{what}: {exc}") from None
 
 
-def _load_schema(name: str) -> etree.XMLSchema:
-    text = resources.files("slapgrid.master").joinpath(name).read_bytes()
-    return etree.XMLSchema(etree.fromstring(text))
-
-
-_USAGE_SCHEMA = _load_schema("computer_consumption.xsd")
-
-
 def check_usage(document: str) -> None:
     """Refuse a TioXML usage journal that is not well-formed or not valid."""
     try:
-        root = parse_xml(document, what="usage document")
-    except ProtocolError as exc:
+        tioxml.parse_journal(document, "usage document", max_bytes=MAX_DOCUMENT_BYTES)
+    except tioxml.InvalidUsage as exc:
         raise BadRequest(str(exc)) from None
-    if not _USAGE_SCHEMA.validate(root):
-        error = _USAGE_SCHEMA.error_log.last_error
-        raise BadRequest(f"usage document is invalid: {error.message if error else ''}")
 
 
 def _text(value: Any, what: str, *, required: bool = False) -> str:

@@ -1,0 +1,1 @@
+"""`slapgrid format`: partition directories, users, addresses, and registration with the master."""

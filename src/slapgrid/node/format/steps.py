@@ -27,7 +27,7 @@ import psutil
 from slapgrid.errors import SlapgridError
 from slapgrid.node.files import atomic_write
 
-log = logging.getLogger("slapgrid.node.format.run")  # the command's logger, as users filter it
+log = logging.getLogger(__name__)
 
 SHELL = "/bin/sh"
 # where user and network tools live even when $PATH lacks the sbin directories

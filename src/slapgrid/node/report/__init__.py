@@ -1,0 +1,1 @@
+"""`slapgrid report`: usage to the master, then destruction of destroyed partitions."""
