@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -28,6 +29,24 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """`-v`, `--log-file` and `--log-format`, as given before and after the subcommand."""
+
+    verbose: int = 0
+    log_file: Path | None = None
+    log_format: str = "text"
+
+    def then(self, verbose: int, log_file: Path | None, log_format: str | None) -> LogSettings:
+        """Options given after the subcommand: `-v` adds up, the others win."""
+        return LogSettings(
+            self.verbose + verbose, log_file or self.log_file, log_format or self.log_format
+        )
+
+    def apply(self) -> None:
+        setup_logging(self.verbose, self.log_file, self.log_format)
 
 
 def setup_logging(verbose: int, log_file: Path | None, log_format: str) -> None:
