@@ -199,8 +199,18 @@ def test_verbose_adds_up_across_the_subcommand(root_logging: logging.Logger) -> 
     assert logging.getLogger("httpx").level == logging.DEBUG
 
 
+def test_a_log_file_after_the_subcommand_replaces_the_groups(
+    tmp_path: Path, root_logging: logging.Logger
+) -> None:
+    first, second = tmp_path / "first.log", tmp_path / "second.log"
+    argv = ["--log-file", str(first), "status", "--log-file", str(second)]
+    CliRunner().invoke(cli, [*argv, "--instance-root", "/nonexistent"])
+    files = [h for h in root_logging.handlers if isinstance(h, logging.FileHandler)]
+    assert [h.baseFilename for h in files] == [str(second)]
+
+
 def test_user_and_master_commands_take_global_options_too(root_logging: logging.Logger) -> None:
-    for argv in (["show", "-v", "--help"], ["master", "show", "-v", "--help"]):
+    for argv in (["show", "-v", "--help"], ["master", "-v", "show", "-v", "--help"]):
         result = CliRunner().invoke(cli, argv)
         assert result.exit_code == 0, result.output
         assert "--log-format" in result.output

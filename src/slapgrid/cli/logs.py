@@ -49,7 +49,11 @@ class LogSettings:
         setup_logging(self.verbose, self.log_file, self.log_format)
 
 
+_OURS = "slapgrid"  # the name of the handlers set up here, closed when replaced
+
+
 def setup_logging(verbose: int, log_file: Path | None, log_format: str) -> None:
+    """Replace the root logger's handlers; called again when options follow the subcommand."""
     formatter: logging.Formatter = (
         JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
     )
@@ -60,7 +64,10 @@ def setup_logging(verbose: int, log_file: Path | None, log_format: str) -> None:
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
+        if handler.name == _OURS:
+            handler.close()
     for handler in handlers:
+        handler.set_name(_OURS)
         handler.setFormatter(formatter)
         root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose > 0 else logging.INFO)

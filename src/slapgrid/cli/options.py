@@ -67,12 +67,14 @@ def log_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return apply_all(decorators)(command)
 
 
-class SubCommand(click.Command):
-    """A subcommand that also takes the global `-v`, `--log-file`, `--log-format` after its name.
+class _AfterTheName:
+    """Takes the global `-v`, `--log-file`, `--log-format` after the command's name too.
 
-    Given after the name, they re-configure logging once before the command runs: `-v` adds
-    to the group's, the other two win.
+    Given there, they re-configure logging once before the command runs: `-v` adds to the
+    group's, the other two win.
     """
+
+    params: list[click.Parameter]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -84,11 +86,15 @@ class SubCommand(click.Command):
             settings = ctx.meta.get(LOG_SETTINGS, LogSettings()).then(*given)
             ctx.meta[LOG_SETTINGS] = settings
             settings.apply()
-        return super().invoke(ctx)
+        return super().invoke(ctx)  # type: ignore[misc]
 
 
-class SubGroup(click.Group):
-    """A group (`slapgrid master`) whose commands take the global options after their name."""
+class SubCommand(_AfterTheName, click.Command):
+    """A subcommand of `slapgrid` (or of one of its groups)."""
+
+
+class SubGroup(_AfterTheName, click.Group):
+    """A group below `slapgrid` (`slapgrid master`), whose commands are SubCommands."""
 
     command_class = SubCommand
 
