@@ -31,6 +31,7 @@ class ClientConfig:
 
 
 def find_client_config(explicit: str | None) -> Path | None:
+    """None when there is none: a user of the local master needs no file."""
     if explicit:
         return Path(explicit).expanduser()
     if os.environ.get(CLIENT_CONFIG_ENV):
