@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
-from slapgrid.cli.main import main
+from slapgrid.cli.logs import JsonFormatter
+from slapgrid.cli.main import cli, main
 from slapgrid.errors import ConfigError
 from slapgrid.node.config import find_config_file, load_node_config, parse_size
+from slapgrid.slap.client import SlapClient
+from slapgrid.user.client_config import DEFAULT_MASTER_URL, find_client_config, load_client_config
+from slapgrid.user.requests import InstanceRequest, RequestStore
 
 
 def write_cfg(tmp_path: Path, body: str) -> Path:
@@ -146,3 +153,153 @@ def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
             main([command, "--help"])
         assert exited.value.code == 0
         assert "--configuration-file" in capsys.readouterr().out
+
+
+@pytest.fixture
+def root_logging() -> Iterator[logging.Logger]:
+    """The command line configures the root logger: give pytest its handlers back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    httpx_level = logging.getLogger("httpx").level
+    yield root
+    for handler in root.handlers:
+        if handler not in handlers:
+            handler.close()
+    root.handlers[:], root.level = handlers, level
+    logging.getLogger("httpx").setLevel(httpx_level)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-v", "--log-format", "json", "--log-file", "{log}", "status"],
+        ["status", "-v", "--log-format", "json", "--log-file", "{log}"],
+        ["--log-format", "text", "status", "--log-file", "{log}", "--log-format", "json", "-v"],
+    ],
+)
+def test_global_options_before_or_after_the_subcommand(
+    tmp_path: Path, root_logging: logging.Logger, argv: list[str]
+) -> None:
+    log = tmp_path / "agent.log"
+    args = [arg.format(log=log) for arg in argv] + ["--instance-root", "/nonexistent"]
+    result = CliRunner().invoke(
+        cli, args, env={"SLAPOS_CONFIGURATION": None, "HOME": "/nonexistent"}
+    )
+    assert isinstance(result.exception, ConfigError)
+    assert "missing mandatory option" in str(result.exception)
+    assert root_logging.level == logging.DEBUG
+    assert log.is_file()
+    assert [type(h.formatter) for h in root_logging.handlers] == [JsonFormatter] * 2
+
+
+def test_verbose_adds_up_across_the_subcommand(root_logging: logging.Logger) -> None:
+    CliRunner().invoke(cli, ["-v", "status", "--instance-root", "/nonexistent"])
+    assert logging.getLogger("httpx").level == logging.WARNING
+    CliRunner().invoke(cli, ["-v", "status", "-v", "--instance-root", "/nonexistent"])
+    assert logging.getLogger("httpx").level == logging.DEBUG
+
+
+def test_a_log_file_after_the_subcommand_replaces_the_groups(
+    tmp_path: Path, root_logging: logging.Logger
+) -> None:
+    first, second = tmp_path / "first.log", tmp_path / "second.log"
+    argv = ["--log-file", str(first), "status", "--log-file", str(second)]
+    CliRunner().invoke(cli, [*argv, "--instance-root", "/nonexistent"])
+    files = [h for h in root_logging.handlers if isinstance(h, logging.FileHandler)]
+    assert [h.baseFilename for h in files] == [str(second)]
+
+
+def test_user_and_master_commands_take_global_options_too(root_logging: logging.Logger) -> None:
+    for argv in (["show", "-v", "--help"], ["master", "-v", "show", "-v", "--help"]):
+        result = CliRunner().invoke(cli, argv)
+        assert result.exit_code == 0, result.output
+        assert "--log-format" in result.output
+
+
+def _help(command: str) -> str:
+    result = CliRunner().invoke(cli, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_each_subcommand_lists_only_its_options() -> None:
+    assert "--partition-amount" in _help("format")
+    assert "--jobs" not in _help("format")
+    software = _help("software")
+    assert "--jobs" in software and "--buildout-debug" in software
+    assert "--partition-amount" not in software
+    assert "--certificate-repository-path" not in software
+    status = _help("status")
+    for absent in ("--jobs", "--key-file", "--buildout-debug", "--certificate-repository-path"):
+        assert absent not in status
+    assert "--key-file" in _help("plan") and "--jobs" not in _help("plan")
+    assert "--certificate-repository-path" in _help("report")
+    assert "--dry-run" not in _help("node")
+
+
+def test_an_option_that_does_not_apply_is_refused(
+    capsys: pytest.CaptureFixture[str], root_logging: logging.Logger
+) -> None:
+    code, err = run(capsys, "status", "--jobs", "2")
+    assert code == 2
+    assert "No such option '--jobs'" in err
+
+
+def test_client_config_discovery(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("SLAPOS_CLIENT_CONFIGURATION", raising=False)
+    monkeypatch.setenv("SLAPOS_CONFIGURATION", "/node.cfg")
+    assert find_client_config(None) == Path("/node.cfg")  # a node's file serves its users
+    client_cfg = tmp_path / ".slapos" / "slapos-client.cfg"
+    client_cfg.parent.mkdir()
+    client_cfg.write_text("[slapos]\n")
+    assert find_client_config(None) == client_cfg
+    monkeypatch.setenv("SLAPOS_CLIENT_CONFIGURATION", "/from/env.cfg")
+    assert find_client_config(None) == Path("/from/env.cfg")
+    assert find_client_config("/explicit.cfg") == Path("/explicit.cfg")
+
+
+def test_client_config_reads_master_and_console_certificate(tmp_path: Path) -> None:
+    path = tmp_path / "slapos-client.cfg"
+    path.write_text(
+        "[slapos]\nmaster_url = https://master/\n"
+        "[slapconsole]\nkey_file = /u/key.pem\ncert_file = /u/cert.pem\n"
+    )
+    config = load_client_config(str(path), None, "user")
+    assert (config.master_url, config.key_file, config.cert_file) == (
+        "https://master/",
+        Path("/u/key.pem"),
+        Path("/u/cert.pem"),
+    )
+    assert load_client_config(str(path), "http://flag/", "user").master_url == "http://flag/"
+    empty = tmp_path / "empty.cfg"
+    empty.write_text("")
+    assert load_client_config(str(empty), None, "user").master_url == DEFAULT_MASTER_URL
+
+
+def test_client_from_a_configuration(tmp_path: Path) -> None:
+    node = load_node_config(write_cfg(tmp_path, FULL))
+    with SlapClient.from_config(node) as client:
+        assert (client.computer_id, client.transport.base_url) == ("COMP-1", node.master_url)
+
+
+def test_requests_are_remembered_per_master(tmp_path: Path) -> None:
+    store = RequestStore(tmp_path / "state" / "requests.json")
+    assert store.of_master("http://a/") == {}
+    request: InstanceRequest = {
+        "name": "web",
+        "software_release": "http://sr/software.cfg",
+        "software_type": "default",
+        "parameters": {"port": "80"},
+        "filter": {},
+        "state": None,
+        "shared": False,
+    }
+    store.remember("http://a/", request)
+    store.remember("http://b/", {**request, "shared": True})
+    assert store.of_master("http://a/") == {"web": request}
+    assert store.of_master("http://b/")["web"]["shared"] is True
+    assert (store.path.stat().st_mode & 0o777) == 0o600
+    store.path.write_text("not json")
+    with pytest.raises(ConfigError, match="cannot read"):
+        store.load()

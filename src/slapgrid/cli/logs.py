@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -30,7 +31,29 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+@dataclass(frozen=True)
+class LogSettings:
+    """`-v`, `--log-file` and `--log-format`, as given before and after the subcommand."""
+
+    verbose: int = 0
+    log_file: Path | None = None
+    log_format: str = "text"
+
+    def then(self, verbose: int, log_file: Path | None, log_format: str | None) -> LogSettings:
+        """Options given after the subcommand: `-v` adds up, the others win."""
+        return LogSettings(
+            self.verbose + verbose, log_file or self.log_file, log_format or self.log_format
+        )
+
+    def apply(self) -> None:
+        setup_logging(self.verbose, self.log_file, self.log_format)
+
+
+_OURS = "slapgrid"  # the name of the handlers set up here, closed when replaced
+
+
 def setup_logging(verbose: int, log_file: Path | None, log_format: str) -> None:
+    """Replace the root logger's handlers; called again when options follow the subcommand."""
     formatter: logging.Formatter = (
         JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
     )
@@ -41,7 +64,10 @@ def setup_logging(verbose: int, log_file: Path | None, log_format: str) -> None:
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
+        if handler.name == _OURS:
+            handler.close()
     for handler in handlers:
+        handler.set_name(_OURS)
         handler.setFormatter(formatter)
         root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose > 0 else logging.INFO)

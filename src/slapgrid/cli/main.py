@@ -1,8 +1,8 @@
 """The `slapgrid` command: global options, the classic one-shot run, and the subcommands.
 
 `slapgrid --configuration-file slapos.cfg` (or the four root/URL/id flags) runs software,
-then instance, then report, as the historical `slapgrid` did. Node options are accepted
-before or after the subcommand; after wins.
+then instance, then report, as the historical `slapgrid` did. Node options, `-v`, `--log-file`
+and `--log-format` are accepted before or after the subcommand; after wins (`-v` adds up).
 """
 
 from __future__ import annotations
@@ -15,28 +15,29 @@ from pathlib import Path
 import click
 
 from slapgrid import __version__
-from slapgrid.cli.logs import setup_logging
-from slapgrid.cli.node_cmds import (
+from slapgrid.cli.logs import LogSettings
+from slapgrid.cli.options import (
+    ALL_NODE_OPTIONS,
+    LOG_SETTINGS,
     NodeContext,
-    format_command,
-    instance_command,
-    node_command,
-    node_options,
-    plan_command,
-    report_command,
-    run_all,
-    run_daemon,
-    software_command,
-    status_command,
-    supervisorctl_command,
+    apply_all,
+    log_options,
 )
 from slapgrid.errors import SlapgridError
 
 log = logging.getLogger("slapgrid")
 
-# commands whose modules are heavy (web server, SQL): imported only when invoked, so a
-# node's `slapgrid instance` does not pay for the master's libraries at every run
-LAZY_COMMANDS = {
+# every command's module is imported only when that command runs: a node's `slapgrid instance`
+# from cron pays neither for the master's web server and SQL nor for the other commands
+COMMANDS = {
+    "software": ("slapgrid.cli.node_cmds", "software_command"),
+    "instance": ("slapgrid.cli.node_cmds", "instance_command"),
+    "report": ("slapgrid.cli.node_cmds", "report_command"),
+    "format": ("slapgrid.cli.node_cmds", "format_command"),
+    "node": ("slapgrid.cli.node_cmds", "node_command"),
+    "plan": ("slapgrid.cli.node_cmds", "plan_command"),
+    "status": ("slapgrid.cli.node_cmds", "status_command"),
+    "supervisorctl": ("slapgrid.cli.node_cmds", "supervisorctl_command"),
     "master": ("slapgrid.cli.master_cmds", "master_group"),
     "supply": ("slapgrid.cli.user_cmds", "supply_command"),
     "request": ("slapgrid.cli.user_cmds", "request_command"),
@@ -46,13 +47,14 @@ LAZY_COMMANDS = {
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), *LAZY_COMMANDS])
+        return sorted(COMMANDS)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name in LAZY_COMMANDS:
-            module, attribute = LAZY_COMMANDS[name]
-            return getattr(importlib.import_module(module), attribute)
-        return super().get_command(ctx, name)
+        if name not in COMMANDS:
+            return None
+        module, attribute = COMMANDS[name]
+        command: click.Command = getattr(importlib.import_module(module), attribute)
+        return command
 
 
 @click.group(
@@ -60,20 +62,8 @@ class LazyGroup(click.Group):
     invoke_without_command=True,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-@node_options
-@click.option("-v", "--verbose", count=True, help="More output; twice shows HTTP traffic.")
-@click.option(
-    "--log-file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Also write the log to this file.",
-)
-@click.option(
-    "--log-format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="json: one JSON object per line, for log collectors.",
-)
+@apply_all(ALL_NODE_OPTIONS)
+@log_options
 @click.option(
     "--daemon", is_flag=True, help="Without a command: keep running, like `slapgrid node`."
 )
@@ -93,23 +83,14 @@ def cli(
     `slapgrid --configuration-file slapos.cfg`. The configuration file defaults to
     $SLAPOS_CONFIGURATION, then /etc/opt/slapos/slapos.cfg, then ~/.slapos/slapos.cfg.
     """
-    setup_logging(verbose, log_file, log_format)
-    ctx.obj = NodeContext(flags=dict(node_flags), verbose=verbose)
+    settings = LogSettings(verbose, log_file, log_format)
+    ctx.meta[LOG_SETTINGS] = settings
+    settings.apply()
+    ctx.obj = NodeContext(flags=dict(node_flags))
     if ctx.invoked_subcommand is None:
+        from slapgrid.cli.node_cmds import run_all, run_daemon
+
         ctx.exit(run_daemon(ctx.obj) if daemon else run_all(ctx.obj))
-
-
-for command in (
-    software_command,
-    instance_command,
-    report_command,
-    format_command,
-    node_command,
-    plan_command,
-    status_command,
-    supervisorctl_command,
-):
-    cli.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,6 +14,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from slapgrid.cli.options import SubGroup
 from slapgrid.master.server import (
     DEFAULT_COMPUTER_ID,
     DEFAULT_DATABASE,
@@ -70,7 +71,7 @@ _DATA_DIR = click.option(
 )
 
 
-@click.group("master")
+@click.group("master", cls=SubGroup)
 def master_group() -> None:
     """The embedded SLAP master (a faster, compatible `slapos proxy`)."""
 

@@ -7,128 +7,23 @@ deployment, format, daemon and table-rendering modules it never uses.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
-from slapgrid.node.config import NodeConfig, find_config_file, load_node_config
-
-if TYPE_CHECKING:
-    from slapgrid.slap.client import SlapClient
-
-
-@dataclass
-class NodeContext:
-    """What the group parsed; subcommands merge their own flags on top."""
-
-    flags: dict[str, Any] = field(default_factory=dict)
-    verbose: int = 0
-
-    def config(
-        self, flags: dict[str, Any] | None = None, *, check_paths: bool = True
-    ) -> NodeConfig:
-        merged = {**self.flags, **{k: v for k, v in (flags or {}).items() if v is not None}}
-        path = find_config_file(merged.pop("configuration_file", None))
-        return load_node_config(path, merged, check_paths=check_paths)
-
-
-_PATH = click.Path(path_type=str)
-
-_NODE_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
-    click.option(
-        "--configuration-file",
-        "--cfg",
-        "configuration_file",
-        type=_PATH,
-        help="slapos.cfg to read ([slapos] section).",
-    ),
-    click.option("--master-url", help="URL of the SLAP master."),
-    click.option("--computer-id", help="This computer's id at the master (COMP-…)."),
-    click.option("--instance-root", type=_PATH, help="Directory holding the partitions."),
-    click.option("--software-root", type=_PATH, help="Directory holding built software."),
-    click.option("--key-file", "--key_file", "key_file", type=_PATH, help="Client TLS key."),
-    click.option("--cert-file", "--cert_file", "cert_file", type=_PATH, help="Client TLS cert."),
-    click.option(
-        "--master-ca-file",
-        "--master_ca_file",
-        "master_ca_file",
-        type=_PATH,
-        help="CA bundle the master's certificate is verified against.",
-    ),
-    click.option(
-        "--certificate-repository-path",
-        "--certificate_repository_path",
-        "certificate_repository_path",
-        type=_PATH,
-        help="Directory receiving partition certificates.",
-    ),
-    click.option(
-        "--jobs", "-j", type=click.IntRange(min=1), help="Parallel builds/deployments [cores]."
-    ),
-    click.option(
-        "--buildout-debug",
-        is_flag=True,
-        default=None,
-        help="Run buildout with -D, its output straight on the terminal.",
-    ),
-]
-
-
-def node_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """The options every node command accepts, before or after the subcommand name."""
-    for option in reversed(_NODE_OPTIONS):
-        command = option(command)
-    return command
-
-
-_NODE_OPTION_NAMES = (
-    "configuration_file",
-    "master_url",
-    "computer_id",
-    "instance_root",
-    "software_root",
-    "key_file",
-    "cert_file",
-    "master_ca_file",
-    "certificate_repository_path",
-    "jobs",
-    "buildout_debug",
+from slapgrid.cli.options import (
+    ALL_NODE_OPTIONS,
+    BUILD_OPTIONS,
+    CERTIFICATE_REPOSITORY_OPTION,
+    LOCATION_OPTIONS,
+    MASTER_TLS_OPTIONS,
+    PATH,
+    NodeContext,
+    SubCommand,
+    apply_all,
+    dry_run_options,
+    node_command_body,
 )
-
-
-def dry_run_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """`--dry-run` (print the plan, contact the master read-only, change nothing) and `--json`."""
-    command = click.option("--json", "as_json", is_flag=True, help="With --dry-run: JSON.")(command)
-    return click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")(command)
-
-
-def node_command_body(function: Callable[..., int]) -> Callable[..., None]:
-    """Split node flags from command flags, load the config, exit with the function's code."""
-
-    @functools.wraps(function)
-    @click.pass_obj
-    def wrapper(obj: NodeContext, **kwargs: Any) -> None:
-        flags = {name: kwargs.pop(name) for name in _NODE_OPTION_NAMES if name in kwargs}
-        code = function(obj, flags, **kwargs)
-        raise SystemExit(code)
-
-    return wrapper
-
-
-def make_client(config: NodeConfig) -> SlapClient:
-    """The node's client: computer certificate and CA from the configuration."""
-    from slapgrid.slap.client import SlapClient
-
-    return SlapClient(
-        config.master_url,
-        config.computer_id,
-        key_file=config.key_file,
-        cert_file=config.cert_file,
-        ca_file=config.master_ca_file,
-    )
 
 
 def _split(value: str | None) -> frozenset[str]:
@@ -138,8 +33,9 @@ def _split(value: str | None) -> frozenset[str]:
 def run_daemon(context: NodeContext) -> int:
     """`slapgrid --daemon`: the classic form of `slapgrid node`."""
     from slapgrid.node.daemon.loop import DaemonOptions, run_node
+    from slapgrid.slap.client import SlapClient
 
-    return run_node(lambda: context.config(), make_client, DaemonOptions())
+    return run_node(lambda: context.config(), SlapClient.from_config, DaemonOptions())
 
 
 def run_all(context: NodeContext) -> int:
@@ -151,9 +47,10 @@ def run_all(context: NodeContext) -> int:
     from slapgrid.node.instance import run as instance
     from slapgrid.node.report.run import run_report
     from slapgrid.node.software import run as software
+    from slapgrid.slap.client import SlapClient
 
     config = context.config()
-    with make_client(config) as client:
+    with SlapClient.from_config(config) as client:
         codes = [
             software.run_software(config, client),
             instance.run_instance(config, client),
@@ -162,8 +59,8 @@ def run_all(context: NodeContext) -> int:
     return next((code for code in codes if code), 0)
 
 
-@click.command("software")
-@node_options
+@click.command("software", cls=SubCommand)
+@apply_all([*LOCATION_OPTIONS, *MASTER_TLS_OPTIONS, *BUILD_OPTIONS])
 @click.option("--force", "--all", "force", is_flag=True, help="Rebuild even built software.")
 @click.option("--only-sr", "--only", "only", help="Comma-separated URLs or MD5s to process.")
 @dry_run_options
@@ -178,9 +75,10 @@ def software_command(
 ) -> int:
     """Build the Software Releases the master wants here, remove the unwanted ones."""
     from slapgrid.node.software import run as software
+    from slapgrid.slap.client import SlapClient
 
     config = context.config(flags)
-    with make_client(config) as client:
+    with SlapClient.from_config(config) as client:
         if dry_run:
             from slapgrid.cli import render
 
@@ -192,8 +90,8 @@ def software_command(
         return software.run_software(config, client, only_sr=_split(only), force=force)
 
 
-@click.command("instance")
-@node_options
+@click.command("instance", cls=SubCommand)
+@apply_all(ALL_NODE_OPTIONS)
 @click.option("--force", is_flag=True, help="Deploy every partition, even if up to date.")
 @click.option("--only-cp", "--only", "only", help="Comma-separated partition ids to process.")
 @dry_run_options
@@ -210,10 +108,11 @@ def instance_command(
 ) -> int:
     """Deploy, start and stop the Computer Partitions as the master requests."""
     from slapgrid.node.instance import run as instance
+    from slapgrid.slap.client import SlapClient
 
     config = context.config(flags)
     only_ids = _split(only)
-    with make_client(config) as client:
+    with SlapClient.from_config(config) as client:
         if dry_run:
             from slapgrid.cli import render
             from slapgrid.node.state import StateStore
@@ -229,8 +128,8 @@ def instance_command(
         )
 
 
-@click.command("report")
-@node_options
+@click.command("report", cls=SubCommand)
+@apply_all([*LOCATION_OPTIONS, *MASTER_TLS_OPTIONS, CERTIFICATE_REPOSITORY_OPTION])
 @dry_run_options
 @node_command_body
 def report_command(
@@ -238,9 +137,10 @@ def report_command(
 ) -> int:
     """Send usage reports and wipe destroyed partitions."""
     from slapgrid.node.report.run import run_report
+    from slapgrid.slap.client import SlapClient
 
     config = context.config(flags)
-    with make_client(config) as client:
+    with SlapClient.from_config(config) as client:
         if dry_run:
             from slapgrid.cli import render
             from slapgrid.node.report.plan import plan_report
@@ -268,38 +168,32 @@ _FORMAT_OPTIONS = [
         help="Configure addresses on the host [off].",
     ),
     click.option("--create-tap/--no-create-tap", default=None, help="One tap per partition."),
-    click.option("--computer-json", type=_PATH, help="Where to save the computer definition."),
+    click.option("--computer-json", type=PATH, help="Where to save the computer definition."),
 ]
 
 
-def format_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    for option in reversed(_FORMAT_OPTIONS):
-        command = option(command)
-    return command
-
-
-@click.command("format")
-@node_options
-@format_options
+@click.command("format", cls=SubCommand)
+@apply_all([*LOCATION_OPTIONS, *MASTER_TLS_OPTIONS, *_FORMAT_OPTIONS])
 @click.option("--dry-run", is_flag=True, help="Print what would be done and change nothing.")
 @node_command_body
 def format_command(
     context: NodeContext, flags: dict[str, Any], dry_run: bool, **format_flags: Any
 ) -> int:
     """Prepare the partitions (directories, users, addresses) and register them."""
+    from slapgrid.node.config import find_config_file
     from slapgrid.node.format.run import run_format
 
-    merged = {**context.flags, **{k: v for k, v in flags.items() if v is not None}}
+    merged = context.merged(flags)
     path = find_config_file(merged.pop("configuration_file", None))
     return run_format(path, {**merged, **format_flags}, dry_run=dry_run)
 
 
-@click.command("node")
-@node_options
+@click.command("node", cls=SubCommand)
+@apply_all(ALL_NODE_OPTIONS)
 @click.option("--now", is_flag=True, help="Skip the random start delay (maximal_delay).")
 @click.option(
     "--status-file",
-    type=_PATH,
+    type=PATH,
     help="Where to keep the agent's status [<instance_root>/.slapgrid/daemon.json].",
 )
 @click.option(
@@ -330,6 +224,7 @@ def node_command(
     from pathlib import Path
 
     from slapgrid.node.daemon.loop import DaemonOptions, run_node
+    from slapgrid.slap.client import SlapClient
 
     options = DaemonOptions(
         now=now,
@@ -337,11 +232,11 @@ def node_command(
         metrics_port=metrics_port,
         progress=progress,
     )
-    return run_node(lambda: context.config(flags), make_client, options)
+    return run_node(lambda: context.config(flags), SlapClient.from_config, options)
 
 
-@click.command("plan")
-@node_options
+@click.command("plan", cls=SubCommand)
+@apply_all([*LOCATION_OPTIONS, *MASTER_TLS_OPTIONS])
 @click.option("--json", "as_json", is_flag=True, help="The plan as JSON.")
 @node_command_body
 def plan_command(context: NodeContext, flags: dict[str, Any], as_json: bool) -> int:
@@ -350,26 +245,18 @@ def plan_command(context: NodeContext, flags: dict[str, Any], as_json: bool) -> 
     The master is only read (one getFullComputerInformation), the disk only looked at.
     """
     from slapgrid.cli import render
-    from slapgrid.node.instance import run as instance
-    from slapgrid.node.report.plan import plan_report
-    from slapgrid.node.software import run as software
-    from slapgrid.node.state import StateStore
+    from slapgrid.node.dry_run import plan_node
+    from slapgrid.slap.client import SlapClient
 
     config = context.config(flags)
-    with make_client(config) as client:
+    with SlapClient.from_config(config) as client:
         computer = client.computer()
-    store = StateStore(config.instance_root)
-    actions = [
-        *software.plan(config, computer),
-        *instance.plan(config, computer, store, force=False, only=frozenset()),
-        *plan_report(config, computer).actions,
-    ]
-    render.plan(actions, as_json=as_json)
+    render.plan(plan_node(config, computer), as_json=as_json)
     return 0
 
 
-@click.command("status")
-@node_options
+@click.command("status", cls=SubCommand)
+@apply_all(LOCATION_OPTIONS)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @node_command_body
 def status_command(context: NodeContext, flags: dict[str, Any], as_json: bool) -> int:
@@ -385,7 +272,7 @@ def status_command(context: NodeContext, flags: dict[str, Any], as_json: bool) -
 @click.command(
     "supervisorctl", context_settings={"ignore_unknown_options": True, "allow_extra_args": True}
 )
-@node_options
+@apply_all([*LOCATION_OPTIONS, CERTIFICATE_REPOSITORY_OPTION])
 @click.argument("arguments", nargs=-1, type=click.UNPROCESSED)
 @node_command_body
 def supervisorctl_command(

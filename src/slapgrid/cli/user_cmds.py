@@ -1,15 +1,12 @@
 """User commands against any SLAP master: `supply`, `request`, `show`.
 
-A plain SLAP master can only be read back by requesting an instance again, so `request`
-remembers what it asked (per master URL, in the user's state directory) and `show NAME`
-repeats that identical request — which changes nothing on the master — to print the
-instance's current connection parameters.
+`request` remembers what it asked (`slapgrid.user.requests`) so that `show NAME` can repeat
+it: that is how a plain SLAP master is read back.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -18,19 +15,20 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from slapgrid.errors import ConfigError, SlapgridError
-from slapgrid.master.server import DEFAULT_PORT
-from slapgrid.node.config import find_config_file, read_config_file, section
-from slapgrid.node.files import atomic_write
+from slapgrid.cli.options import SubCommand
+from slapgrid.errors import SlapgridError
 from slapgrid.slap.client import SlapClient
 from slapgrid.slap.documents import PARTITION_STATES, SoftwareInstance
-from slapgrid.slap.errors import ResourceNotReady
 from slapgrid.slap.instance_xml import unwrap_json, wrap_json
+from slapgrid.user.client_config import (
+    CLIENT_CONFIG,
+    CLIENT_CONFIG_ENV,
+    DEFAULT_MASTER_URL,
+    load_client_config,
+)
+from slapgrid.user.requests import InstanceRequest, RequestStore, send
 
 MASTER_URL_ENV = "SLAPGRID_MASTER_URL"
-CLIENT_CONFIG_ENV = "SLAPOS_CLIENT_CONFIGURATION"
-CLIENT_CONFIG = Path("~/.slapos/slapos-client.cfg")
-DEFAULT_MASTER_URL = f"http://127.0.0.1:{DEFAULT_PORT}/"
 USER = "user"  # the client needs a computer id; user calls never send it
 
 
@@ -41,29 +39,16 @@ def _root_flag(name: str) -> Any:
     return flags.get(name) if isinstance(flags, dict) else None
 
 
-def _client_config(explicit: str | None) -> Path | None:
-    if explicit:
-        return Path(explicit).expanduser()
-    if os.environ.get(CLIENT_CONFIG_ENV):
-        return Path(os.environ[CLIENT_CONFIG_ENV]).expanduser()
-    if CLIENT_CONFIG.expanduser().is_file():
-        return CLIENT_CONFIG.expanduser()
-    return find_config_file(None)
-
-
 def open_client(
     master_url: str | None, configuration_file: str | None, computer: str
 ) -> SlapClient:
-    """Flag, $SLAPGRID_MASTER_URL, config file `[slapos] master_url`, then the local master.
-
-    `[slapconsole] key_file/cert_file` of the configuration give the user's certificate.
-    """
-    path = _client_config(configuration_file or _root_flag("configuration_file"))
-    parser = read_config_file(path) if path is not None else None
-    slapos, console = section(parser, "slapos"), section(parser, "slapconsole")
-    url = master_url or _root_flag("master_url") or slapos.get("master_url") or DEFAULT_MASTER_URL
-    key_file, cert_file = console.get("key_file"), console.get("cert_file")
-    return SlapClient(url, computer, key_file=key_file, cert_file=cert_file)
+    """The subcommand's flags win over the group's ($SLAPGRID_MASTER_URL counts as a flag)."""
+    config = load_client_config(
+        configuration_file or _root_flag("configuration_file"),
+        master_url or _root_flag("master_url"),
+        computer,
+    )
+    return SlapClient.from_config(config)
 
 
 def _master_options(command: Any) -> Any:
@@ -79,33 +64,6 @@ def _master_options(command: Any) -> Any:
         type=click.Path(dir_okay=False),
         help=f"Client configuration [${CLIENT_CONFIG_ENV}, {CLIENT_CONFIG}, slapos.cfg].",
     )(command)
-
-
-# --- what `request` remembers --------------------------------------------------------------
-
-
-def requests_file() -> Path:
-    state = os.environ.get("XDG_STATE_HOME") or Path("~/.local/state").expanduser()
-    return Path(state) / "slapgrid" / "requests.json"
-
-
-def _load_requests() -> dict[str, dict[str, dict[str, Any]]]:
-    path = requests_file()
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from None
-    return data if isinstance(data, dict) else {}
-
-
-def _remember(master_url: str, name: str, request: dict[str, Any]) -> None:
-    path = requests_file()
-    data = _load_requests()
-    data.setdefault(master_url, {})[name] = request
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, json.dumps(data, indent=2, sort_keys=True), 0o600)
 
 
 # --- output --------------------------------------------------------------------------------
@@ -147,25 +105,10 @@ def _print_instance(name: str, instance: SoftwareInstance | None, as_json: bool)
     Console().print(table)
 
 
-def _send(client: SlapClient, request: dict[str, Any]) -> SoftwareInstance | None:
-    try:
-        return client.request(
-            request["software_release"],
-            request["name"],
-            software_type=request["software_type"],
-            parameters=request["parameters"],
-            filter=request["filter"],
-            state=request["state"],
-            shared=request["shared"],
-        )
-    except ResourceNotReady:
-        return None
-
-
 # --- commands ------------------------------------------------------------------------------
 
 
-@click.command("supply")
+@click.command("supply", cls=SubCommand)
 @click.argument("url")
 @click.argument("computer")
 @click.option("--remove", is_flag=True, help="Ask the node to remove this software release.")
@@ -180,7 +123,7 @@ def supply_command(
     click.echo(f"{url} supplied to {computer} as {state}")
 
 
-@click.command("request")
+@click.command("request", cls=SubCommand)
 @click.argument("name")
 @click.argument("url")
 @click.option("--type", "software_type", default="default", show_default=True)
@@ -223,7 +166,7 @@ def request_command(
             raise click.BadParameter("must hold a JSON object", param_hint="--parameters-json")
         values = wrap_json(document)
     sla_values = _pairs(sla, "--node")
-    request = {
+    request: InstanceRequest = {
         "name": name,
         "software_release": url,
         "software_type": software_type,
@@ -235,12 +178,12 @@ def request_command(
     with open_client(
         master_url, configuration_file, sla_values.get("computer_guid") or USER
     ) as client:
-        instance = _send(client, request)
-        _remember(client.transport.base_url, name, request)
+        instance = send(client, request)
+        RequestStore().remember(client.transport.base_url, request)
     _print_instance(name, instance, as_json)
 
 
-@click.command("show")
+@click.command("show", cls=SubCommand)
 @click.argument("name", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_master_options
@@ -249,7 +192,7 @@ def show_command(
 ) -> None:
     """Connection parameters of NAME, or the instances requested from this machine."""
     with open_client(master_url, configuration_file, USER) as client:
-        known = _load_requests().get(client.transport.base_url, {})
+        known = RequestStore().of_master(client.transport.base_url)
         if name is None:
             _list(known, as_json)
             return
@@ -258,11 +201,11 @@ def show_command(
                 f"{name!r} was not requested from {client.transport.base_url} with "
                 "`slapgrid request` on this machine; request it again to see it"
             )
-        instance = _send(client, known[name])
+        instance = send(client, known[name])
     _print_instance(name, instance, as_json)
 
 
-def _list(known: dict[str, dict[str, Any]], as_json: bool) -> None:
+def _list(known: dict[str, InstanceRequest], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(known, indent=2, sort_keys=True))
         return

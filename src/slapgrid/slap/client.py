@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from slapgrid.slap import marshal
 from slapgrid.slap.documents import Computer, ComputerPartition, SoftwareInstance
@@ -32,7 +32,33 @@ def partition_auth_header(computer_id: str, partition_id: str) -> dict[str, str]
     }
 
 
+class MasterAccess(Protocol):
+    """How a configuration reaches the master: the node's, format's and a user's all say it."""
+
+    @property
+    def master_url(self) -> str: ...
+    @property
+    def computer_id(self) -> str: ...
+    @property
+    def key_file(self) -> Path | None: ...
+    @property
+    def cert_file(self) -> Path | None: ...
+    @property
+    def master_ca_file(self) -> Path | None: ...
+
+
 class SlapClient:
+    @classmethod
+    def from_config(cls, config: MasterAccess) -> SlapClient:
+        """The one place a configuration's certificate and CA become a client's."""
+        return cls(
+            config.master_url,
+            config.computer_id,
+            key_file=config.key_file,
+            cert_file=config.cert_file,
+            ca_file=config.master_ca_file,
+        )
+
     def __init__(
         self,
         master_url: str,

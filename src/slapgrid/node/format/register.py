@@ -20,13 +20,7 @@ class RegistrationError(SlapgridError):
 def register(config: FormatConfig, definition: Mapping[str, Any]) -> None:
     prefix = "could not register with the master"
     try:
-        with SlapClient(
-            config.master_url,
-            config.computer_id,
-            key_file=config.key_file,
-            cert_file=config.cert_file,
-            ca_file=config.master_ca_file,
-        ) as client:
+        with SlapClient.from_config(config) as client:
             client.load_computer_configuration(definition)
     except NotFoundError as exc:
         raise RegistrationError(

@@ -1,0 +1,1 @@
+"""What a SLAP user (not a node) keeps on this machine: client configuration, past requests."""
