@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from slapgrid.errors import ConfigError
+from slapgrid.exit_status import ExitStatus
 from slapgrid.node.config import NodeConfig
 from slapgrid.node.daemon.changes import (
     Change,
@@ -33,13 +34,13 @@ from slapgrid.node.daemon.loop import (
     intervals_from,
     master_backoff,
     metrics_port,
-    result_of,
     retry_times,
     status_path,
     summary_line,
 )
 from slapgrid.node.daemon.metrics import Metrics
 from slapgrid.node.planner import Failure
+from slapgrid.node.run_result import RunResult
 from slapgrid.slap.documents import Computer, ComputerPartition, SoftwareRelease
 from slapgrid.slap.errors import ProtocolError
 
@@ -278,12 +279,12 @@ def test_backoffs_and_results() -> None:
     assert [error_backoff(n) for n in (1, 2, 6, 9)] == [1, 2, 30, 30]
     failures = {"a": Failure(at=T0, attempts=3, message="boom")}
     assert retry_times(failures) == {"a": T0 + 40 + 0.5}  # the planner's 10 s · 2^(n-1)
-    assert [result_of(code) for code in (0, 1, 2, 3, 7)] == [
+    statuses = (ExitStatus.OK, ExitStatus.FAILED, ExitStatus.PROMISE_FAILED, ExitStatus.OFFLINE)
+    assert [Result.of(RunResult(status)) for status in statuses] == [
         Result.OK,
         Result.FAILED,
         Result.PROMISE_FAILED,
         Result.OFFLINE,
-        Result.FAILED,
     ]
 
 

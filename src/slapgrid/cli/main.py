@@ -31,6 +31,7 @@ from slapgrid.cli.node_cmds import (
     supervisorctl_command,
 )
 from slapgrid.errors import SlapgridError
+from slapgrid.exit_status import ExitStatus
 
 log = logging.getLogger("slapgrid")
 
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         code = exc.exit_code
     except click.Abort:
         click.echo("slapgrid: aborted", err=True)
-        code = 130
+        code = ExitStatus.INTERRUPTED
     except click.ClickException as exc:
         exc.show()
         code = exc.exit_code
@@ -129,12 +130,12 @@ def main(argv: list[str] | None = None) -> None:
         code = exc.exit_code
     except KeyboardInterrupt:
         click.echo("slapgrid: interrupted", err=True)
-        code = 130
+        code = ExitStatus.INTERRUPTED
     except Exception as exc:  # a bug of ours: say so in one line, keep the trace in the log
         log.debug("internal error", exc_info=True)
         click.echo(
             f"slapgrid: internal error: {type(exc).__name__}: {exc} (run with -v for details)",
             err=True,
         )
-        code = 70
-    sys.exit(code if isinstance(code, int) else 0)
+        code = ExitStatus.INTERNAL_ERROR
+    sys.exit(int(code) if isinstance(code, int) else 0)

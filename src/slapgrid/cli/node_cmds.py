@@ -17,6 +17,7 @@ import click
 from slapgrid.node.config import NodeConfig, find_config_file, load_node_config
 
 if TYPE_CHECKING:
+    from slapgrid.exit_status import ExitStatus
     from slapgrid.slap.client import SlapClient
 
 
@@ -105,15 +106,14 @@ def dry_run_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")(command)
 
 
-def node_command_body(function: Callable[..., int]) -> Callable[..., None]:
-    """Split node flags from command flags, load the config, exit with the function's code."""
+def node_command_body(function: Callable[..., ExitStatus | int]) -> Callable[..., None]:
+    """Split node flags from command flags, load the config, exit with the function's status."""
 
     @functools.wraps(function)
     @click.pass_obj
     def wrapper(obj: NodeContext, **kwargs: Any) -> None:
         flags = {name: kwargs.pop(name) for name in _NODE_OPTION_NAMES if name in kwargs}
-        code = function(obj, flags, **kwargs)
-        raise SystemExit(code)
+        raise SystemExit(int(function(obj, flags, **kwargs)))
 
     return wrapper
 
@@ -135,31 +135,32 @@ def _split(value: str | None) -> frozenset[str]:
     return frozenset(item.strip() for item in (value or "").split(",") if item.strip())
 
 
-def run_daemon(context: NodeContext) -> int:
+def run_daemon(context: NodeContext) -> ExitStatus:
     """`slapgrid --daemon`: the classic form of `slapgrid node`."""
     from slapgrid.node.daemon.loop import DaemonOptions, run_node
 
     return run_node(lambda: context.config(), make_client, DaemonOptions())
 
 
-def run_all(context: NodeContext) -> int:
+def run_all(context: NodeContext) -> ExitStatus:
     """The classic one-shot run: software, then instance, then report.
 
     Each phase runs even if the one before failed (a partition of a built SR can still be
-    deployed); the exit code is the first non-zero one.
+    deployed); the status is the first one that is not OK.
     """
+    from slapgrid.exit_status import ExitStatus
     from slapgrid.node.instance import run as instance
     from slapgrid.node.report.run import run_report
     from slapgrid.node.software import run as software
 
     config = context.config()
     with make_client(config) as client:
-        codes = [
+        results = [
             software.run_software(config, client),
             instance.run_instance(config, client),
             run_report(config, client),
         ]
-    return next((code for code in codes if code), 0)
+    return next((r.status for r in results if r.status != ExitStatus.OK), ExitStatus.OK)
 
 
 @click.command("software")
@@ -189,7 +190,7 @@ def software_command(
                 as_json=as_json,
             )
             return 0
-        return software.run_software(config, client, only_sr=_split(only), force=force)
+        return software.run_software(config, client, only_sr=_split(only), force=force).status
 
 
 @click.command("instance")
@@ -226,7 +227,7 @@ def instance_command(
             return 0
         return instance.run_instance(
             config, client, force=force, only=only_ids, time_budget=time_budget
-        )
+        ).status
 
 
 @click.command("report")
@@ -250,7 +251,7 @@ def report_command(
             observed = {p.partition_id: observe(config, p) for p in computer.partitions}
             render.plan(plan_destruction(computer, observed), as_json=as_json)
             return 0
-        return run_report(config, client)
+        return run_report(config, client).status
 
 
 _FORMAT_OPTIONS = [

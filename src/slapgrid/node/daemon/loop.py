@@ -35,6 +35,7 @@ import psutil
 
 from slapgrid import __version__
 from slapgrid.errors import ConfigError, LockedError, SlapgridError
+from slapgrid.exit_status import ExitStatus
 from slapgrid.node import layout, lock
 from slapgrid.node.config import NodeConfig, parse_float, parse_int
 from slapgrid.node.daemon.changes import Change, Observed, Snapshot, Watcher, WatchEvent, compare
@@ -42,8 +43,8 @@ from slapgrid.node.files import atomic_write, read_text
 from slapgrid.node.instance.run import run_instance
 from slapgrid.node.planner import BackoffPolicy, Failure
 from slapgrid.node.report.run import ReportError, run_report
+from slapgrid.node.run_result import RunResult
 from slapgrid.node.software.run import run_software
-from slapgrid.node.state import StateStore
 from slapgrid.slap.client import SlapClient
 from slapgrid.slap.errors import SlapError
 
@@ -86,9 +87,13 @@ class Result(enum.StrEnum):
     LOCKED = "locked"  # another run holds the lock
     ERROR = "error"  # anything else (a configuration problem, a bug)
 
+    @classmethod
+    def of(cls, run: RunResult) -> Result:
+        """The run's own status, under the name the status file and metrics use."""
+        return cls[run.status.name]
+
 
 MASTER_RESULTS = frozenset({Result.OFFLINE, Result.MASTER_ERROR})
-_BY_CODE = {0: Result.OK, 1: Result.FAILED, 2: Result.PROMISE_FAILED, 3: Result.OFFLINE}
 
 
 # --- configuration ---------------------------------------------------------------------------
@@ -148,10 +153,6 @@ def retry_times(
 ) -> dict[str, float]:
     """When each failed item's back-off ends: the planner retries it from then on."""
     return {key: f.at + policy.delay(f.attempts) + RETRY_MARGIN for key, f in failures.items()}
-
-
-def result_of(code: int) -> Result:
-    return _BY_CODE.get(code, Result.FAILED)
 
 
 @dataclass(frozen=True)
@@ -291,7 +292,8 @@ class Schedule:
         if job == Job.INSTANCE:
             if not start.only:
                 self._again(job, now + self.intervals.instance)
-            self.retries = future
+            if done.result != Result.ERROR:  # an error leaves the back-offs as they were
+                self.retries = future
         elif job == Job.REPORT:
             self._again(job, now + self.intervals.report)
         else:
@@ -755,17 +757,17 @@ class Daemon:
     # -- lane threads --------------------------------------------------------------------
 
     def _work(self, start: Start, config: NodeConfig) -> None:
-        began, wall = time.monotonic(), time.time()
-        detail = ""
+        began = time.monotonic()
+        detail, run = "", RunResult(ExitStatus.FAILED)
         try:
             with self.connect(config) as client:
                 if start.job == Job.SOFTWARE:
-                    code = run_software(config, client, cancel=self.cancel)
+                    run = run_software(config, client, cancel=self.cancel)
                 elif start.job == Job.INSTANCE:
-                    code = run_instance(config, client, only=start.only, cancel=self.cancel)
+                    run = run_instance(config, client, only=start.only, cancel=self.cancel)
                 else:
-                    code = run_report(config, client)
-            result = result_of(code)
+                    run = run_report(config, client)
+            result = Result.of(run)
         except LockedError as exc:
             result, detail = Result.LOCKED, str(exc)
         except (SlapError, ReportError) as exc:
@@ -775,20 +777,14 @@ class Daemon:
         except Exception as exc:  # a bug must not end the agent: log it, go on
             log.exception("%s failed unexpectedly", start.describe())
             result, detail = Result.ERROR, f"{type(exc).__name__}: {exc}"
-        root = config.software_root if start.job == Job.SOFTWARE else config.instance_root
-        store = StateStore(root)
-        record = store.runs().get("software", {}) if start.job == Job.SOFTWARE else {}
-        built = record.get("finished", 0) >= wall and any(
-            action.get("kind") == "build" and action.get("ok") for action in record["actions"]
-        )
         self._post(
             Finished(
                 start,
                 result,
                 time.monotonic() - began,
                 detail,
-                built=built,
-                retry_at=retry_times(store.failures()) if start.job != Job.REPORT else {},
+                built=run.built,
+                retry_at=retry_times(run.failures),
             )
         )
 

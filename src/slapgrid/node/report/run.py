@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from slapgrid.errors import SlapgridError
+from slapgrid.exit_status import ExitStatus
 from slapgrid.node import layout, safety
 from slapgrid.node.config import NodeConfig
 from slapgrid.node.files import atomic_write, read_text
@@ -43,6 +44,7 @@ from slapgrid.node.report.usage import (
     run_report_scripts,
     usage_movements,
 )
+from slapgrid.node.run_result import RunResult
 from slapgrid.node.state import StateStore
 from slapgrid.node.supervisor.control import Supervisor, SupervisorError
 from slapgrid.slap.client import SlapClient
@@ -75,8 +77,8 @@ class ReportSummary:
     failed: dict[str, str] = field(default_factory=dict)
 
     @property
-    def exit_code(self) -> int:
-        return 1 if self.failed or self.usage == "failed" else 0
+    def status(self) -> ExitStatus:
+        return ExitStatus.FAILED if self.failed or self.usage == "failed" else ExitStatus.OK
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -86,7 +88,7 @@ class ReportSummary:
             "destroyed": self.destroyed,
             "postponed": self.postponed,
             "failed": self.failed,
-            "exit_code": self.exit_code,
+            "exit_code": self.status,
         }
 
     def line(self) -> str:
@@ -109,8 +111,8 @@ def run_report(
     supervisor: Supervisor | None = None,
     script_timeout: float = SCRIPT_TIMEOUT,
     destroy_timeout: float = DESTROY_TIMEOUT,
-) -> int:
-    """Report usage and destroy what the master destroyed; 0, or 1 if anything failed.
+) -> RunResult:
+    """Report usage and destroy what the master destroyed; FAILED if anything failed.
 
     Holds the partitions lock shared with `slapgrid instance`. An unreachable master is a
     `ReportError` (nothing can be done without the computer document).
@@ -144,7 +146,8 @@ def run_report(
                 _destroy(config, client, supervisor, action.target, busy, summary, destroy_timeout)
         StateStore(config.instance_root).record_run("report", summary.as_dict())
     log.info(summary.line())
-    return summary.exit_code
+    counts = {"destroyed": len(summary.destroyed), "postponed": len(summary.postponed)}
+    return RunResult(summary.status, {**counts, "failed": len(summary.failed)})
 
 
 def _busy_partitions(
