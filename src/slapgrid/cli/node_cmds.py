@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from slapgrid.exit_status import ExitStatus
 from slapgrid.node.config import NodeConfig, find_config_file, load_node_config
 
 if TYPE_CHECKING:
-    from slapgrid.exit_status import ExitStatus
     from slapgrid.slap.client import SlapClient
 
 
@@ -135,11 +135,28 @@ def _split(value: str | None) -> frozenset[str]:
     return frozenset(item.strip() for item in (value or "").split(",") if item.strip())
 
 
+def serve(
+    load: Callable[[], NodeConfig], *, now: bool = False, progress: bool | None = None
+) -> ExitStatus:
+    """Run the agent until stopped, under a live status line when `progress` (None: on a tty)."""
+    import sys
+    import time
+
+    from slapgrid.node.daemon.loop import Daemon
+
+    daemon = Daemon(load, make_client, now=now)
+    if not (progress if progress is not None else sys.stderr.isatty()):
+        return daemon.run()
+    from slapgrid.cli.render import summary_line
+    from slapgrid.cli.terminal_view import TerminalView
+
+    with TerminalView(lambda: summary_line(daemon.status(), time.time())):
+        return daemon.run()
+
+
 def run_daemon(context: NodeContext) -> ExitStatus:
     """`slapgrid --daemon`: the classic form of `slapgrid node`."""
-    from slapgrid.node.daemon.loop import DaemonOptions, run_node
-
-    return run_node(lambda: context.config(), make_client, DaemonOptions())
+    return serve(lambda: context.config())
 
 
 def run_all(context: NodeContext) -> ExitStatus:
@@ -148,7 +165,6 @@ def run_all(context: NodeContext) -> ExitStatus:
     Each phase runs even if the one before failed (a partition of a built SR can still be
     deployed); the status is the first one that is not OK.
     """
-    from slapgrid.exit_status import ExitStatus
     from slapgrid.node.instance import run as instance
     from slapgrid.node.report.run import run_report
     from slapgrid.node.software import run as software
@@ -324,24 +340,15 @@ def node_command(
     status_file: str | None,
     metrics_port: int | None,
     progress: bool | None,
-) -> int:
+) -> ExitStatus:
     """Run as a long-lived agent keeping this node converged (see docs/node-daemon.md).
 
     Instance runs every minute and within a second or two of a change at the master,
     software runs when the software list changes, report runs every hour. SIGTERM or
     SIGINT stops cleanly (services keep running), SIGHUP re-reads the configuration.
     """
-    from pathlib import Path
-
-    from slapgrid.node.daemon.loop import DaemonOptions, run_node
-
-    options = DaemonOptions(
-        now=now,
-        status_file=Path(status_file).expanduser() if status_file else None,
-        metrics_port=metrics_port,
-        progress=progress,
-    )
-    return run_node(lambda: context.config(flags), make_client, options)
+    overrides = {**flags, "status_file": status_file, "metrics_port": metrics_port}
+    return serve(lambda: context.config(overrides), now=now, progress=progress)
 
 
 @click.command("plan")
@@ -379,14 +386,14 @@ def plan_command(context: NodeContext, flags: dict[str, Any], as_json: bool) -> 
 @node_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @node_command_body
-def status_command(context: NodeContext, flags: dict[str, Any], as_json: bool) -> int:
+def status_command(context: NodeContext, flags: dict[str, Any], as_json: bool) -> ExitStatus:
     """Show software, partitions, processes, promise results and the last runs."""
     from slapgrid.cli import render
     from slapgrid.node import status
 
     config = context.config(flags)
     render.status(status.collect(config), as_json=as_json)
-    return 0
+    return ExitStatus.OK
 
 
 @click.command(
