@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import os
 import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -403,6 +405,17 @@ def test_summary_line() -> None:
         "running, watch: long-poll; partitions: instance for 3 s; next report in 60 s; "
         "master unreachable (2 errors)"
     )
+
+
+def test_slapgrid_status_imports_no_agent_loop_nor_runs() -> None:
+    """`slapgrid status` stays quick: reading the status file needs none of the agent."""
+    code = "import sys, slapgrid.node.status; print(' '.join(sys.modules))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert "slapgrid.node.daemon.status_file" in loaded
+    heavy = ("slapgrid.node.daemon.loop", "slapgrid.node.instance", "slapgrid.node.software")
+    assert [name for name in loaded if name.startswith(heavy)] == []
 
 
 def test_waker_wakes_on_poke_and_reports_signals() -> None:

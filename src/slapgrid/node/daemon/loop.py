@@ -60,12 +60,10 @@ class Daemon:
         connect: Callable[[NodeConfig], SlapClient],
         *,
         now: bool = False,
-        stop_timeout: float = STOP_TIMEOUT,
     ) -> None:
         self.load = load
         self.connect = connect
         self.now = now  # skip the random start delay (`maximal_delay`)
-        self.stop_timeout = stop_timeout
         self.config = load()
         self.intervals = Intervals.of(self.config)
         self.status_file = StatusWriter(location(self.config))  # a new one needs a restart
@@ -350,11 +348,11 @@ class Daemon:
             log.info(
                 "cancelling %s; waiting up to %g s",
                 ", ".join(run.describe() for run in self.schedule.running.values()),
-                self.stop_timeout,
+                STOP_TIMEOUT,
                 extra={"decision": "stop"},
             )
         self._write_status()
-        deadline = time.monotonic() + self.stop_timeout
+        deadline = time.monotonic() + STOP_TIMEOUT
         while self.threads and (left := deadline - time.monotonic()) > 0:
             numbers = self.waker.wait(min(left, 1.0))
             if any(n in STOP for n in numbers):

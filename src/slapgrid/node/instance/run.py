@@ -54,6 +54,7 @@ class Outcome:
         return ExitStatus.PROMISE_FAILED if self.promise_failed else ExitStatus.OK
 
     def counts(self) -> dict[str, int]:
+        """How many partitions went each way, for the run's typed result."""
         fields = ("done", "up_to_date", "skipped", "failed", "promise_failed", "postponed")
         return {name: len(getattr(self, name)) for name in fields}
 
