@@ -135,28 +135,11 @@ def _split(value: str | None) -> frozenset[str]:
     return frozenset(item.strip() for item in (value or "").split(",") if item.strip())
 
 
-def serve(
-    load: Callable[[], NodeConfig], *, now: bool = False, progress: bool | None = None
-) -> ExitStatus:
-    """Run the agent until stopped, under a live status line when `progress` (None: on a tty)."""
-    import sys
-    import time
-
-    from slapgrid.node.daemon.loop import Daemon
-
-    daemon = Daemon(load, make_client, now=now)
-    if not (progress if progress is not None else sys.stderr.isatty()):
-        return daemon.run()
-    from slapgrid.cli.render import summary_line
-    from slapgrid.cli.terminal_view import TerminalView
-
-    with TerminalView(lambda: summary_line(daemon.status(), time.time())):
-        return daemon.run()
-
-
 def run_daemon(context: NodeContext) -> ExitStatus:
     """`slapgrid --daemon`: the classic form of `slapgrid node`."""
-    return serve(lambda: context.config())
+    from slapgrid.cli.node_agent import serve
+
+    return serve(lambda: context.config(), make_client)
 
 
 def run_all(context: NodeContext) -> ExitStatus:
@@ -347,8 +330,10 @@ def node_command(
     software runs when the software list changes, report runs every hour. SIGTERM or
     SIGINT stops cleanly (services keep running), SIGHUP re-reads the configuration.
     """
+    from slapgrid.cli.node_agent import serve
+
     overrides = {**flags, "status_file": status_file, "metrics_port": metrics_port}
-    return serve(lambda: context.config(overrides), now=now, progress=progress)
+    return serve(lambda: context.config(overrides), make_client, now=now, progress=progress)
 
 
 @click.command("plan")
