@@ -8,6 +8,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from slapgrid.exit_status import ExitStatus
 from slapgrid.master.server import MasterServer
 from slapgrid.master.storage import MasterStore
 from slapgrid.node.config import NodeConfig
@@ -41,8 +42,8 @@ class Node:
     def request(self, title: str = "hello", state: str = "started", **parameters: str):
         return self.client.request(SOFTWARE, title, parameters=parameters, state=state)
 
-    def instance(self, **kwargs) -> int:  # type: ignore[no-untyped-def]
-        return run_instance(self.config, self.client, **kwargs)
+    def instance(self, **kwargs) -> ExitStatus:  # type: ignore[no-untyped-def]
+        return run_instance(self.config, self.client, **kwargs).status
 
     def partition(self, title: str = "hello") -> str:
         for partition in self.client.computer().partitions:
@@ -90,7 +91,7 @@ def running_node(root: Path, partitions: int = 3) -> Iterator[Node]:
             assert run_format(None, options) == 0
             node = Node(root, server, store)
             node.client.supply(SOFTWARE)
-            assert run_software(node.config, node.client) == 0
+            assert run_software(node.config, node.client).status == 0
             try:
                 yield node
             finally:

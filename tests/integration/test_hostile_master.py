@@ -95,8 +95,8 @@ def test_hostile_master_answers_are_refused_and_nothing_escapes(tmp_path: Path) 
         )
         try:
             with SlapClient(server.url, "C") as client:
-                assert run_software(config, client) == 1
-                assert run_instance(config, client) == 1
+                assert run_software(config, client).status == 1
+                assert run_instance(config, client).status == 1
         finally:
             Supervisor(instance_root).shutdown()
 

@@ -137,7 +137,7 @@ def test_master_down_keeps_services_running_and_exits_3(node: Node) -> None:
     url = node.url()
     offline = NodeConfig(**{**node.config.__dict__, "master_url": "http://127.0.0.1:9/"})
     with SlapClient(offline.master_url, COMPUTER) as client:
-        assert run_instance(offline, client) == 3
+        assert run_instance(offline, client).status == 3
     assert node.processes(pid) == ["hello-http-on-watch:RUNNING"]
     assert "Hello" in get(url)
 
@@ -147,7 +147,7 @@ def test_destroy_then_report_frees_the_partition(node: Node) -> None:
     node.request(state="destroyed")
     assert node.instance() == 0
     assert node.processes(pid) == []
-    assert run_report(node.config, node.client) == 0
+    assert run_report(node.config, node.client).status == 0
     root = node.config.instance_root / pid
     assert list(root.iterdir()) == []
     assert (root.stat().st_mode & 0o777) == 0o750

@@ -22,6 +22,7 @@ from lxml import etree
 
 from recording_server import Answer, RecordingServer
 from slapgrid.errors import LockedError
+from slapgrid.exit_status import ExitStatus
 from slapgrid.master.server import MasterServer
 from slapgrid.master.storage import InstanceRequest, MasterStore
 from slapgrid.node import layout
@@ -174,12 +175,12 @@ class Node:
         path.chmod(0o750)
         return path
 
-    def run(self, **kwargs: object) -> int:
+    def run(self, **kwargs: object) -> ExitStatus:
         document = marshal.dumps(Computer(COMPUTER_ID, self.partitions).to_wire())
         self.server.routes["getFullComputerInformation"] = Answer(200, document)
         self.server.requests.clear()
         with SlapClient(self.server.url, COMPUTER_ID) as client:
-            return run_report(self.config, client, **kwargs)  # type: ignore[arg-type]
+            return run_report(self.config, client, **kwargs).status  # type: ignore[arg-type]
 
     def calls(self) -> list[tuple[str, str | None]]:
         return [
@@ -529,7 +530,7 @@ def test_report_against_the_embedded_master(tmp_path: Path) -> None:
 
     with MasterServer(store) as master, SlapClient(master.url, COMPUTER_ID) as client:
         config = NodeConfig(master.url, COMPUTER_ID, instance_root, tmp_path / "software")
-        assert run_report(config, client) == 0
+        assert run_report(config, client).status == 0
         after = client.computer()
 
     assert all(partition.is_free for partition in after.partitions)

@@ -111,7 +111,7 @@ def hello(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     config = make_config(tmp_path_factory.mktemp("hello"))
     master = Master(Release(str(HELLO)))
     started = time.monotonic()
-    code = run_software(config, master)
+    code = run_software(config, master).status
     duration = time.monotonic() - started
     return SimpleNamespace(
         config=config,
@@ -142,7 +142,7 @@ def test_built_software_is_not_rebuilt_nor_reported(hello: SimpleNamespace) -> N
     master = Master(Release(str(HELLO)))
     log = hello.software / ".slapgrid" / "build.log"
     before = log.stat().st_mtime_ns
-    assert run_software(hello.config, master) == 0
+    assert run_software(hello.config, master).status == 0
     assert master.calls == []
     assert log.stat().st_mtime_ns == before
 
@@ -299,7 +299,7 @@ def test_failing_software_is_reported_and_not_completed(
     url = profile(tmp_path, name, text) if text is not None else str(tmp_path / name)
     good = profile(tmp_path, "good.cfg", TINY)
     master = Master(Release(url), Release(good))
-    assert run_software(config, master) == 1
+    assert run_software(config, master).status == 1
     assert ("building", url) in master.calls and ("error", url) in master.calls
     assert ("available", url) not in master.calls
     assert expected in master.errors[url]
@@ -319,7 +319,7 @@ def test_destroy_removes_read_only_directory_and_reports(tmp_path: Path) -> None
     (locked / "file").write_text("x")
     locked.chmod(0o500)
     master = Master(Release(url, "destroyed"))
-    assert run_software(config, master) == 0
+    assert run_software(config, master).status == 0
     assert not directory.exists()
     assert master.calls == [("destroyed", url)]
 
@@ -332,7 +332,7 @@ def test_destroy_is_refused_while_a_partition_uses_the_software(tmp_path: Path) 
     partition.mkdir()
     (partition / "software_release").symlink_to(software_dir(config, url))
     master = Master(Release(url, "destroyed"))
-    assert run_software(config, master) == 1
+    assert run_software(config, master).status == 1
     assert software_dir(config, url).is_dir()
     assert master.calls == [("error", url)]
     assert "slappart3" in master.errors[url]
@@ -359,7 +359,7 @@ def test_concurrent_runs_build_one_software_once(tmp_path: Path) -> None:
     codes: list[int] = []
     with server:
         runs = [
-            threading.Thread(target=lambda m=master: codes.append(run_software(config, m)))
+            threading.Thread(target=lambda m=master: codes.append(run_software(config, m).status))
             for master in masters
         ]
         for run in runs:
@@ -406,7 +406,7 @@ class Master:
 config = NodeConfig(master_url="http://127.0.0.1:9/", computer_id="C",
                     instance_root=Path(sys.argv[1]), software_root=Path(sys.argv[2]),
                     software_min_free_space=0)
-sys.exit(run_software(config, Master()))
+sys.exit(run_software(config, Master()).status)
 """
 
 
@@ -431,7 +431,7 @@ def test_rerun_after_agent_killed_mid_build_converges(tmp_path: Path) -> None:
         with lock.open() as handle, pytest.raises(BlockingIOError):
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the orphan still holds it
         master = Master(Release(url))
-        assert run_software(config, master) == 0  # waits for the orphaned buildout first
+        assert run_software(config, master).status == 0  # waits for the orphaned buildout first
     assert master.calls == [("building", url), ("available", url)]
     assert (directory / ".completed").exists()
     assert (directory / ".installed.cfg").exists()
@@ -450,7 +450,7 @@ def test_only_sr_filters_by_url_or_hash(tmp_path: Path) -> None:
     first = profile(tmp_path, "first.cfg", TINY)
     second = profile(tmp_path, "second.cfg", TINY)
     master = Master(Release(first), Release(second))
-    assert run_software(config, master, only_sr=[software_hash(second)]) == 0
+    assert run_software(config, master, only_sr=[software_hash(second)]).status == 0
     assert master.calls == [("building", second), ("available", second)]
     assert not software_dir(config, first).exists()
 
@@ -459,7 +459,7 @@ def test_not_enough_space_names_the_option(tmp_path: Path) -> None:
     config = make_config(tmp_path, software_min_free_space=1 << 60)
     url = profile(tmp_path, "tiny.cfg", TINY)
     master = Master(Release(url))
-    assert run_software(config, master) == 1
+    assert run_software(config, master).status == 1
     assert "software_min_free_space" in master.errors[url]
     assert master.calls == [("error", url)]
 
@@ -470,7 +470,7 @@ def test_noop_run_with_five_built_software_releases(tmp_path: Path) -> None:
     assert run_software(config, Master(*map(Release, urls))) == 0
     master = Master(*map(Release, urls))
     started = time.monotonic()
-    assert run_software(config, master) == 0
+    assert run_software(config, master).status == 0
     elapsed = time.monotonic() - started
     assert master.calls == []
     assert elapsed < 1.0

@@ -160,7 +160,7 @@ def our_node(reference_venv: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         client = SlapClient(url, computer)
         try:
             client.supply(SOFTWARE)
-            code = run_software(config, client)
+            code = run_software(config, client).status
             yield OurNode(config, client, reference_venv / "bin" / "python", url, computer, code)
         finally:
             reference_env.stop_supervisord(config.instance_root)
@@ -177,7 +177,7 @@ def test_our_agent_builds_what_the_proxy_supplies(our_node: OurNode) -> None:
 def test_our_agent_deploys_and_the_reference_client_sees_the_url(our_node: OurNode) -> None:
     first = our_node.request("started")
     assert first["connection"] == {}
-    assert run_instance(our_node.config, our_node.client) == 0
+    assert run_instance(our_node.config, our_node.client).status == 0
     answer = our_node.request("started")
     assert answer["id"] == first["id"]
     url = answer["connection"]["url"]
@@ -190,17 +190,17 @@ def test_our_agent_deploys_and_the_reference_client_sees_the_url(our_node: OurNo
     float(timestamp)
     log = partition / ".slapgrid/log/instance.log"
     size = log.stat().st_size
-    assert run_instance(our_node.config, our_node.client) == 0
+    assert run_instance(our_node.config, our_node.client).status == 0
     assert log.stat().st_size == size
 
 
 def test_our_agent_stops_and_starts_as_the_proxy_requests(our_node: OurNode) -> None:
     url = our_node.request("started")["connection"]["url"]
     our_node.request("stopped")
-    assert run_instance(our_node.config, our_node.client) == 0
+    assert run_instance(our_node.config, our_node.client).status == 0
     assert refuses(url)
     our_node.request("started")
-    assert run_instance(our_node.config, our_node.client) == 0
+    assert run_instance(our_node.config, our_node.client).status == 0
     assert "Hello from hello" in get(url)
 
 
@@ -210,9 +210,9 @@ def test_our_agent_destroys_and_the_proxy_frees_the_partition(our_node: OurNode)
     before = our_node.user("partitions")
     assert before[partition.name] == {"state": "started", "busy": True}
     our_node.request("destroyed")
-    assert run_instance(our_node.config, our_node.client) == 0
+    assert run_instance(our_node.config, our_node.client).status == 0
     assert refuses(url)
-    assert run_report(our_node.config, our_node.client) == 0
+    assert run_report(our_node.config, our_node.client).status == 0
     assert list(partition.iterdir()) == []
     after = our_node.user("partitions")
     assert after[partition.name] == {"state": "destroyed", "busy": False}

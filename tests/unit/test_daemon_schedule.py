@@ -5,13 +5,17 @@ from __future__ import annotations
 import math
 import os
 import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
+from slapgrid.cli.render import summary_line
 from slapgrid.errors import ConfigError
-from slapgrid.node.config import NodeConfig
+from slapgrid.exit_status import ExitStatus
+from slapgrid.node.config import NodeConfig, load_node_config
 from slapgrid.node.daemon.changes import (
     Change,
     PartitionView,
@@ -20,7 +24,8 @@ from slapgrid.node.daemon.changes import (
     error_backoff,
     parse_generation,
 )
-from slapgrid.node.daemon.loop import (
+from slapgrid.node.daemon.metrics import Metrics
+from slapgrid.node.daemon.schedule import (
     NEVER,
     Finished,
     Intervals,
@@ -29,17 +34,13 @@ from slapgrid.node.daemon.loop import (
     Result,
     Schedule,
     Start,
-    Waker,
-    intervals_from,
     master_backoff,
-    metrics_port,
-    result_of,
     retry_times,
-    status_path,
-    summary_line,
 )
-from slapgrid.node.daemon.metrics import Metrics
+from slapgrid.node.daemon.signals import Waker
+from slapgrid.node.daemon.status_file import location
 from slapgrid.node.planner import Failure
+from slapgrid.node.run_result import RunResult
 from slapgrid.slap.documents import Computer, ComputerPartition, SoftwareRelease
 from slapgrid.slap.errors import ProtocolError
 
@@ -278,12 +279,12 @@ def test_backoffs_and_results() -> None:
     assert [error_backoff(n) for n in (1, 2, 6, 9)] == [1, 2, 30, 30]
     failures = {"a": Failure(at=T0, attempts=3, message="boom")}
     assert retry_times(failures) == {"a": T0 + 40 + 0.5}  # the planner's 10 s · 2^(n-1)
-    assert [result_of(code) for code in (0, 1, 2, 3, 7)] == [
+    statuses = (ExitStatus.OK, ExitStatus.FAILED, ExitStatus.PROMISE_FAILED, ExitStatus.OFFLINE)
+    assert [Result.of(RunResult(status)) for status in statuses] == [
         Result.OK,
         Result.FAILED,
         Result.PROMISE_FAILED,
         Result.OFFLINE,
-        Result.FAILED,
     ]
 
 
@@ -363,33 +364,33 @@ def test_change_feed_answer_is_checked() -> None:
 # --- configuration, status, plumbing --------------------------------------------------------
 
 
-def config(tmp_path: Path, **extra: str) -> NodeConfig:
-    return NodeConfig(
-        master_url="http://127.0.0.1:1/",
-        computer_id="COMP-1",
-        instance_root=tmp_path,
-        software_root=tmp_path,
-        extra=extra,
-    )
+def config(tmp_path: Path, **options: str) -> NodeConfig:
+    required = {
+        "master_url": "http://127.0.0.1:1/",
+        "computer_id": "COMP-1",
+        "instance_root": str(tmp_path),
+        "software_root": str(tmp_path),
+    }
+    return load_node_config(None, {**required, **options}, check_paths=False)
 
 
-def test_intervals_from_slapos_section(tmp_path: Path) -> None:
-    assert intervals_from(config(tmp_path)) == Intervals()
-    parsed = intervals_from(
+def test_daemon_options_are_checked_when_the_configuration_loads(tmp_path: Path) -> None:
+    assert Intervals.of(config(tmp_path)) == Intervals()
+    parsed = Intervals.of(
         config(tmp_path, instance_interval="5", report_interval="120", software_interval="0")
     )
     assert (parsed.instance, parsed.report, parsed.software) == (5, 120, 0)
     for option, value in (("instance_interval", "0"), ("poll_interval", "-1")):
         with pytest.raises(ConfigError, match=option):
-            intervals_from(config(tmp_path, **{option: value}))
+            config(tmp_path, **{option: value})
     with pytest.raises(ConfigError, match="report_interval"):
-        intervals_from(config(tmp_path, report_interval="hourly"))
-    assert status_path(config(tmp_path)) == tmp_path / ".slapgrid" / "daemon.json"
-    assert status_path(config(tmp_path, status_file="/run/s.json")) == Path("/run/s.json")
-    assert metrics_port(config(tmp_path)) is None
-    assert metrics_port(config(tmp_path, metrics_port="9101")) == 9101
+        config(tmp_path, report_interval="hourly")
+    assert location(config(tmp_path)) == tmp_path / ".slapgrid" / "daemon.json"
+    assert location(config(tmp_path, status_file="/run/s.json")) == Path("/run/s.json")
+    assert config(tmp_path).metrics_port is None
+    assert config(tmp_path, metrics_port="9101").metrics_port == 9101
     with pytest.raises(ConfigError, match="metrics_port"):
-        metrics_port(config(tmp_path, metrics_port="70000"))
+        config(tmp_path, metrics_port="70000")
 
 
 def test_summary_line() -> None:
@@ -404,6 +405,17 @@ def test_summary_line() -> None:
         "running, watch: long-poll; partitions: instance for 3 s; next report in 60 s; "
         "master unreachable (2 errors)"
     )
+
+
+def test_slapgrid_status_imports_no_agent_loop_nor_runs() -> None:
+    """`slapgrid status` stays quick: reading the status file needs none of the agent."""
+    code = "import sys, slapgrid.node.status; print(' '.join(sys.modules))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert "slapgrid.node.daemon.status_file" in loaded
+    heavy = ("slapgrid.node.daemon.loop", "slapgrid.node.instance", "slapgrid.node.software")
+    assert [name for name in loaded if name.startswith(heavy)] == []
 
 
 def test_waker_wakes_on_poke_and_reports_signals() -> None:

@@ -7,6 +7,7 @@ import pytest
 from slapgrid.node.planner import (
     Action,
     BackoffPolicy,
+    Cause,
     Failure,
     Kind,
     PartitionObservation,
@@ -123,7 +124,9 @@ def test_instances_changed_then_failed_then_periodic_then_rest() -> None:
 def test_only_filter_and_missing_observation() -> None:
     computer = Computer("C", partitions=[busy(pid="a"), busy(pid="b")])
     actions = plan_instances(computer, {}, {}, NOW, maximum_periodicity=DAY, only=frozenset("b"))
-    assert actions == [Action(Kind.ERROR, "b", "partition directory does not exist", "started")]
+    assert actions == [
+        Action(Kind.ERROR, "b", Cause.NO_DIRECTORY, "partition directory does not exist", "started")
+    ]
 
 
 # fmt: off

@@ -24,6 +24,7 @@ from slapgrid.cli.options import (
     log_options,
 )
 from slapgrid.errors import SlapgridError
+from slapgrid.exit_status import ExitStatus
 
 log = logging.getLogger("slapgrid")
 
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
         code = exc.exit_code
     except click.Abort:
         click.echo("slapgrid: aborted", err=True)
-        code = 130
+        code = ExitStatus.INTERRUPTED
     except click.ClickException as exc:
         exc.show()
         code = exc.exit_code
@@ -110,12 +111,12 @@ def main(argv: list[str] | None = None) -> None:
         code = exc.exit_code
     except KeyboardInterrupt:
         click.echo("slapgrid: interrupted", err=True)
-        code = 130
+        code = ExitStatus.INTERRUPTED
     except Exception as exc:  # a bug of ours: say so in one line, keep the trace in the log
         log.debug("internal error", exc_info=True)
         click.echo(
             f"slapgrid: internal error: {type(exc).__name__}: {exc} (run with -v for details)",
             err=True,
         )
-        code = 70
-    sys.exit(code if isinstance(code, int) else 0)
+        code = ExitStatus.INTERNAL_ERROR
+    sys.exit(int(code) if isinstance(code, int) else 0)

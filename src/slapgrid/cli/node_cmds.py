@@ -24,25 +24,26 @@ from slapgrid.cli.options import (
     dry_run_options,
     node_command_body,
 )
+from slapgrid.exit_status import ExitStatus
 
 
 def _split(value: str | None) -> frozenset[str]:
     return frozenset(item.strip() for item in (value or "").split(",") if item.strip())
 
 
-def run_daemon(context: NodeContext) -> int:
+def run_daemon(context: NodeContext) -> ExitStatus:
     """`slapgrid --daemon`: the classic form of `slapgrid node`."""
-    from slapgrid.node.daemon.loop import DaemonOptions, run_node
+    from slapgrid.cli.node_agent import serve
     from slapgrid.slap.client import SlapClient
 
-    return run_node(lambda: context.config(), SlapClient.from_config, DaemonOptions())
+    return serve(lambda: context.config(), SlapClient.from_config)
 
 
-def run_all(context: NodeContext) -> int:
+def run_all(context: NodeContext) -> ExitStatus:
     """The classic one-shot run: software, then instance, then report.
 
     Each phase runs even if the one before failed (a partition of a built SR can still be
-    deployed); the exit code is the first non-zero one.
+    deployed); the status is the first one that is not OK.
     """
     from slapgrid.node.instance import run as instance
     from slapgrid.node.report.run import run_report
@@ -51,12 +52,12 @@ def run_all(context: NodeContext) -> int:
 
     config = context.config()
     with SlapClient.from_config(config) as client:
-        codes = [
+        results = [
             software.run_software(config, client),
             instance.run_instance(config, client),
             run_report(config, client),
         ]
-    return next((code for code in codes if code), 0)
+    return next((r.status for r in results if r.status != ExitStatus.OK), ExitStatus.OK)
 
 
 @click.command("software", cls=SubCommand)
@@ -87,7 +88,7 @@ def software_command(
                 as_json=as_json,
             )
             return 0
-        return software.run_software(config, client, only_sr=_split(only), force=force)
+        return software.run_software(config, client, only_sr=_split(only), force=force).status
 
 
 @click.command("instance", cls=SubCommand)
@@ -125,7 +126,7 @@ def instance_command(
             return 0
         return instance.run_instance(
             config, client, force=force, only=only_ids, time_budget=time_budget
-        )
+        ).status
 
 
 @click.command("report", cls=SubCommand)
@@ -147,7 +148,7 @@ def report_command(
 
             render.plan(plan_report(config, client.computer()).actions, as_json=as_json)
             return 0
-        return run_report(config, client)
+        return run_report(config, client).status
 
 
 _FORMAT_OPTIONS = [
@@ -214,25 +215,20 @@ def node_command(
     status_file: str | None,
     metrics_port: int | None,
     progress: bool | None,
-) -> int:
+) -> ExitStatus:
     """Run as a long-lived agent keeping this node converged (see docs/node-daemon.md).
 
     Instance runs every minute and within a second or two of a change at the master,
     software runs when the software list changes, report runs every hour. SIGTERM or
     SIGINT stops cleanly (services keep running), SIGHUP re-reads the configuration.
     """
-    from pathlib import Path
-
-    from slapgrid.node.daemon.loop import DaemonOptions, run_node
+    from slapgrid.cli.node_agent import serve
     from slapgrid.slap.client import SlapClient
 
-    options = DaemonOptions(
-        now=now,
-        status_file=Path(status_file).expanduser() if status_file else None,
-        metrics_port=metrics_port,
-        progress=progress,
+    overrides = {**flags, "status_file": status_file, "metrics_port": metrics_port}
+    return serve(
+        lambda: context.config(overrides), SlapClient.from_config, now=now, progress=progress
     )
-    return run_node(lambda: context.config(flags), SlapClient.from_config, options)
 
 
 @click.command("plan", cls=SubCommand)
@@ -259,14 +255,14 @@ def plan_command(context: NodeContext, flags: dict[str, Any], as_json: bool) -> 
 @apply_all(LOCATION_OPTIONS)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @node_command_body
-def status_command(context: NodeContext, flags: dict[str, Any], as_json: bool) -> int:
+def status_command(context: NodeContext, flags: dict[str, Any], as_json: bool) -> ExitStatus:
     """Show software, partitions, processes, promise results and the last runs."""
     from slapgrid.cli import render
     from slapgrid.node import status
 
     config = context.config(flags)
     render.status(status.collect(config), as_json=as_json)
-    return 0
+    return ExitStatus.OK
 
 
 @click.command(

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from slapgrid.node.daemon.loop import summary_line
 from slapgrid.node.planner import Action
 from slapgrid.node.status import NodeStatus
 
@@ -40,6 +39,24 @@ def plan(actions: Iterable[Action], *, as_json: bool) -> None:
             action.target, action.kind.value, action.state or "", action.reason, style=style
         )
     console.print(table)
+
+
+def summary_line(status: Mapping[str, Any], now: float) -> str:
+    """One line on what the daemon does, for the terminal and `slapgrid status`."""
+    parts = [f"{status.get('state', '?')}, watch: {status.get('watch', {}).get('mode')}"]
+    for lane, run in sorted((status.get("running") or {}).items()):
+        parts.append(f"{lane}: {run['job']} for {now - run['since']:.0f} s")
+    upcoming = [
+        f"{job} in {at - now:.0f} s"
+        for job, at in sorted((status.get("next") or {}).items())
+        if at is not None and at > now
+    ]
+    if upcoming:
+        parts.append("next " + ", ".join(upcoming))
+    master = status.get("master") or {}
+    if master.get("errors"):
+        parts.append(f"master unreachable ({master['errors']} errors)")
+    return "; ".join(parts)
 
 
 def status(node: NodeStatus, *, as_json: bool) -> None:

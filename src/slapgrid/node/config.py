@@ -7,6 +7,7 @@ booleans, and every problem names the option it comes from (a `ConfigError`, exi
 from __future__ import annotations
 
 import configparser
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -92,6 +93,22 @@ def parse_float(value: str | float, option: str) -> float:
         raise ConfigError(f"option '{option}' must be a number, not {value!r}") from None
 
 
+def parse_seconds(value: str | float, option: str, *, zero: bool = False) -> float:
+    """A period: positive and finite (`zero` allows 0, which turns a periodic run off)."""
+    seconds = parse_float(value, option)
+    if seconds < 0 or (seconds == 0 and not zero) or not math.isfinite(seconds):
+        raise ConfigError(f"option '{option}' must be a positive number of seconds")
+    return seconds
+
+
+def parse_port(value: str | int, option: str) -> int | None:
+    """A TCP port to listen on; 0 (or nothing) turns the service off."""
+    port = parse_int(value, option)
+    if not 0 <= port < 65536:
+        raise ConfigError(f"option '{option}' must be a TCP port (0 turns metrics off)")
+    return port or None
+
+
 def parse_size(value: str | int, option: str) -> int:
     """`1000M`, `2G`, `512k`, `1048576` → bytes (binary units, as the reference's human2bytes)."""
     if isinstance(value, int):
@@ -141,6 +158,13 @@ class NodeConfig:
     instance_storage_home: str = ""
     ipv4_global_network: str = ""
     jobs: int = 0
+    # `slapgrid node`: periods in seconds, the status file, the Prometheus port
+    instance_interval: float = 60.0
+    report_interval: float = 3600.0
+    software_interval: float = 3600.0  # 0: only on change or when a back-off ends
+    poll_interval: float = 10.0  # fetching the document, against masters without a change feed
+    status_file: Path | None = None  # None: <instance_root>/.slapgrid/daemon.json
+    metrics_port: int | None = None  # None: no metrics
     source: Path | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -180,6 +204,11 @@ def load_node_config(
         return Path(value).expanduser() if value not in (None, "") else None
 
     timeout = _option(values, "partition_timeout", "partition-timeout")
+
+    def seconds(name: str, *, zero: bool = False) -> float:
+        value = _option(values, name)
+        return getattr(NodeConfig, name) if value is None else parse_seconds(value, name, zero=zero)
+
     config = NodeConfig(
         master_url=str(values["master_url"]).strip(),
         computer_id=str(values["computer_id"]).strip(),
@@ -215,6 +244,12 @@ def load_node_config(
         instance_storage_home=values.get("instance_storage_home", ""),
         ipv4_global_network=values.get("ipv4_global_network", ""),
         jobs=parse_int(values.get("jobs", 0), "jobs"),
+        instance_interval=seconds("instance_interval"),
+        report_interval=seconds("report_interval"),
+        software_interval=seconds("software_interval", zero=True),
+        poll_interval=seconds("poll_interval"),
+        status_file=optional_path("status_file"),
+        metrics_port=parse_port(_option(values, "metrics_port") or 0, "metrics_port"),
         source=path,
         extra={k: str(v) for k, v in values.items() if isinstance(v, str)},
     )

@@ -41,6 +41,30 @@ class Kind(enum.StrEnum):
     WAIT = "wait"  # not yet: back-off not elapsed, or its software is being built
 
 
+class Cause(enum.StrEnum):
+    """Why an action was chosen, for code to test; `Action.reason` says it to people."""
+
+    NEW = "new"  # never built or deployed
+    CHANGED = "changed"  # the master's timestamp moved
+    NO_TIMESTAMP = "no-timestamp"
+    PERIODIC = "periodic"  # the periodicity elapsed (or is 0)
+    FORCED = "forced"
+    UNFINISHED = "unfinished"  # a build started and never wrote .completed
+    RETRY = "retry"  # a back-off ended
+    BACKING_OFF = "backing-off"
+    UP_TO_DATE = "up-to-date"
+    REQUESTED_DESTROYED = "requested-destroyed"
+    ALREADY_GONE = "already-gone"
+    STILL_USED = "still-used"  # software a partition still links to
+    FREE = "free"
+    LEFTOVERS = "leftovers"  # a free partition holding agent files
+    INVALID = "invalid"  # the master's description cannot be used
+    NO_DIRECTORY = "no-directory"  # tolerated, as the reference does
+    UNSUPPORTED_STATE = "unsupported-state"
+    SOFTWARE_BUILDING = "software-building"
+    SOFTWARE_MISSING = "software-missing"
+
+
 # actions that change something; the others are bookkeeping
 WORK = frozenset({Kind.BUILD, Kind.REMOVE_SOFTWARE, Kind.DEPLOY, Kind.STOP, Kind.DESTROY})
 
@@ -69,6 +93,7 @@ class BackoffPolicy:
 class Action:
     kind: Kind
     target: str  # partition id or software release URL
+    cause: Cause
     reason: str
     state: str | None = None  # requested state it serves
     priority: int = 3  # 0 changed, 1 failed retry, 2 periodic, 3 the rest
@@ -117,8 +142,9 @@ def _backoff_action(
         f"back-off {delay:.0f} s"
     )
     if now < due:
-        return Action(Kind.WAIT, target, f"{detail}, next in {due - now:.0f} s", state)
-    return Action(Kind.DEPLOY, target, detail, state, priority=1)
+        reason = f"{detail}, next in {due - now:.0f} s"
+        return Action(Kind.WAIT, target, Cause.BACKING_OFF, reason, state)
+    return Action(Kind.DEPLOY, target, Cause.RETRY, detail, state, priority=1)
 
 
 def plan_software(
@@ -141,34 +167,50 @@ def plan_software(
         if release.state == DESTROYED:
             if seen.used_by:
                 reason = f"still used by {', '.join(sorted(seen.used_by))}"
-                actions.append(Action(Kind.ERROR, url, f"cannot remove: {reason}", DESTROYED))
+                actions.append(
+                    Action(Kind.ERROR, url, Cause.STILL_USED, f"cannot remove: {reason}", DESTROYED)
+                )
             elif seen.exists:
                 actions.append(
-                    Action(Kind.REMOVE_SOFTWARE, url, "requested destroyed", DESTROYED, 0)
+                    Action(
+                        Kind.REMOVE_SOFTWARE,
+                        url,
+                        Cause.REQUESTED_DESTROYED,
+                        "requested destroyed",
+                        DESTROYED,
+                        0,
+                    )
                 )
             else:
                 actions.append(
                     Action(
-                        Kind.REMOVE_SOFTWARE, url, "requested destroyed, already gone", DESTROYED
+                        Kind.REMOVE_SOFTWARE,
+                        url,
+                        Cause.ALREADY_GONE,
+                        "requested destroyed, already gone",
+                        DESTROYED,
                     )
                 )
             continue
         if seen.completed and not force:
-            actions.append(Action(Kind.SKIP, url, "already built", release.state))
+            actions.append(Action(Kind.SKIP, url, Cause.UP_TO_DATE, "already built", release.state))
             continue
         failure = failures.get(url)
         if force:
-            actions.append(Action(Kind.BUILD, url, "forced rebuild", release.state, 0))
+            actions.append(
+                Action(Kind.BUILD, url, Cause.FORCED, "forced rebuild", release.state, 0)
+            )
         elif failure is not None:
             action = _backoff_action(url, failure, now, policy, release.state)
             kind = Kind.BUILD if action.kind == Kind.DEPLOY else action.kind
-            actions.append(Action(kind, url, action.reason, release.state, action.priority))
-        elif seen.exists:
             actions.append(
-                Action(Kind.BUILD, url, "previous build did not finish", release.state, 0)
+                Action(kind, url, action.cause, action.reason, release.state, action.priority)
             )
+        elif seen.exists:
+            reason = "previous build did not finish"
+            actions.append(Action(Kind.BUILD, url, Cause.UNFINISHED, reason, release.state, 0))
         else:
-            actions.append(Action(Kind.BUILD, url, "not built yet", release.state, 0))
+            actions.append(Action(Kind.BUILD, url, Cause.NEW, "not built yet", release.state, 0))
     return sorted(actions, key=lambda action: action.priority)
 
 
@@ -177,19 +219,20 @@ def _deploy_reason(
     seen: PartitionObservation,
     now: float,
     periodicity: int,
-) -> tuple[str, int] | None:
+) -> tuple[Cause, str, int] | None:
     """Why a busy partition must be deployed now, or None if it is up to date."""
     timestamp = partition.timestamp
     if timestamp is None:
-        return "the master sent no timestamp", 0
+        return Cause.NO_TIMESTAMP, "the master sent no timestamp", 0
     if seen.deployed_timestamp is None:
-        return "never deployed", 0
+        return Cause.NEW, "never deployed", 0
     if seen.deployed_timestamp != timestamp:
-        return f"parameters changed: timestamp {seen.deployed_timestamp} → {timestamp}", 0
+        changed = f"parameters changed: timestamp {seen.deployed_timestamp} → {timestamp}"
+        return Cause.CHANGED, changed, 0
     if periodicity == 0:
-        return "periodicity is 0: always processed", 2
+        return Cause.PERIODIC, "periodicity is 0: always processed", 2
     if periodicity > 0 and seen.deployed_at is not None and now > seen.deployed_at + periodicity:
-        return f"periodicity of {periodicity} s elapsed", 2
+        return Cause.PERIODIC, f"periodicity of {periodicity} s elapsed", 2
     return None
 
 
@@ -206,33 +249,40 @@ def plan_partition(
     """The one action `slapgrid instance` takes for this partition, and why."""
     pid, state = partition.partition_id, partition.requested_state
     if seen.problem is not None:
-        return Action(Kind.ERROR, pid, seen.problem, state)
+        return Action(Kind.ERROR, pid, Cause.INVALID, seen.problem, state)
     if partition.is_free:
         if seen.leftovers:
-            return Action(Kind.CLEAN_FREE, pid, "free partition holding agent files", state)
-        return Action(Kind.SKIP, pid, "free partition", state)
+            reason = "free partition holding agent files"
+            return Action(Kind.CLEAN_FREE, pid, Cause.LEFTOVERS, reason, state)
+        return Action(Kind.SKIP, pid, Cause.FREE, "free partition", state)
     if not seen.exists:
-        return Action(Kind.ERROR, pid, "partition directory does not exist", state)
+        reason = "partition directory does not exist"
+        return Action(Kind.ERROR, pid, Cause.NO_DIRECTORY, reason, state)
     if state not in PARTITION_STATES:
-        return Action(Kind.ERROR, pid, f"unsupported requested state {state!r}", state)
+        reason = f"unsupported requested state {state!r}"
+        return Action(Kind.ERROR, pid, Cause.UNSUPPORTED_STATE, reason, state)
     if state == DESTROYED:
-        return Action(Kind.STOP, pid, "requested destroyed: stop and wait for report", state, 0)
+        reason = "requested destroyed: stop and wait for report"
+        return Action(Kind.STOP, pid, Cause.REQUESTED_DESTROYED, reason, state, 0)
     if not seen.software_built:
         url = partition.software_release_url
         if seen.software_building:  # not an error yet: the build's end brings a new run
-            return Action(Kind.WAIT, pid, f"software release {url} is being built", state)
-        return Action(Kind.ERROR, pid, f"software release {url} is not built yet", state)
+            reason = f"software release {url} is being built"
+            return Action(Kind.WAIT, pid, Cause.SOFTWARE_BUILDING, reason, state)
+        reason = f"software release {url} is not built yet"
+        return Action(Kind.ERROR, pid, Cause.SOFTWARE_MISSING, reason, state)
     if force:
-        return Action(Kind.DEPLOY, pid, "forced", state, 0)
+        return Action(Kind.DEPLOY, pid, Cause.FORCED, "forced", state, 0)
     periodicity = maximum_periodicity if seen.periodicity is None else seen.periodicity
     why = _deploy_reason(partition, seen, now, periodicity)
     if failure is not None and (why is None or failure.timestamp == partition.timestamp):
         return _backoff_action(pid, failure, now, policy, state)
     if why is not None:
-        return Action(Kind.DEPLOY, pid, why[0], state, why[1])
+        cause, reason, priority = why
+        return Action(Kind.DEPLOY, pid, cause, reason, state, priority)
     if state == STARTED:
-        return Action(Kind.CHECK, pid, "up to date: promises only", state)
-    return Action(Kind.SKIP, pid, f"up to date ({STOPPED})", state)
+        return Action(Kind.CHECK, pid, Cause.UP_TO_DATE, "up to date: promises only", state)
+    return Action(Kind.SKIP, pid, Cause.UP_TO_DATE, f"up to date ({STOPPED})", state)
 
 
 def plan_instances(
@@ -268,7 +318,14 @@ def plan_destruction(
 ) -> list[Action]:
     """`slapgrid report`: busy partitions requested destroyed get wiped, then freed."""
     return [
-        Action(Kind.DESTROY, p.partition_id, "requested destroyed", DESTROYED, 0)
+        Action(
+            Kind.DESTROY,
+            p.partition_id,
+            Cause.REQUESTED_DESTROYED,
+            "requested destroyed",
+            DESTROYED,
+            0,
+        )
         for p in computer.partitions
         if p.requested_state == DESTROYED
         and not p.is_free

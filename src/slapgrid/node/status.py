@@ -9,7 +9,7 @@ from typing import Any
 from slapgrid.errors import SlapgridError
 from slapgrid.node import layout
 from slapgrid.node.config import NodeConfig
-from slapgrid.node.daemon.loop import read_status as read_daemon_status
+from slapgrid.node.daemon.status_file import read_status as read_daemon_status
 from slapgrid.node.files import read_text
 from slapgrid.node.promises import run as promises
 from slapgrid.node.state import StateStore

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from slapgrid.errors import SlapgridError
+from slapgrid.exit_status import ExitStatus
 from slapgrid.node.format.config import FormatConfig
 from slapgrid.slap.client import SlapClient
 from slapgrid.slap.errors import NotFoundError, SlapError
@@ -14,7 +15,7 @@ from slapgrid.slap.errors import NotFoundError, SlapError
 class RegistrationError(SlapgridError):
     """The machine is formatted but the master did not take its description (offline)."""
 
-    exit_code = 2
+    exit_code = ExitStatus.USAGE  # formatted, but the master did not take the description
 
 
 def register(config: FormatConfig, definition: Mapping[str, Any]) -> None:

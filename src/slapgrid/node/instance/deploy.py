@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from slapgrid.errors import SlapgridError
+from slapgrid.exit_status import ExitStatus
 from slapgrid.node import layout, safety
 from slapgrid.node.buildout import run_instance_buildout
 from slapgrid.node.config import NodeConfig
@@ -44,7 +45,7 @@ class DeployError(SlapgridError):
 class PromiseFailure(DeployError):
     """Deployed, but a promise failed: the partition is not reported started."""
 
-    exit_code = 2
+    exit_code = ExitStatus.PROMISE_FAILED
 
 
 @dataclass

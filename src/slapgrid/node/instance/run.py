@@ -16,14 +16,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from slapgrid.errors import SlapgridError
+from slapgrid.exit_status import ExitStatus
 from slapgrid.node import layout, lock
 from slapgrid.node.buildout import BuildoutError
 from slapgrid.node.config import NodeConfig
 from slapgrid.node.files import atomic_write
 from slapgrid.node.instance.deploy import Deployment, PromiseFailure, check_promises, deploy
 from slapgrid.node.instance.partition import observe
-from slapgrid.node.planner import Action, BackoffPolicy, Kind, plan_instances
+from slapgrid.node.planner import Action, BackoffPolicy, Cause, Kind, plan_instances
 from slapgrid.node.promises import run as promises
+from slapgrid.node.run_result import RunResult
 from slapgrid.node.state import StateStore
 from slapgrid.node.supervisor.control import Supervisor
 from slapgrid.slap.client import SlapClient
@@ -31,8 +33,6 @@ from slapgrid.slap.documents import Computer, ComputerPartition
 from slapgrid.slap.errors import ConnectionError, HTTPStatusError, NotFoundError, SlapError
 
 log = logging.getLogger(__name__)
-
-SUCCESS, FAILURE, PROMISE_FAILURE, OFFLINE = 0, 1, 2, 3
 
 
 @dataclass
@@ -48,10 +48,15 @@ class Outcome:
     started_at: float = field(default_factory=time.time)
 
     @property
-    def exit_code(self) -> int:
+    def status(self) -> ExitStatus:
         if self.failed:
-            return FAILURE
-        return PROMISE_FAILURE if self.promise_failed else SUCCESS
+            return ExitStatus.FAILED
+        return ExitStatus.PROMISE_FAILED if self.promise_failed else ExitStatus.OK
+
+    def counts(self) -> dict[str, int]:
+        """How many partitions went each way, for the run's typed result."""
+        fields = ("done", "up_to_date", "skipped", "failed", "promise_failed", "postponed")
+        return {name: len(getattr(self, name)) for name in fields}
 
     def as_dict(self, actions: Iterable[Action]) -> dict[str, object]:
         return {
@@ -66,7 +71,7 @@ class Outcome:
             "failed": self.failed,
             "promise_failed": self.promise_failed,
             "postponed": self.postponed,
-            "exit_code": self.exit_code,
+            "exit_code": self.status,
         }
 
 
@@ -234,7 +239,7 @@ class InstanceRun:
         pid = partition.partition_id
         log.error("%s: %s", pid, action.reason, extra={"partition": pid, "action": "error"})
         self._report_error(pid, action.reason)
-        if "does not exist" not in action.reason:  # the reference tolerates a missing directory
+        if action.cause != Cause.NO_DIRECTORY:  # the reference tolerates a missing directory
             self._record(self.outcome.failed, pid, action.reason)
 
     def clean_free(self, partition: ComputerPartition) -> None:
@@ -298,15 +303,16 @@ def summarise(outcome: Outcome) -> None:
         log.info("  left for the next run (time budget spent): %s", ", ".join(outcome.postponed))
 
 
-def go_offline(config: NodeConfig, reason: Exception) -> int:
+def go_offline(config: NodeConfig, reason: Exception) -> RunResult:
     """The master is unreachable: keep services up, start what supervisord knows."""
     log.warning("master unreachable (%s): starting known services offline", reason)
+    failures = StateStore(config.instance_root).failures()  # untouched: still backing off
     try:
         supervisor_for(config).start_all()
     except SlapgridError as exc:
         log.error("offline start failed: %s", exc)
-        return FAILURE
-    return OFFLINE
+        return RunResult(ExitStatus.FAILED, failures=failures)
+    return RunResult(ExitStatus.OFFLINE, failures=failures)
 
 
 def run_instance(
@@ -317,8 +323,8 @@ def run_instance(
     only: Iterable[str] = (),
     time_budget: float | None = None,
     cancel: threading.Event | None = None,
-) -> int:
-    """One `slapgrid instance` run; returns the exit code (0, 1, 2 or 3)."""
+) -> RunResult:
+    """One `slapgrid instance` run: OK, FAILED, PROMISE_FAILED or OFFLINE."""
     with lock.hold(layout.partitions_lock(config.instance_root), "instance/report"):
         try:
             computer = fetch_computer(client)
@@ -330,4 +336,4 @@ def run_instance(
         outcome = runner.execute(actions, computer, time_budget)
         summarise(outcome)
         runner.store.record_run("instance", outcome.as_dict(actions))
-        return outcome.exit_code
+        return RunResult(outcome.status, outcome.counts(), failures=runner.store.failures())

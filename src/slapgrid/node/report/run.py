@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from slapgrid.errors import SlapgridError
+from slapgrid.exit_status import ExitStatus
 from slapgrid.node import layout
 from slapgrid.node.config import NodeConfig
 from slapgrid.node.lock import hold
@@ -24,6 +25,7 @@ from slapgrid.node.report.environment import Environment
 from slapgrid.node.report.plan import plan_report
 from slapgrid.node.report.scripts import SCRIPT_TIMEOUT, run_report_scripts
 from slapgrid.node.report.send import send_usage
+from slapgrid.node.run_result import RunResult
 from slapgrid.node.state import StateStore
 from slapgrid.node.supervisor.control import Supervisor
 from slapgrid.slap.client import SlapClient
@@ -47,8 +49,8 @@ class ReportSummary:
     failed: dict[str, str] = field(default_factory=dict)
 
     @property
-    def exit_code(self) -> int:
-        return 1 if self.failed or self.usage == "failed" else 0
+    def status(self) -> ExitStatus:
+        return ExitStatus.FAILED if self.failed or self.usage == "failed" else ExitStatus.OK
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -58,7 +60,7 @@ class ReportSummary:
             "destroyed": self.destroyed,
             "postponed": self.postponed,
             "failed": self.failed,
-            "exit_code": self.exit_code,
+            "exit_code": self.status,
         }
 
     def line(self) -> str:
@@ -82,8 +84,8 @@ def run_report(
     script_timeout: float = SCRIPT_TIMEOUT,
     destroy_timeout: float = DESTROY_TIMEOUT,
     env: Environment | None = None,
-) -> int:
-    """Report usage and destroy what the master destroyed; 0, or 1 if anything failed.
+) -> RunResult:
+    """Report usage and destroy what the master destroyed; FAILED if anything failed.
 
     Holds the partitions lock shared with `slapgrid instance`. An unreachable master is a
     `ReportError` (nothing can be done without the computer document).
@@ -128,7 +130,8 @@ def run_report(
             )
         StateStore(config.instance_root).record_run("report", summary.as_dict())
     log.info(summary.line())
-    return summary.exit_code
+    counts = {"destroyed": len(summary.destroyed), "postponed": len(summary.postponed)}
+    return RunResult(summary.status, {**counts, "failed": len(summary.failed)})
 
 
 def _tell_error(client: SlapClient, partition_id: str, message: str) -> None:

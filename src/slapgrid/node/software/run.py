@@ -24,11 +24,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from slapgrid.errors import SlapgridError
+from slapgrid.exit_status import ExitStatus
 from slapgrid.node import layout, safety
 from slapgrid.node.buildout import BuildoutError, build_software
 from slapgrid.node.config import NodeConfig
 from slapgrid.node.files import atomic_write
 from slapgrid.node.planner import Action, Kind, SoftwareObservation, plan_software
+from slapgrid.node.run_result import RunResult
 from slapgrid.node.safety import software_hash
 from slapgrid.node.state import StateStore
 from slapgrid.slap.documents import Computer, SoftwareRelease
@@ -358,8 +360,8 @@ def run_software(
     force: bool = False,
     console: Callable[[str], None] | None = None,
     cancel: threading.Event | None = None,
-) -> int:
-    """Process every Software Release the master lists; 0 if all succeeded, else 1.
+) -> RunResult:
+    """Process every Software Release the master lists; OK if all succeeded, else FAILED.
 
     `console` receives each line of build output (prefixed with the SR's short hash);
     without it the lines are logged at INFO. Setting `cancel` stops running builds (their
@@ -387,4 +389,10 @@ def run_software(
             ],
         },
     )
-    return 0 if all(outcome.ok for outcome in outcomes) else 1
+    failed = sum(not outcome.ok for outcome in outcomes)
+    return RunResult(
+        ExitStatus.FAILED if failed else ExitStatus.OK,
+        {"done": sum(o.ok and o.action.is_work for o in outcomes), "failed": failed},
+        built=any(o.ok and o.action.kind == Kind.BUILD for o in outcomes),
+        failures=store.failures(),
+    )
