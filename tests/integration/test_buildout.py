@@ -26,6 +26,7 @@ from slapgrid.node.buildout import (
     run_instance_buildout,
 )
 from slapgrid.node.config import NodeConfig
+from slapgrid.node.identity import home_of
 
 pytestmark = pytest.mark.integration
 
@@ -201,7 +202,7 @@ def test_custom_bootstrap_script_provides_the_partition_buildout(
     )
     lines: list[str] = []
     run_instance_buildout(make_config(tmp_path), partition, software, output=lines.append)
-    assert lines[0] == f"bootstrap home: {process.user_home(partition)}"
+    assert lines[0] == f"bootstrap home: {home_of(partition)}"
     assert record.read_text().splitlines()[0] == "args: -U"
 
     executable(software / "bin" / "bootstrap-other", "#!/bin/sh\n")

@@ -34,7 +34,7 @@ from slapgrid.errors import SlapgridError
 from slapgrid.node import layout
 from slapgrid.node.format.addresses import check_prefix_shift, nth_host, partition_range, tap_range
 from slapgrid.node.format.config import PARTITION_NAME, FormatConfig, load_format_config
-from slapgrid.node.format.host import Host, Identity, current_identity, os_type, resolve_ipv6
+from slapgrid.node.format.host import Host, os_type, resolve_ipv6
 from slapgrid.node.format.steps import (
     SHELL,
     EnsureAddress,
@@ -48,6 +48,7 @@ from slapgrid.node.format.steps import (
     Step,
     missing_tools,
 )
+from slapgrid.node.identity import Identity, agent_identity
 from slapgrid.node.instance.partition import PARTITION_MODE
 from slapgrid.slap.client import SlapClient
 from slapgrid.slap.errors import NotFoundError, SlapError
@@ -406,7 +407,7 @@ def run_format(
     config = load_format_config(config_path, overrides)
     previous = load_previous(config.computer_json)
     host = Host(
-        current_identity(),
+        agent_identity(),
         resolve_ipv6(config, previous),
         os_type=os_type(),
         python_version=platform.python_version(),

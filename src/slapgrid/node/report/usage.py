@@ -33,7 +33,8 @@ import psutil
 from lxml import etree
 
 from slapgrid.errors import SlapgridError
-from slapgrid.node.process import ProcessError, run, user_home
+from slapgrid.node.identity import home_of
+from slapgrid.node.process import ProcessError, run
 from slapgrid.slap.errors import ProtocolError
 from slapgrid.slap.marshal import parse_xml
 
@@ -345,7 +346,7 @@ def run_instance_script(
         result = run(
             argv,
             cwd=cwd,
-            home=user_home(partition_path),
+            home=home_of(partition_path),
             owner_of=partition_path,
             timeout=timeout,
             output=lambda line: log.debug("%s: %s", script, line),
