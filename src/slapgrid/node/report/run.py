@@ -44,7 +44,8 @@ from slapgrid.node.report.usage import (
     usage_movements,
 )
 from slapgrid.node.state import StateStore
-from slapgrid.node.supervisor.control import Supervisor, SupervisorError
+from slapgrid.node.supervisor.control import Supervisor
+from slapgrid.node.supervisor.errors import SupervisorError
 from slapgrid.slap.client import SlapClient
 from slapgrid.slap.documents import Computer
 from slapgrid.slap.errors import SlapError
