@@ -29,13 +29,13 @@ def test_a_non_root_agent_never_switches(tmp_path: Path) -> None:
     user = run_as(tmp_path, uid=NOBODY.pw_uid, gid=NOBODY.pw_gid, euid=1000)
     assert not user.switch
     assert user.popen_options() == {}
-    assert user.uid is None
+    assert user.file_owner is None
     assert user.owner.name == "nobody"  # still the owner's HOME and USER
 
 
 def test_root_switches_to_the_owner_with_its_groups(tmp_path: Path) -> None:
     user = run_as(tmp_path, uid=NOBODY.pw_uid, gid=NOBODY.pw_gid, euid=ROOT)
-    assert user.switch and user.uid == NOBODY.pw_uid
+    assert user.switch and user.file_owner == (NOBODY.pw_uid, NOBODY.pw_gid)
     options = user.popen_options()
     assert (options["user"], options["group"]) == (NOBODY.pw_uid, NOBODY.pw_gid)
     assert options["extra_groups"] == os.getgrouplist("nobody", NOBODY.pw_gid)

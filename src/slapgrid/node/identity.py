@@ -12,9 +12,10 @@ from __future__ import annotations
 import enum
 import os
 import pwd
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from slapgrid.errors import SlapgridError
 
@@ -81,9 +82,9 @@ class RunAs:
     """The owner of a directory, and whether a child switches to it (only a root agent can)."""
 
     owner: Identity
-    switch: bool = field(default=False)
+    switch: bool = False
 
-    def popen_options(self) -> dict[str, object]:
+    def popen_options(self) -> dict[str, Any]:
         """`subprocess.Popen` keywords: thread-safe, unlike a `preexec_fn`."""
         if not self.switch:
             return {}
@@ -91,9 +92,9 @@ class RunAs:
         return {"user": owner.uid, "group": owner.gid, "extra_groups": list(owner.groups)}
 
     @property
-    def uid(self) -> int | None:
-        """The uid to give files made for the child, None when they stay the agent's."""
-        return self.owner.uid if self.switch else None
+    def file_owner(self) -> tuple[int, int] | None:
+        """(uid, gid) to give files the child reads as its own; None: they stay the agent's."""
+        return (self.owner.uid, self.owner.gid) if self.switch else None
 
 
 def run_as(

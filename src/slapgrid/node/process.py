@@ -205,7 +205,7 @@ def run(
                 pass_fds=tuple(pass_fds),
                 start_new_session=True,
                 umask=umask,
-                **user.popen_options(),  # type: ignore[arg-type]
+                **user.popen_options(),
             )
         except OSError as exc:
             raise ProcessError(f"cannot run {argv[0]}: {exc.strerror or exc}") from None

@@ -117,14 +117,10 @@ def _execute(checker: Checker, promise: PromiseFile) -> PromiseResult | None:
         bang=checker.mode == ANOMALY and entry.bang_on_failure and outcome.failed,
     )
     write_json(paths.promise_cache(promise.title), entry.to_json(now))
-    write_json(paths.promise_result(promise.title), result.to_json(), _file_owner(checker))
+    write_json(  # the partition's monitoring reads it as the owner
+        paths.promise_result(promise.title), result.to_json(), checker.user.file_owner
+    )
     return result
-
-
-def _file_owner(checker: Checker) -> tuple[int, int] | None:
-    """Results belong to the partition, whose monitoring reads them as its owner."""
-    user = checker.user
-    return (user.owner.uid, user.owner.gid) if user.switch else None
 
 
 def log_report(report: PromiseReport, partition_id: str) -> None:
@@ -164,8 +160,8 @@ def run_promises(
     user = run_as(partition_path, RootGroup.ALLOW, uid=uid, gid=gid)
     result_dir = layout.PartitionPaths(partition_path).promise_dir / "result"
     result_dir.mkdir(parents=True, exist_ok=True)
-    if user.switch:
-        os.chown(result_dir, user.owner.uid, user.owner.gid)  # monitoring reads it as the owner
+    if user.file_owner is not None:
+        os.chown(result_dir, *user.file_owner)  # monitoring reads it as the owner
     checker = Checker(
         partition_path, mode, timeout, user, dict(config or {}), python or sys.executable
     )
