@@ -306,3 +306,15 @@ def test_root_runs_children_as_the_directory_owner(tmp_path: Path) -> None:
     mine = tmp_path / "mine"
     mine.mkdir()
     assert process.run(["id", "-u"], cwd=mine, home=mine).tail == "0"  # rootless layout
+
+
+def test_run_feeds_stdin_to_a_child_in_the_given_environment(tmp_path: Path) -> None:
+    result = process.run(
+        ["sh", "-c", 'cat; echo; echo "$FOO-${HOME:-none}"'],
+        cwd=tmp_path,
+        home=tmp_path,
+        environment={"FOO": "bar", "PATH": os.environ["PATH"]},  # nothing else, not even HOME
+        stdin=b"request",
+    )
+    assert result.ok
+    assert result.tail.splitlines() == ["request", "bar-none"]

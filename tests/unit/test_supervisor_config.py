@@ -165,6 +165,23 @@ def test_partition_conf_switches_to_owner_when_root(tmp_path: Path) -> None:
         program_identity(54321, tmp_path)
 
 
+def test_programs_of_a_partition_owned_by_another_user_switch_only_under_root(
+    tmp_path: Path,
+) -> None:
+    nobody = pwd.getpwnam("nobody")
+    assert program_identity(nobody.pw_uid, tmp_path, euid=0)[0] == "nobody"
+    user, environment = program_identity(nobody.pw_uid, tmp_path, euid=1000)
+    assert user is None  # rootless: the agent cannot switch, the environment still says who
+    assert environment == {"USER": "nobody", "LOGNAME": "nobody", "HOME": nobody.pw_dir}
+    assert program_identity(0, tmp_path, euid=0)[0] is None
+    with pytest.raises(SupervisorError, match="no passwd entry"):
+        program_identity(54321, tmp_path, euid=0)
+    assert program_identity(54321, tmp_path, euid=54321) == (
+        None,
+        {"USER": "54321", "LOGNAME": "54321", "HOME": str(tmp_path)},
+    )
+
+
 def test_partition_programs_sorted_run_first_and_unusable_names_skipped(tmp_path: Path) -> None:
     partition = make_partition(
         tmp_path, "p", runs=["z", "a", "bad name", "x:y"], services=["a", "s", "50%"]
