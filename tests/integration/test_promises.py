@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from slapgrid.node.layout import PartitionPaths
-from slapgrid.node.promises.outcome import ANOMALY, TEST
+from slapgrid.node.promises.results import ANOMALY, TEST
 from slapgrid.node.promises.run import log_report, run_promises
 
 pytestmark = pytest.mark.integration

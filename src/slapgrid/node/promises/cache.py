@@ -15,7 +15,7 @@ from typing import Any
 
 from slapgrid.node.files import atomic_write
 from slapgrid.node.promises.discovery import PromiseFile
-from slapgrid.node.promises.outcome import ANOMALY, DEFAULT_PERIODICITY, MODES, TEST
+from slapgrid.node.promises.results import ANOMALY, DEFAULT_PERIODICITY, MODES, TEST
 
 HISTORY_LENGTH = 10
 

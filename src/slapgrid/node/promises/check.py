@@ -13,7 +13,7 @@ import slapgrid
 from slapgrid.node import process
 from slapgrid.node.identity import RunAs
 from slapgrid.node.promises.discovery import PromiseFile
-from slapgrid.node.promises.outcome import ANOMALY, Outcome, Run
+from slapgrid.node.promises.results import ANOMALY, Run, Verdict
 
 KILL_GRACE = 1.0
 """Seconds a promise past its timeout gets on SIGTERM before its tree is killed."""
@@ -60,17 +60,17 @@ class Checker:
             timeout_grace=KILL_GRACE,
         )
 
-    def timed_out(self, date: str) -> Outcome:
-        return Outcome.error(f"Error: Promise timed out after {self.timeout:g} seconds", date)
+    def timed_out(self, date: str) -> Verdict:
+        return Verdict.error(f"Error: Promise timed out after {self.timeout:g} seconds", date)
 
-    def check(self, promise: PromiseFile, history: list[list[Any]], date: str) -> Outcome:
-        """Run the promise once; whatever goes wrong is a failed outcome, never a raise."""
+    def check(self, promise: PromiseFile, history: list[list[Any]], date: str) -> Verdict:
+        """Run the promise once; whatever goes wrong is a failed verdict, never a raise."""
         if promise.plugin:
             return self.check_plugin(promise, history, date)
         return self.check_legacy(promise, history, date)
 
-    def check_plugin(self, promise: PromiseFile, history: list[list[Any]], date: str) -> Outcome:
-        """In its own process (plugin_runner), which prints the outcome as its last line."""
+    def check_plugin(self, promise: PromiseFile, history: list[list[Any]], date: str) -> Verdict:
+        """In its own process (plugin_runner), which prints the verdict as its last line."""
         config = {
             "path": str(promise.path),
             "name": promise.name,
@@ -95,25 +95,25 @@ class Checker:
             return self.timed_out(date)
         lines = done.tail.strip().splitlines()
         try:
-            outcome = Outcome.from_json(json.loads(lines[-1]))
+            verdict = Verdict.from_json(json.loads(lines[-1]))
         except (IndexError, ValueError, TypeError, AttributeError):
             detail = lines[-1:] or [f"exit status {done.returncode}"]
-            return Outcome.error(f"Error: No output returned by the promise ({detail[0]})", date)
-        if outcome.sensed is None and outcome.ran:
-            return replace(outcome, sensed=Run(True, None, date))
-        return outcome
+            return Verdict.error(f"Error: No output returned by the promise ({detail[0]})", date)
+        if verdict.sensed is None and verdict.ran:
+            return replace(verdict, sensed=Run(True, None, date))
+        return verdict
 
-    def check_legacy(self, promise: PromiseFile, history: list[list[Any]], date: str) -> Outcome:
+    def check_legacy(self, promise: PromiseFile, history: list[list[Any]], date: str) -> Verdict:
         """An executable: exit 0 means kept, else its merged output is the failure message."""
         try:
             done = self.run([str(promise.path)])
         except process.ProcessError as exc:
-            return Outcome.error(f"Error: cannot run promise: {exc}", date)
+            return Verdict.error(f"Error: cannot run promise: {exc}", date)
         if done.timed_out:
             return self.timed_out(date)
         sensed = Run(done.returncode != 0, done.tail.strip() or None, date)
         failed, message = legacy_verdict(self.mode, [*history, list(sensed)])
-        return Outcome(failed, message, sensed)
+        return Verdict(failed, message, sensed)
 
 
 def legacy_verdict(mode: str, runs: Sequence[Sequence[Any]]) -> tuple[bool, str | None]:

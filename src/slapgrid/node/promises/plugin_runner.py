@@ -1,9 +1,9 @@
 """Run one plugin promise in its own process: `python -m slapgrid.node.promises.plugin_runner`.
 
 The engine (slapgrid.node.promises.plugin) starts this module as the partition's owner, with cwd =
-the partition, writes one JSON request on stdin and reads one JSON `Outcome` from the last line
-of the output. Whatever the plugin prints goes to stderr, and the outcome starts a line of its
-own, so prints cannot corrupt it; whatever the plugin raises becomes a failed outcome. The
+the partition, writes one JSON request on stdin and reads one JSON `Verdict` from the last line
+of the output. Whatever the plugin prints goes to stderr, and the verdict starts a line of its
+own, so prints cannot corrupt it; whatever the plugin raises becomes a failed verdict. The
 plugin interface is documented in docs/promises.md.
 """
 
@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from slapgrid.node.promises.outcome import DEFAULT_PERIODICITY, MODES, Outcome, Run
+from slapgrid.node.promises.results import DEFAULT_PERIODICITY, MODES, Run, Verdict
 
 
 class Promise:
@@ -86,8 +86,8 @@ def _verdict(value: Any, sensed: Run) -> tuple[bool, str | None]:
     return bool(failed), None if message is None else str(message)
 
 
-def run(request: Mapping[str, Any]) -> Outcome:
-    """Load, sense and judge one promise; the outcome the engine expects (never raises)."""
+def run(request: Mapping[str, Any]) -> Verdict:
+    """Load, sense and judge one promise; the verdict the engine expects (never raises)."""
     path = Path(request["path"])
     handler = _Records()
     logger = logging.getLogger(f"promise.{path.stem}")
@@ -102,7 +102,7 @@ def run(request: Mapping[str, Any]) -> Outcome:
 
 def _run(
     path: Path, request: Mapping[str, Any], logger: logging.Logger, handler: _Records
-) -> Outcome:
+) -> Verdict:
     mode, date = request["mode"], request["date"]
     said: dict[str, Any] = {"modes": MODES}
     try:
@@ -117,11 +117,11 @@ def _run(
             "bang_on_failure": bool(getattr(promise, "bang_on_failure", False)),
         }
         if mode not in modes:
-            return Outcome(False, None, None, ran=False, **said)
+            return Verdict(False, None, None, ran=False, **said)
         promise.sense()
     except (Exception, SystemExit) as exc:
         traceback.print_exc()
-        return Outcome.error(f"Error: {type(exc).__name__}: {exc}", date, **said)
+        return Verdict.error(f"Error: {type(exc).__name__}: {exc}", date, **said)
     sensed = _sensed(handler.records, date)
     runs = [Run(*item) for item in request.get("history", [])] + [sensed]
     try:
@@ -130,17 +130,17 @@ def _run(
     except Exception as exc:
         traceback.print_exc()
         failed, message = True, f"Error: {mode}() raised {type(exc).__name__}: {exc}"
-    return Outcome(failed, message, sensed, **said)
+    return Verdict(failed, message, sensed, **said)
 
 
 def main() -> None:
     request = json.load(sys.stdin)
     sys.path.insert(0, str(Path(request["path"]).parent))  # helpers next to plugins import
     result_fd = os.dup(1)
-    os.dup2(2, 1)  # the plugin's prints land on stderr, never in the outcome
-    outcome = run(request)
+    os.dup2(2, 1)  # the plugin's prints land on stderr, never in the verdict
+    verdict = run(request)
     sys.stdout.flush()
-    os.write(result_fd, b"\n" + json.dumps(outcome.to_json()).encode() + b"\n")
+    os.write(result_fd, b"\n" + json.dumps(verdict.to_json()).encode() + b"\n")
 
 
 if __name__ == "__main__":

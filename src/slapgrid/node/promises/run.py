@@ -39,7 +39,7 @@ from slapgrid.node.promises.cache import (
 )
 from slapgrid.node.promises.check import Checker
 from slapgrid.node.promises.discovery import PromiseFile, discover
-from slapgrid.node.promises.outcome import (
+from slapgrid.node.promises.results import (
     ANOMALY,
     DEFAULT_PERIODICITY,
     MODES,
@@ -66,7 +66,7 @@ def _load_result(path: Path) -> PromiseResult | None:
 
 
 def _execute(checker: Checker, promise: PromiseFile) -> PromiseResult | None:
-    """Run (or skip, or reuse) one promise and record its outcome."""
+    """Run (or skip, or reuse) one promise and record its verdict."""
     try:
         mtime = promise.path.stat().st_mtime
     except OSError:
@@ -84,37 +84,37 @@ def _execute(checker: Checker, promise: PromiseFile) -> PromiseResult | None:
     history = cache.history if cache else []
     date = format_date(now)
     started = time.monotonic()
-    outcome = checker.check(promise, history, date)
+    verdict = checker.check(promise, history, date)
     elapsed = time.monotonic() - started
 
-    bang_on_failure = outcome.bang_on_failure
+    bang_on_failure = verdict.bang_on_failure
     if bang_on_failure is None:  # the promise did not say: keep what it said before
         bang_on_failure = bool(cache and cache.bang_on_failure)
     entry = CacheEntry(
         module_file=str(promise.path),
         module_file_mtime=mtime,
-        modes=outcome.modes or (cache.modes if cache else MODES),
-        periodicity=outcome.periodicity or (cache.periodicity if cache else DEFAULT_PERIODICITY),
+        modes=verdict.modes or (cache.modes if cache else MODES),
+        periodicity=verdict.periodicity or (cache.periodicity if cache else DEFAULT_PERIODICITY),
         bang_on_failure=bang_on_failure,
         history=history,
     )
-    if not outcome.ran:  # the promise does not take part in this mode
+    if not verdict.ran:  # the promise does not take part in this mode
         entry.next_run_after = now
         write_json(paths.promise_cache(promise.title), entry.to_json(now))
         return None
     entry.next_run_after = now + entry.periodicity * 60
-    assert outcome.sensed is not None  # a run always senses
-    entry.history = [*history, [outcome.sensed.failed, truncate(outcome.sensed.message), date]]
+    assert verdict.sensed is not None  # a run always senses
+    entry.history = [*history, [verdict.sensed.failed, truncate(verdict.sensed.message), date]]
     result = PromiseResult(
         title=promise.title,
         name=promise.name,
         path=str(promise.path),
         execution_time=round(elapsed, 3),
         type=RESULT_TYPES[checker.mode],
-        failed=outcome.failed,
+        failed=verdict.failed,
         date=date,
-        message=truncate(outcome.message),
-        bang=checker.mode == ANOMALY and entry.bang_on_failure and outcome.failed,
+        message=truncate(verdict.message),
+        bang=checker.mode == ANOMALY and entry.bang_on_failure and verdict.failed,
     )
     write_json(paths.promise_cache(promise.title), entry.to_json(now))
     write_json(  # the partition's monitoring reads it as the owner
@@ -167,11 +167,11 @@ def run_promises(
     )
     workers = min(max_workers, len(promises))
     if workers <= 1:  # most partitions have one promise: no thread to start and join
-        outcomes = [_execute_safely(checker, promise) for promise in promises]
+        results = [_execute_safely(checker, promise) for promise in promises]
     else:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            outcomes = list(pool.map(lambda promise: _execute_safely(checker, promise), promises))
-    return PromiseReport(tuple(result for result in outcomes if result is not None))
+            results = list(pool.map(lambda promise: _execute_safely(checker, promise), promises))
+    return PromiseReport(tuple(result for result in results if result is not None))
 
 
 def _execute_safely(checker: Checker, promise: PromiseFile) -> PromiseResult | None:

@@ -13,7 +13,7 @@ import logging
 import time
 
 from slapgrid.node.instance.deployment import Deployment, PromiseFailure
-from slapgrid.node.promises.outcome import ANOMALY, TEST, PromiseReport
+from slapgrid.node.promises.results import ANOMALY, TEST, PromiseReport
 from slapgrid.node.promises.run import log_report, run_promises
 from slapgrid.slap.errors import SlapError
 
@@ -45,17 +45,17 @@ def promises_after_start(job: Deployment) -> PromiseReport:
     deadline = time.monotonic() + START_GRACE
     waiting, pause = False, 0.05  # most services listen within a few tenths of a second
     while True:
-        outcome = check_promises(job)
-        if not outcome.failed or time.monotonic() > deadline or job.cancel.is_set():
-            log_report(outcome, job.pid)
-            return outcome
+        report = check_promises(job)
+        if not report.failed or time.monotonic() > deadline or job.cancel.is_set():
+            log_report(report, job.pid)
+            return report
         if not waiting:
             waiting = True
             log.info(
                 "%s: waiting up to %g s for %s to pass",
                 job.pid,
                 START_GRACE,
-                ", ".join(result.title for result in outcome.failures),
+                ", ".join(result.title for result in report.failures),
                 extra={"partition": job.pid},
             )
         time.sleep(pause)
@@ -64,9 +64,9 @@ def promises_after_start(job: Deployment) -> PromiseReport:
 
 def keep_promises(job: Deployment) -> None:
     """The deployment step: raises PromiseFailure, with the first failure, when one fails."""
-    outcome = promises_after_start(job)
-    if outcome.failed:
-        raise PromiseFailure(outcome.error_message or "a promise failed")
+    report = promises_after_start(job)
+    if report.failed:
+        raise PromiseFailure(report.error_message or "a promise failed")
 
 
 def check_up_to_date(job: Deployment) -> PromiseReport:

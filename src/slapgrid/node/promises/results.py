@@ -1,6 +1,6 @@
 """What a promise concluded, as typed values, each with its one JSON form.
 
-* `Outcome` crosses the process boundary: the plugin runner prints it as one JSON line and
+* `Verdict` crosses the process boundary: the plugin runner prints it as one JSON line and
   the engine reads it back (legacy promises build it directly).
 * `PromiseResult` is what the engine records in `P/.slapgrid/promise/result/<title>.status.json`
   with the reference's field names, so monitoring tools read it.
@@ -31,8 +31,8 @@ class Run(NamedTuple):
 
 
 @dataclass(frozen=True)
-class Outcome:
-    """One run of a promise: its finding, its verdict, and what it says about itself.
+class Verdict:
+    """One run of a promise: what it sensed, whether it failed, and what it says of itself.
 
     `ran` is False when the promise does not take part in the mode. `modes`, `periodicity`
     and `bang_on_failure` are None when the promise did not say (legacy promises never do,
@@ -48,7 +48,7 @@ class Outcome:
     bang_on_failure: bool | None = None
 
     @classmethod
-    def error(cls, message: str, date: str, **said: Any) -> Outcome:
+    def error(cls, message: str, date: str, **said: Any) -> Verdict:
         """A promise that could not be checked is a failed one, with why as its message."""
         return cls(True, message, Run(True, message, date), **said)
 
@@ -65,7 +65,7 @@ class Outcome:
         return data
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Outcome:
+    def from_json(cls, data: Mapping[str, Any]) -> Verdict:
         sensed = data.get("sensed")
         modes = data.get("modes")
         periodicity = data.get("periodicity")
