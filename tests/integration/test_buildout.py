@@ -318,3 +318,11 @@ def test_run_feeds_stdin_to_a_child_in_the_given_environment(tmp_path: Path) -> 
     )
     assert result.ok
     assert result.tail.splitlines() == ["request", "bar-none"]
+
+
+def test_a_child_that_never_reads_its_stdin_still_meets_its_timeout(tmp_path: Path) -> None:
+    result = process.run(
+        ["sleep", "30"], cwd=tmp_path, home=tmp_path, stdin=b"x" * 1_000_000, timeout=1
+    )
+    assert result.timed_out
+    assert result.duration < 10

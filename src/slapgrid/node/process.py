@@ -242,13 +242,18 @@ def _stdin_mode(stdin: bytes | None, capture: bool) -> int | None:
 
 
 def _feed(child: subprocess.Popen[bytes], stdin: bytes | None) -> None:
-    """Small requests only: the child reads them whole before it writes anything."""
-    if stdin is None or child.stdin is None:
+    """Write `stdin` from a thread: a child that never reads it still meets its timeout."""
+    pipe = child.stdin
+    if stdin is None or pipe is None:
         return
-    with contextlib.suppress(BrokenPipeError):
-        child.stdin.write(stdin)
-    with contextlib.suppress(BrokenPipeError):
-        child.stdin.close()
+
+    def write() -> None:
+        with contextlib.suppress(OSError):  # the child exited or closed its end
+            pipe.write(stdin)
+        with contextlib.suppress(OSError):
+            pipe.close()
+
+    threading.Thread(target=write, name=f"stdin-{child.pid}", daemon=True).start()
 
 
 def _grace(stopped: str, timeout_grace: float) -> float:
