@@ -26,6 +26,7 @@ from slapgrid.node.buildout import (
     run_instance_buildout,
 )
 from slapgrid.node.config import NodeConfig
+from slapgrid.node.identity import home_of
 
 pytestmark = pytest.mark.integration
 
@@ -201,7 +202,7 @@ def test_custom_bootstrap_script_provides_the_partition_buildout(
     )
     lines: list[str] = []
     run_instance_buildout(make_config(tmp_path), partition, software, output=lines.append)
-    assert lines[0] == f"bootstrap home: {process.user_home(partition)}"
+    assert lines[0] == f"bootstrap home: {home_of(partition)}"
     assert record.read_text().splitlines()[0] == "args: -U"
 
     executable(software / "bin" / "bootstrap-other", "#!/bin/sh\n")
@@ -305,3 +306,23 @@ def test_root_runs_children_as_the_directory_owner(tmp_path: Path) -> None:
     mine = tmp_path / "mine"
     mine.mkdir()
     assert process.run(["id", "-u"], cwd=mine, home=mine).tail == "0"  # rootless layout
+
+
+def test_run_feeds_stdin_to_a_child_in_the_given_environment(tmp_path: Path) -> None:
+    result = process.run(
+        ["sh", "-c", 'cat; echo; echo "$FOO-${HOME:-none}"'],
+        cwd=tmp_path,
+        home=tmp_path,
+        environment={"FOO": "bar", "PATH": os.environ["PATH"]},  # nothing else, not even HOME
+        stdin=b"request",
+    )
+    assert result.ok
+    assert result.tail.splitlines() == ["request", "bar-none"]
+
+
+def test_a_child_that_never_reads_its_stdin_still_meets_its_timeout(tmp_path: Path) -> None:
+    result = process.run(
+        ["sleep", "30"], cwd=tmp_path, home=tmp_path, stdin=b"x" * 1_000_000, timeout=1
+    )
+    assert result.timed_out
+    assert result.duration < 10

@@ -20,10 +20,10 @@ import pytest
 from recording_server import Answer, RecordingServer
 from slapgrid.master.server import MasterServer
 from slapgrid.master.storage import MasterStore
-from slapgrid.node.format.host import Identity
 from slapgrid.node.format.register import RegistrationError
 from slapgrid.node.format.run import run_format
 from slapgrid.node.format.steps import EnsureAddress, EnsureRoute, FormatError
+from slapgrid.node.identity import Identity
 from slapgrid.node.instance.partition import check_partition
 from slapgrid.slap import marshal
 from slapgrid.slap.client import SlapClient

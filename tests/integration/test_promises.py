@@ -18,7 +18,8 @@ import psutil
 import pytest
 
 from slapgrid.node.layout import PartitionPaths
-from slapgrid.node.promises.run import ANOMALY, TEST, log_report, run_promises
+from slapgrid.node.promises.results import ANOMALY, TEST
+from slapgrid.node.promises.run import log_report, run_promises
 
 pytestmark = pytest.mark.integration
 

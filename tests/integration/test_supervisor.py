@@ -15,7 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from slapgrid.node.supervisor.control import ReloadSummary, Supervisor, SupervisorError
+from slapgrid.node.supervisor.control import ReloadSummary, Supervisor
+from slapgrid.node.supervisor.errors import SupervisorError
 
 pytestmark = pytest.mark.integration
 
@@ -85,10 +86,10 @@ def test_launch_is_fast_and_idempotent(supervisor: Supervisor) -> None:
     started = time.monotonic()
     supervisor.ensure_running()
     elapsed = time.monotonic() - started
-    daemon = psutil.Process(supervisor._call("getPID"))
+    daemon = psutil.Process(supervisor.rpc.call("getPID"))
     supervisor.ensure_running()
-    assert supervisor._call("getPID") == daemon.pid  # no second daemon
-    assert (supervisor.socket_path.stat().st_mode & 0o777) == 0o700
+    assert supervisor.rpc.call("getPID") == daemon.pid  # no second daemon
+    assert (supervisor.paths.socket.stat().st_mode & 0o777) == 0o700
     assert set(daemon.environ()) == {"PATH"}  # a scrubbed environment
     wait_for(lambda: states(supervisor, "watchdog") == {"watchdog": "RUNNING"})
     assert elapsed < 5, f"supervisord took {elapsed:.2f} s to start"
@@ -201,17 +202,17 @@ def test_programs_run_as_the_partition_owner(supervisor: Supervisor, partition: 
 def test_crashed_daemon_and_stopped_watchdog_are_replaced(supervisor: Supervisor) -> None:
     supervisor.ensure_running()
     wait_for(lambda: states(supervisor, "watchdog") == {"watchdog": "RUNNING"})
-    supervisor._call("stopProcess", "watchdog:watchdog")
+    supervisor.rpc.call("stopProcess", "watchdog:watchdog")
     supervisor.ensure_running()
     wait_for(lambda: states(supervisor, "watchdog") == {"watchdog": "RUNNING"})
 
-    crashed = psutil.Process(supervisor._call("getPID"))
+    crashed = psutil.Process(supervisor.rpc.call("getPID"))
     crashed.kill()
     crashed.wait(5)
-    assert supervisor.socket_path.exists()  # stale
+    assert supervisor.paths.socket.exists()  # stale
     assert supervisor.state() is None
     supervisor.ensure_running()
-    assert supervisor._call("getPID") != crashed.pid
+    assert supervisor.rpc.call("getPID") != crashed.pid
 
 
 def test_launch_failure_is_one_clear_error(instance_root: Path) -> None:
@@ -219,7 +220,7 @@ def test_launch_failure_is_one_clear_error(instance_root: Path) -> None:
     with pytest.raises(SupervisorError, match="does not exist"):
         sv.ensure_running()
     sv.ensure_config("http://127.0.0.1:9", "COMP-TEST")
-    sv.conf_path.write_text("[supervisord]\nloglevel = shouting\n")
+    sv.paths.conf.write_text("[supervisord]\nloglevel = shouting\n")
     with pytest.raises(SupervisorError, match="failed to launch supervisord"):
         sv.ensure_running()
     with pytest.raises(SupervisorError, match="not reachable"):
@@ -237,18 +238,18 @@ def test_launch_waits_for_a_supervisord_still_shutting_down(
     supervisor.ensure_running()
     supervisor.start_partition("slappart0")
     running_pid(supervisor, "slappart0", "slow-on-watch")
-    first = int(supervisor.pid_path.read_text())
+    first = int(supervisor.paths.pid_file.read_text())
     assert supervisor.supervisorctl(["shutdown"]) == 0
     assert psutil.pid_exists(first)  # still stopping `slow`
 
     supervisor.ensure_running()
     assert not psutil.pid_exists(first)
-    assert int(supervisor.pid_path.read_text()) != first
+    assert int(supervisor.paths.pid_file.read_text()) != first
     assert supervisor.is_running()
 
 
 def test_a_failed_launch_says_why(supervisor: Supervisor, instance_root: Path) -> None:
-    supervisor.conf_path.write_text("[supervisord]\nlogfile = /nonexistent/dir/supervisord.log\n")
+    supervisor.paths.conf.write_text("[supervisord]\nlogfile = /nonexistent/dir/supervisord.log\n")
     with pytest.raises(
         SupervisorError, match=r"failed to launch supervisord: Error: .*nonexistent"
     ):

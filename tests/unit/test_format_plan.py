@@ -20,7 +20,7 @@ from slapgrid.node.format.addresses import (
     ula_network,
 )
 from slapgrid.node.format.config import FormatConfig, load_format_config
-from slapgrid.node.format.host import Host, Identity, resolve_ipv6
+from slapgrid.node.format.host import Host, resolve_ipv6
 from slapgrid.node.format.plan import plan_format
 from slapgrid.node.format.run import load_previous
 from slapgrid.node.format.steps import (
@@ -35,6 +35,7 @@ from slapgrid.node.format.steps import (
     Step,
     missing_tools,
 )
+from slapgrid.node.identity import Identity
 from slapgrid.node.instance.partition import check_partition
 from slapgrid.slap import marshal
 

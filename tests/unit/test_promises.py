@@ -10,21 +10,19 @@ import pytest
 
 from slapgrid.node.layout import PartitionPaths
 from slapgrid.node.promises import plugin_runner as promise_runner
-from slapgrid.node.promises.run import (
+from slapgrid.node.promises.cache import CacheEntry, Decision, cache_is_current, decide
+from slapgrid.node.promises.check import legacy_verdict
+from slapgrid.node.promises.discovery import PromiseFile, discover
+from slapgrid.node.promises.results import (
     ANOMALY,
     TEST,
-    CacheEntry,
-    PromiseFile,
     PromiseReport,
     PromiseResult,
-    cache_is_current,
-    discover,
+    Verdict,
     format_date,
-    last_results,
-    legacy_verdict,
-    plan,
     truncate,
 )
+from slapgrid.node.promises.run import last_results
 
 NOW = 1_700_000_000.0
 
@@ -60,8 +58,8 @@ def cache(**changes) -> CacheEntry:
         (TEST, cache(modes=(ANOMALY,)), True, "skip"),
     ],
 )
-def test_plan(mode, entry, has_result, expected) -> None:
-    assert plan(mode, entry, NOW, has_result) == expected
+def test_decide(mode, entry, has_result, expected) -> None:
+    assert decide(mode, entry, NOW, has_result) is Decision(expected)
 
 
 def test_cache_only_describes_its_file_version() -> None:
@@ -176,7 +174,7 @@ def test_last_results_reads_files_and_skips_garbage(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- runner
 
 
-def run_plugin(tmp_path: Path, source: str, mode: str = TEST, history=()) -> dict:
+def run_plugin(tmp_path: Path, source: str, mode: str = TEST, history=()) -> Verdict:
     path = tmp_path / "etc" / "plugin" / "check.py"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(source)
@@ -191,7 +189,7 @@ def run_plugin(tmp_path: Path, source: str, mode: str = TEST, history=()) -> dic
 
 
 def test_runner_logged_error_is_a_failure(tmp_path: Path) -> None:
-    outcome = run_plugin(
+    verdict = run_plugin(
         tmp_path,
         "class RunPromise:\n"
         "    periodicity = 7\n"
@@ -201,15 +199,15 @@ def test_runner_logged_error_is_a_failure(tmp_path: Path) -> None:
         "        self.logger.info('checking %s', self.config['port'])\n"
         "        self.logger.error('port closed')\n",
     )
-    assert outcome["failed"] is True
-    assert outcome["message"] == "port closed"
-    assert outcome["sensed"] == [True, "port closed", "D"]
-    assert outcome["periodicity"] == 7.0
-    assert outcome["modes"] == ["test", "anomaly"]
+    assert verdict.failed is True
+    assert verdict.message == "port closed"
+    assert verdict.sensed == (True, "port closed", "D")
+    assert verdict.periodicity == 7.0
+    assert verdict.modes == ("test", "anomaly")
 
 
 def test_runner_success_message_is_every_line(tmp_path: Path) -> None:
-    outcome = run_plugin(
+    verdict = run_plugin(
         tmp_path,
         "from slapgrid.node.promises.plugin_runner import Promise\n"
         "class RunPromise(Promise):\n"
@@ -217,27 +215,27 @@ def test_runner_success_message_is_every_line(tmp_path: Path) -> None:
         "        self.logger.info('one')\n"
         "        self.logger.warning('two')\n",
     )
-    assert (outcome["failed"], outcome["message"]) == (False, "one\ntwo")
+    assert (verdict.failed, verdict.message) == (False, "one\ntwo")
 
 
 def test_runner_exception_and_missing_class_are_failures(tmp_path: Path) -> None:
-    outcome = run_plugin(
+    verdict = run_plugin(
         tmp_path,
         "from slapgrid.node.promises.plugin_runner import Promise\n"
         "class RunPromise(Promise):\n"
         "    def sense(self):\n"
         "        raise RuntimeError('no database')\n",
     )
-    assert outcome["failed"] is True
-    assert outcome["message"] == "Error: RuntimeError: no database"
-    outcome = run_plugin(tmp_path, "x = 1\n")
-    assert outcome["failed"] is True and "no RunPromise class" in outcome["message"]
-    outcome = run_plugin(tmp_path, "def broken(:\n")
-    assert outcome["failed"] is True and "SyntaxError" in outcome["message"]
+    assert verdict.failed is True
+    assert verdict.message == "Error: RuntimeError: no database"
+    verdict = run_plugin(tmp_path, "x = 1\n")
+    assert verdict.failed is True and "no RunPromise class" in (verdict.message or "")
+    verdict = run_plugin(tmp_path, "def broken(:\n")
+    assert verdict.failed is True and "SyntaxError" in (verdict.message or "")
 
 
 def test_runner_skips_a_mode_the_promise_does_not_take_part_in(tmp_path: Path) -> None:
-    outcome = run_plugin(
+    verdict = run_plugin(
         tmp_path,
         "from slapgrid.node.promises.plugin_runner import Promise\n"
         "class RunPromise(Promise):\n"
@@ -246,8 +244,8 @@ def test_runner_skips_a_mode_the_promise_does_not_take_part_in(tmp_path: Path) -
         "        raise AssertionError('must not run')\n",
         mode=ANOMALY,
     )
-    assert outcome["ran"] is False
-    assert outcome["modes"] == ["test"]
+    assert verdict.ran is False
+    assert verdict.modes == ("test",)
 
 
 def test_runner_custom_anomaly_sees_history(tmp_path: Path) -> None:
@@ -261,11 +259,11 @@ def test_runner_custom_anomaly_sees_history(tmp_path: Path) -> None:
         "        last = runs[-3:]\n"
         "        return len(last) == 3 and all(r.failed for r in last), f'{len(runs)} runs'\n"
     )
-    outcome = run_plugin(tmp_path, source, ANOMALY, history=[(True, "slow", "d")])
-    assert (outcome["failed"], outcome["message"]) == (False, "2 runs")
-    assert outcome["bang_on_failure"] is True
+    verdict = run_plugin(tmp_path, source, ANOMALY, history=[(True, "slow", "d")])
+    assert (verdict.failed, verdict.message) == (False, "2 runs")
+    assert verdict.bang_on_failure is True
     history = [(True, "slow", "d"), (True, "slow", "d")]
-    outcome = run_plugin(tmp_path, source, ANOMALY, history=history)
-    assert (outcome["failed"], outcome["message"]) == (True, "3 runs")
+    verdict = run_plugin(tmp_path, source, ANOMALY, history=history)
+    assert (verdict.failed, verdict.message) == (True, "3 runs")
     # test mode keeps the default verdict: this run's finding
-    assert run_plugin(tmp_path, source, TEST)["failed"] is True
+    assert run_plugin(tmp_path, source, TEST).failed is True

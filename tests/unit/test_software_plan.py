@@ -16,6 +16,7 @@ from slapgrid.node.buildout import (
     software_arguments,
 )
 from slapgrid.node.config import NodeConfig
+from slapgrid.node.identity import run_as
 from slapgrid.node.planner import Kind, plan_software
 from slapgrid.node.safety import UnsafeValueError, software_hash
 from slapgrid.node.software.run import (
@@ -183,7 +184,7 @@ def test_tail_keeps_whole_last_lines_within_its_limit() -> None:
 
 
 def test_own_directory_needs_no_identity_switch(tmp_path: Path) -> None:
-    assert process.owner_identity(tmp_path) == process.Identity()
+    assert run_as(tmp_path).popen_options() == {}
 
 
 def test_free_space_error_names_the_option(tmp_path: Path) -> None:

@@ -11,15 +11,15 @@ import pytest
 from supervisor.datatypes import RestartUnconditionally
 from supervisor.options import ServerOptions
 
-from slapgrid.node.supervisor.control import (
+from slapgrid.node.supervisor.conf import (
     Program,
-    Supervisor,
-    SupervisorError,
     partition_programs,
     program_identity,
     render_partition_conf,
     render_supervisord_conf,
 )
+from slapgrid.node.supervisor.control import Supervisor
+from slapgrid.node.supervisor.errors import SupervisorError
 
 PYTHON = "/opt/agent/bin/python"
 
@@ -51,13 +51,13 @@ def supervisor(tmp_path: Path) -> Supervisor:
 
 def test_node_conf_parses_with_socket_logs_include_and_watchdog(supervisor: Supervisor) -> None:
     root = supervisor.instance_root
-    text = supervisor.conf_path.read_text()
+    text = supervisor.paths.conf.read_text()
     assert f"file = {root}/sv.sock\nchmod = 0700" in text
     assert f"files = {root}/etc/supervisord.conf.d/*.conf" in text
     assert "supervisor.rpcinterface:make_main_rpcinterface" in text
     assert f"serverurl = unix://{root}/sv.sock" in text
 
-    options = parse(supervisor.conf_path)
+    options = parse(supervisor.paths.conf)
     assert options.logfile == str(root / "var/log/supervisord.log")
     assert options.pidfile == str(root / "var/run/supervisord.pid")
     assert options.childlogdir == str(root / "var/log")
@@ -82,18 +82,18 @@ def test_node_conf_parses_with_socket_logs_include_and_watchdog(supervisor: Supe
 
 def test_node_conf_files_modes_and_rewrite_only_on_change(supervisor: Supervisor) -> None:
     root = supervisor.instance_root
-    assert stat.S_IMODE(supervisor.conf_path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(supervisor.paths.conf.stat().st_mode) == 0o600
     for directory in ("etc", "etc/supervisord.conf.d", "var/log", "var/run"):
         assert stat.S_IMODE((root / directory).stat().st_mode) == 0o700
     assert stat.S_IMODE((root / "var").stat().st_mode) == 0o755
 
     cert_dir = root.parent / "certs"
     assert not supervisor.ensure_config("https://master.example:8443/a%2Fb", "COMP-1", cert_dir)
-    supervisor.conf_path.chmod(0o644)
+    supervisor.paths.conf.chmod(0o644)
     assert supervisor.ensure_config("https://master.example:8443/a%2Fb", "COMP-1", cert_dir)
-    assert stat.S_IMODE(supervisor.conf_path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(supervisor.paths.conf.stat().st_mode) == 0o600
     assert supervisor.ensure_config("http://other", "COMP-1")
-    assert "--certificate-repository-path" not in supervisor.conf_path.read_text()
+    assert "--certificate-repository-path" not in supervisor.paths.conf.read_text()
 
 
 def test_partition_conf_runs_once_services_restart(supervisor: Supervisor) -> None:
@@ -104,7 +104,7 @@ def test_partition_conf_runs_once_services_restart(supervisor: Supervisor) -> No
     conf = supervisor.partition_conf("slappart0")
     assert stat.S_IMODE(conf.stat().st_mode) == 0o600
 
-    groups = {group.name: group for group in parse(supervisor.conf_path).process_group_configs}
+    groups = {group.name: group for group in parse(supervisor.paths.conf).process_group_configs}
     programs = {program.name: program for program in groups["slappart0"].process_configs}
     assert sorted(programs) == ["a-run", "b-run", "web-on-watch"]
     assert "programs = slappart0_a-run,slappart0_b-run,slappart0_web" in conf.read_text()
@@ -131,7 +131,7 @@ def test_partition_conf_runs_once_services_restart(supervisor: Supervisor) -> No
     # a changed script is a changed program, which supervisord restarts on reload
     (partition / "etc/service/web").write_text("#!/bin/sh\nexec sleep 99\n")
     assert supervisor.write_partition("slappart0", partition, owner_uid=os.geteuid())
-    groups = {group.name: group for group in parse(supervisor.conf_path).process_group_configs}
+    groups = {group.name: group for group in parse(supervisor.paths.conf).process_group_configs}
     changed = {program.name: program for program in groups["slappart0"].process_configs}
     assert changed["web-on-watch"].environment["SLAPGRID_PROGRAM_DIGEST"] != digest
     assert changed["a-run"].environment == programs["a-run"].environment
@@ -163,6 +163,23 @@ def test_partition_conf_switches_to_owner_when_root(tmp_path: Path) -> None:
     assert program_identity(0, tmp_path)[0] is None
     with pytest.raises(SupervisorError, match="no passwd entry"):
         program_identity(54321, tmp_path)
+
+
+def test_programs_of_a_partition_owned_by_another_user_switch_only_under_root(
+    tmp_path: Path,
+) -> None:
+    nobody = pwd.getpwnam("nobody")
+    assert program_identity(nobody.pw_uid, tmp_path, euid=0)[0] == "nobody"
+    user, environment = program_identity(nobody.pw_uid, tmp_path, euid=1000)
+    assert user is None  # rootless: the agent cannot switch, the environment still says who
+    assert environment == {"USER": "nobody", "LOGNAME": "nobody", "HOME": nobody.pw_dir}
+    assert program_identity(0, tmp_path, euid=0)[0] is None
+    with pytest.raises(SupervisorError, match="no passwd entry"):
+        program_identity(54321, tmp_path, euid=0)
+    assert program_identity(54321, tmp_path, euid=54321) == (
+        None,
+        {"USER": "54321", "LOGNAME": "54321", "HOME": str(tmp_path)},
+    )
 
 
 def test_partition_programs_sorted_run_first_and_unusable_names_skipped(tmp_path: Path) -> None:

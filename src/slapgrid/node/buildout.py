@@ -18,6 +18,7 @@ from typing import Any
 from slapgrid.errors import SlapgridError
 from slapgrid.node import process
 from slapgrid.node.config import NodeConfig
+from slapgrid.node.identity import home_of
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ def bootstrap(
         "buildout bootstrap",
         directory,
         bootstrap_command(arguments, config.buildout),
-        home=process.user_home(directory),
+        home=home_of(directory),
         umask=umask,
         output=output,
         log_file=log_file,
@@ -234,7 +235,7 @@ def run_instance_buildout(
             f"bootstrap script {scripts[0].name}",
             partition,
             [*parse_shebang(scripts[0]), str(scripts[0])],
-            home=process.user_home(partition),
+            home=home_of(partition),
             timeout=config.partition_timeout,
             **common,
         )

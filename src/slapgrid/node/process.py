@@ -1,19 +1,18 @@
 """Running children as the owner of a directory, in a clean environment, with their output.
 
-Every child the agent starts (bootstraps, buildouts, custom bootstrap scripts) goes
-through `run`: it switches to the directory owner when the agent is root, scrubs the
-environment, closes stdin and inherited descriptors, merges stdout and stderr, streams the
-output line by line to a callback and a log file while keeping the last lines for error
-reports, and can be stopped by a timeout or a cancellation event. The switch of identity
-is done by `subprocess` itself (`user=`, `group=`, `extra_groups=`, `umask=`), which is safe
-with the threads of parallel builds, unlike a `preexec_fn`.
+Every child the agent starts (bootstraps, buildouts, custom bootstrap scripts, promises,
+report scripts) goes through `run`: it switches to the directory owner when the agent is
+root, scrubs the environment, closes stdin and inherited descriptors, merges stdout and
+stderr, streams the output line by line to a callback and a log file while keeping the
+last lines for error reports, and can be stopped by a timeout or a cancellation event. The
+switch of identity is done by `subprocess` itself (`user=`, `group=`, `extra_groups=`,
+`umask=`), which is safe with the threads of parallel builds, unlike a `preexec_fn`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import pwd
 import selectors
 import signal
 import subprocess
@@ -27,6 +26,7 @@ from pathlib import Path
 import psutil
 
 from slapgrid.errors import SlapgridError
+from slapgrid.node.identity import IdentityError, RootGroup, RunAs, run_as
 
 # What the reference scrubs from the agent's environment before starting a child.
 SCRUBBED = frozenset(
@@ -47,6 +47,7 @@ SCRUBBED = frozenset(
 INSTANCE_UMASK = 0o027
 SOFTWARE_UMASK = 0o022
 TAIL_BYTES = 64 * 1024
+INHERIT_UMASK = -1  # the child keeps the agent's umask
 CANCEL_GRACE = 5.0  # seconds a cancelled child gets to exit on SIGTERM
 STRAY_GRACE = 1.0  # seconds to keep reading after the child exited
 NOT_CAPTURED = "(output not captured in debug mode)"
@@ -54,17 +55,6 @@ NOT_CAPTURED = "(output not captured in debug mode)"
 
 class ProcessError(SlapgridError):
     """A child could not be started, or would have to run as root."""
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Who a child runs as; `None` fields mean "stay who the agent is"."""
-
-    uid: int | None = None
-    gid: int | None = None
-    groups: tuple[int, ...] = ()
-    name: str | None = None
-    home: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,40 +69,6 @@ class ProcessResult:
     @property
     def ok(self) -> bool:
         return self.returncode == 0 and not (self.timed_out or self.cancelled)
-
-
-def owner_identity(directory: Path) -> Identity:
-    """The identity a child working on `directory` must have.
-
-    As root, that is the directory's owner, never uid or gid 0 (a root-owned directory
-    is refused). When the directory belongs to the agent's own user, or the agent is not
-    root and so cannot switch, children run as the agent: rootless mode keeps partitions
-    owned by the user running slapgrid.
-    """
-    info = directory.stat()
-    euid = os.geteuid()
-    if info.st_uid == euid or euid != 0:
-        return Identity()
-    if info.st_gid == 0:
-        raise ProcessError(
-            f"refusing to run a child as group 0 (root) for {directory}: "
-            "give the directory to the partition or software user"
-        )
-    try:
-        entry = pwd.getpwuid(info.st_uid)
-    except KeyError:
-        return Identity(info.st_uid, info.st_gid, (info.st_gid,))
-    groups = tuple(os.getgrouplist(entry.pw_name, info.st_gid))
-    return Identity(info.st_uid, info.st_gid, groups, entry.pw_name, entry.pw_dir)
-
-
-def user_home(directory: Path) -> Path:
-    """Home directory of the owner of `directory` (bootstraps run with it); the directory
-    itself when the owner has no passwd entry."""
-    try:
-        return Path(pwd.getpwuid(directory.stat().st_uid).pw_dir)
-    except KeyError:
-        return directory
 
 
 def clean_environment(
@@ -196,22 +152,34 @@ def run(
     cwd: Path,
     home: Path | str,
     owner_of: Path | None = None,
+    user: RunAs | None = None,
     umask: int = INSTANCE_UMASK,
     env: Mapping[str, str] | None = None,
+    environment: Mapping[str, str] | None = None,
+    stdin: bytes | None = None,
     output: Callable[[str], None] | None = None,
     log_file: Path | None = None,
     timeout: float | None = None,
+    timeout_grace: float = 0.0,
     cancel: threading.Event | None = None,
     capture: bool = True,
     pass_fds: Sequence[int] = (),
 ) -> ProcessResult:
     """Run `argv` in `cwd` as the owner of `owner_of` (default `cwd`) and wait for it.
 
-    Each output line goes to `output` and to `log_file` (appended). Without `capture`
+    `user` is an owner the caller already resolved (promises: once per partition, under
+    their own policy). The child gets the agent's environment, cleaned, plus `env`, unless
+    `environment` replaces it whole; `stdin` is written to it, then closed. Each output line
+    goes to `output` and to `log_file` (appended). A child past its `timeout` gets
+    `timeout_grace` seconds on SIGTERM before its tree is killed. Without `capture`
     (buildout's debug mode) the child shares the agent's terminal and nothing is kept.
     `pass_fds` stay open in the child, e.g. a lock that must outlive a killed agent.
     """
-    identity = owner_identity(owner_of or cwd)
+    if user is None:
+        try:
+            user = run_as(owner_of or cwd, RootGroup.REFUSE)
+        except IdentityError as exc:
+            raise ProcessError(str(exc)) from None
     tail = Tail()
     with contextlib.ExitStack() as stack:
         log = stack.enter_context(log_file.open("a", encoding="utf-8")) if log_file else None
@@ -229,26 +197,25 @@ def run(
             child = subprocess.Popen(
                 list(argv),
                 cwd=cwd,
-                env=clean_environment(home, env),
-                stdin=subprocess.DEVNULL if capture else None,
+                env=dict(environment) if environment is not None else clean_environment(home, env),
+                stdin=_stdin_mode(stdin, capture),
                 stdout=subprocess.PIPE if capture else None,
                 stderr=subprocess.STDOUT if capture else None,
                 close_fds=True,
                 pass_fds=tuple(pass_fds),
                 start_new_session=True,
                 umask=umask,
-                user=identity.uid,
-                group=identity.gid,
-                extra_groups=list(identity.groups) if identity.uid is not None else None,
+                **user.popen_options(),
             )
         except OSError as exc:
             raise ProcessError(f"cannot run {argv[0]}: {exc.strerror or exc}") from None
         deadline = None if timeout is None else started + timeout
         try:
+            _feed(child, stdin)
             if capture:
-                timed_out, cancelled = _pump(child, emit, deadline, cancel)
+                timed_out, cancelled = _pump(child, emit, deadline, cancel, timeout_grace)
             else:
-                timed_out, cancelled = _wait(child, deadline, cancel)
+                timed_out, cancelled = _wait(child, deadline, cancel, timeout_grace)
         except BaseException:
             kill_tree(child.pid)
             child.wait()
@@ -268,6 +235,31 @@ def run(
     )
 
 
+def _stdin_mode(stdin: bytes | None, capture: bool) -> int | None:
+    if stdin is not None:
+        return subprocess.PIPE
+    return subprocess.DEVNULL if capture else None
+
+
+def _feed(child: subprocess.Popen[bytes], stdin: bytes | None) -> None:
+    """Write `stdin` from a thread: a child that never reads it still meets its timeout."""
+    pipe = child.stdin
+    if stdin is None or pipe is None:
+        return
+
+    def write() -> None:
+        with contextlib.suppress(OSError):  # the child exited or closed its end
+            pipe.write(stdin)
+        with contextlib.suppress(OSError):
+            pipe.close()
+
+    threading.Thread(target=write, name=f"stdin-{child.pid}", daemon=True).start()
+
+
+def _grace(stopped: str, timeout_grace: float) -> float:
+    return CANCEL_GRACE if stopped == "cancel" else timeout_grace
+
+
 def _stop_reason(deadline: float | None, cancel: threading.Event | None) -> str | None:
     if cancel is not None and cancel.is_set():
         return "cancel"
@@ -281,6 +273,7 @@ def _pump(
     emit: Callable[[str], None],
     deadline: float | None,
     cancel: threading.Event | None,
+    timeout_grace: float,
 ) -> tuple[bool, bool]:
     """Read the child's output until EOF, checking for timeout and cancellation."""
     stream = child.stdout
@@ -294,7 +287,7 @@ def _pump(
             if stopped is None:
                 stopped = _stop_reason(deadline, cancel)
                 if stopped is not None:
-                    kill_tree(child.pid, grace=CANCEL_GRACE if stopped == "cancel" else 0)
+                    kill_tree(child.pid, grace=_grace(stopped, timeout_grace))
             if not selector.select(timeout=0.2):
                 if child.poll() is None:
                     continue
@@ -318,12 +311,15 @@ def _pump(
 
 
 def _wait(
-    child: subprocess.Popen[bytes], deadline: float | None, cancel: threading.Event | None
+    child: subprocess.Popen[bytes],
+    deadline: float | None,
+    cancel: threading.Event | None,
+    timeout_grace: float,
 ) -> tuple[bool, bool]:
     while child.poll() is None:
         stopped = _stop_reason(deadline, cancel)
         if stopped is not None:
-            kill_tree(child.pid, grace=CANCEL_GRACE if stopped == "cancel" else 0)
+            kill_tree(child.pid, grace=_grace(stopped, timeout_grace))
             return stopped == "timeout", stopped == "cancel"
         time.sleep(0.2)
     return False, False

@@ -7,9 +7,7 @@ it any host they like.
 from __future__ import annotations
 
 import json
-import os
 import platform
-import pwd
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,21 +19,7 @@ import psutil
 from slapgrid.errors import ConfigError
 from slapgrid.node.format.addresses import ula_network
 from slapgrid.node.format.config import FormatConfig
-from slapgrid.node.format.steps import SHELL
-
-
-@dataclass(frozen=True)
-class Identity:
-    """The account running format: the partition owner in rootless mode."""
-
-    name: str
-    uid: int
-    gid: int
-    shell: str = SHELL
-
-    @property
-    def is_root(self) -> bool:
-        return self.uid == 0
+from slapgrid.node.identity import Identity
 
 
 @dataclass(frozen=True)
@@ -44,15 +28,6 @@ class Host:
     ipv6: IPv6Interface  # the computer's own address, within the partitions' IPv6 network
     os_type: str = ""
     python_version: str = ""
-
-
-def current_identity() -> Identity:
-    uid = os.geteuid()
-    try:
-        entry = pwd.getpwuid(uid)
-    except KeyError:  # an uid without a passwd entry, as in some containers
-        return Identity(str(uid), uid, os.getegid())
-    return Identity(entry.pw_name, uid, entry.pw_gid, entry.pw_shell or SHELL)
 
 
 def os_type() -> str:

@@ -28,10 +28,11 @@ from typing import Any
 from slapgrid.node import layout
 from slapgrid.node.format.apply import execute
 from slapgrid.node.format.config import PARTITION_NAME, load_format_config
-from slapgrid.node.format.host import Host, Identity, current_identity, os_type, resolve_ipv6
+from slapgrid.node.format.host import Host, os_type, resolve_ipv6
 from slapgrid.node.format.plan import FormatPlan, plan_format
 from slapgrid.node.format.register import register
 from slapgrid.node.format.steps import FormatError, missing_tools
+from slapgrid.node.identity import Identity, agent_identity
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def run_format(
     config = load_format_config(config_path, overrides)
     previous = load_previous(config.computer_json)
     host = Host(
-        identity or current_identity(),
+        identity or agent_identity(),
         resolve_ipv6(config, previous),
         os_type=os_type(),
         python_version=platform.python_version(),

@@ -21,10 +21,11 @@ from slapgrid.node import layout, lock
 from slapgrid.node.buildout import BuildoutError
 from slapgrid.node.config import NodeConfig
 from slapgrid.node.files import atomic_write
-from slapgrid.node.instance.deploy import Deployment, PromiseFailure, check_promises, deploy
+from slapgrid.node.instance.deploy import deploy
+from slapgrid.node.instance.deployment import Deployment, PromiseFailure
 from slapgrid.node.instance.partition import observe
+from slapgrid.node.instance.steps.promises import check_up_to_date
 from slapgrid.node.planner import Action, BackoffPolicy, Cause, Kind, plan_instances
-from slapgrid.node.promises import run as promises
 from slapgrid.node.run_result import RunResult
 from slapgrid.node.state import StateStore
 from slapgrid.node.supervisor.control import Supervisor
@@ -216,18 +217,7 @@ class InstanceRun:
         """An up-to-date started partition: run due promises, report only what changed."""
         pid = partition.partition_id
         job = Deployment(self.config, self.client, self.supervisor, partition, self.cancel)
-        result = check_promises(job, promises.ANOMALY)
-        promises.log_report(result, pid)
-        was_error = (partition.access_status or "#error").startswith("#error")
-        try:
-            if result.bang_message:
-                self.client.bang(pid, result.bang_message)
-            if result.failed and not was_error:
-                self.client.instance_error(pid, result.error_message or "a promise failed")
-            elif not result.failed and was_error:
-                self.client.started(pid)
-        except SlapError as exc:
-            log.warning("could not report promises of %s: %s", pid, exc)
+        result = check_up_to_date(job)
         with self._lock:
             self.outcome.up_to_date.append(pid)
         outcome = "failing: " + (result.error_message or "") if result.failed else "ok"

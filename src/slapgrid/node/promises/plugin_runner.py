@@ -1,9 +1,10 @@
 """Run one plugin promise in its own process: `python -m slapgrid.node.promises.plugin_runner`.
 
-The engine (slapgrid.node.promises.run) starts this module as the partition's owner, with cwd = the
-partition, writes one JSON request on stdin and reads one JSON outcome from the last line of
-stdout. Whatever the plugin prints goes to stderr, so it cannot corrupt the outcome; whatever
-it raises becomes a failed outcome. The plugin interface is documented in docs/promises.md.
+The engine (slapgrid.node.promises.plugin) starts this module as the partition's owner, with cwd =
+the partition, writes one JSON request on stdin and reads one JSON `Verdict` from the last line
+of the output. Whatever the plugin prints goes to stderr, and the verdict starts a line of its
+own, so prints cannot corrupt it; whatever the plugin raises becomes a failed verdict. The
+plugin interface is documented in docs/promises.md.
 """
 
 from __future__ import annotations
@@ -17,19 +18,9 @@ import sys
 import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-TEST, ANOMALY = "test", "anomaly"
-MODES = (TEST, ANOMALY)
-DEFAULT_PERIODICITY = 2.0  # minutes
-
-
-class Run(NamedTuple):
-    """What one `sense()` found: failed when it logged at ERROR or above."""
-
-    failed: bool
-    message: str | None
-    date: str
+from slapgrid.node.promises.results import DEFAULT_PERIODICITY, MODES, Run, Verdict
 
 
 class Promise:
@@ -95,8 +86,8 @@ def _verdict(value: Any, sensed: Run) -> tuple[bool, str | None]:
     return bool(failed), None if message is None else str(message)
 
 
-def run(request: Mapping[str, Any]) -> dict[str, Any]:
-    """Load, sense and judge one promise; the outcome the engine expects (never raises)."""
+def run(request: Mapping[str, Any]) -> Verdict:
+    """Load, sense and judge one promise; the verdict the engine expects (never raises)."""
     path = Path(request["path"])
     handler = _Records()
     logger = logging.getLogger(f"promise.{path.stem}")
@@ -111,27 +102,26 @@ def run(request: Mapping[str, Any]) -> dict[str, Any]:
 
 def _run(
     path: Path, request: Mapping[str, Any], logger: logging.Logger, handler: _Records
-) -> dict[str, Any]:
+) -> Verdict:
     mode, date = request["mode"], request["date"]
-    outcome: dict[str, Any] = {"ran": True, "modes": list(MODES)}
+    said: dict[str, Any] = {"modes": MODES}
     try:
         promise = _load(path)(request.get("config", {}), logger)
-        modes = [m for m in getattr(promise, "modes", MODES) if m in MODES]
+        modes = tuple(m for m in getattr(promise, "modes", MODES) if m in MODES)
         periodicity = float(getattr(promise, "periodicity", DEFAULT_PERIODICITY))
         if not modes or periodicity <= 0:
             raise ValueError("a promise needs at least one mode and a periodicity above 0")
-        outcome.update(
-            modes=modes,
-            periodicity=periodicity,
-            bang_on_failure=bool(getattr(promise, "bang_on_failure", False)),
-        )
+        said = {
+            "modes": modes,
+            "periodicity": periodicity,
+            "bang_on_failure": bool(getattr(promise, "bang_on_failure", False)),
+        }
         if mode not in modes:
-            return {**outcome, "ran": False}
+            return Verdict(False, None, None, ran=False, **said)
         promise.sense()
     except (Exception, SystemExit) as exc:
         traceback.print_exc()
-        message = f"Error: {type(exc).__name__}: {exc}"
-        return {**outcome, "sensed": [True, message, date], "failed": True, "message": message}
+        return Verdict.error(f"Error: {type(exc).__name__}: {exc}", date, **said)
     sensed = _sensed(handler.records, date)
     runs = [Run(*item) for item in request.get("history", [])] + [sensed]
     try:
@@ -140,17 +130,17 @@ def _run(
     except Exception as exc:
         traceback.print_exc()
         failed, message = True, f"Error: {mode}() raised {type(exc).__name__}: {exc}"
-    return {**outcome, "sensed": list(sensed), "failed": failed, "message": message}
+    return Verdict(failed, message, sensed, **said)
 
 
 def main() -> None:
     request = json.load(sys.stdin)
     sys.path.insert(0, str(Path(request["path"]).parent))  # helpers next to plugins import
     result_fd = os.dup(1)
-    os.dup2(2, 1)  # the plugin's prints land on stderr, never in the outcome
-    outcome = run(request)
+    os.dup2(2, 1)  # the plugin's prints land on stderr, never in the verdict
+    verdict = run(request)
     sys.stdout.flush()
-    os.write(result_fd, json.dumps(outcome).encode() + b"\n")
+    os.write(result_fd, b"\n" + json.dumps(verdict.to_json()).encode() + b"\n")
 
 
 if __name__ == "__main__":

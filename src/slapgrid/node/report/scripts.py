@@ -12,7 +12,8 @@ import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
-from slapgrid.node.process import ProcessError, run, user_home
+from slapgrid.node.identity import home_of
+from slapgrid.node.process import ProcessError, run
 from slapgrid.node.report.usage_files import REPORT_DIR
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ def run_instance_script(
         result = run(
             argv,
             cwd=cwd,
-            home=user_home(partition_path),
+            home=home_of(partition_path),
             owner_of=partition_path,
             timeout=timeout,
             output=lambda line: log.debug("%s: %s", script, line),

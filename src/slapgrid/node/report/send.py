@@ -22,7 +22,8 @@ from slapgrid.node.report.usage_files import (
     delete_usage_files,
     partition_usage_dirs,
 )
-from slapgrid.node.supervisor.control import Supervisor, SupervisorError
+from slapgrid.node.supervisor.control import Supervisor
+from slapgrid.node.supervisor.errors import SupervisorError
 from slapgrid.slap.client import SlapClient
 from slapgrid.slap.errors import SlapError
 from slapgrid.slap.tioxml import InvalidUsage, build_journal

@@ -26,7 +26,7 @@ from supervisor import childutils
 
 from slapgrid.node import layout
 from slapgrid.node.files import write_if_changed
-from slapgrid.node.supervisor.control import SERVICE_SUFFIX, WATCHDOG_EVENTS, check_name
+from slapgrid.node.supervisor.conf import SERVICE_SUFFIX, WATCHDOG_EVENTS, check_name
 
 log = logging.getLogger("slapgrid.watchdog")
 

@@ -1,0 +1,87 @@
+"""Step 5, and the periodic check: how a promise result reaches the master.
+
+After a deployment (test mode) a failing promise fails the deployment (`PromiseFailure`:
+the caller tells the master the error, and the partition is not reported started). An
+up-to-date partition's due promises (anomaly mode) tell the master only what changed:
+a bang when a failing promise allows it, an error when it starts failing, started when it
+recovers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from slapgrid.node.instance.deployment import Deployment, PromiseFailure
+from slapgrid.node.promises.results import ANOMALY, TEST, PromiseReport
+from slapgrid.node.promises.run import log_report, run_promises
+from slapgrid.slap.errors import SlapError
+
+log = logging.getLogger(__name__)
+
+START_GRACE = 10.0
+"""Seconds services just (re)started get to make their failing promises pass."""
+
+
+def check_promises(job: Deployment, mode: str = TEST) -> PromiseReport:
+    key_file, cert_file = job.certificate_files()
+    return run_promises(
+        job.paths.root,
+        mode=mode,
+        timeout=job.config.promise_timeout,
+        config={
+            "partition-id": job.pid,
+            "computer-id": job.partition.computer_id,
+            "master-url": job.config.master_url,
+            "partition-key": str(key_file or ""),
+            "partition-cert": str(cert_file or ""),
+        },
+    )
+
+
+def promises_after_start(job: Deployment) -> PromiseReport:
+    """Services just (re)started need a moment to listen: a failing promise is retried
+    for up to START_GRACE seconds before the deployment counts as a promise failure."""
+    deadline = time.monotonic() + START_GRACE
+    waiting, pause = False, 0.05  # most services listen within a few tenths of a second
+    while True:
+        report = check_promises(job)
+        if not report.failed or time.monotonic() > deadline or job.cancel.is_set():
+            log_report(report, job.pid)
+            return report
+        if not waiting:
+            waiting = True
+            log.info(
+                "%s: waiting up to %g s for %s to pass",
+                job.pid,
+                START_GRACE,
+                ", ".join(result.title for result in report.failures),
+                extra={"partition": job.pid},
+            )
+        time.sleep(pause)
+        pause = min(pause * 1.5, 0.5)
+
+
+def keep_promises(job: Deployment) -> None:
+    """The deployment step: raises PromiseFailure, with the first failure, when one fails."""
+    report = promises_after_start(job)
+    if report.failed:
+        raise PromiseFailure(report.error_message or "a promise failed")
+
+
+def check_up_to_date(job: Deployment) -> PromiseReport:
+    """An up-to-date started partition: run due promises, tell the master what changed."""
+    pid = job.pid
+    result = check_promises(job, ANOMALY)
+    log_report(result, pid)
+    was_error = (job.partition.access_status or "#error").startswith("#error")
+    try:
+        if result.bang_message:
+            job.client.bang(pid, result.bang_message)
+        if result.failed and not was_error:
+            job.client.instance_error(pid, result.error_message or "a promise failed")
+        elif not result.failed and was_error:
+            job.client.started(pid)
+    except SlapError as exc:
+        log.warning("could not report promises of %s: %s", pid, exc)
+    return result
