@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import getpass
 import json
+import os
+import pwd
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -73,7 +74,7 @@ class Node:
 
 def formatted_partition(path: Path) -> Path:
     """A partition made as rootless `slapgrid format` makes it: mode 0750 and its marker."""
-    user = {"name": getpass.getuser(), "path": str(path)}
+    user = {"name": pwd.getpwuid(os.geteuid()).pw_name, "path": str(path)}
     marker = json.dumps({"reference": path.name, "path": str(path), "user": user})
     EnsureDirectory(path, PARTITION_MODE).apply(dry_run=False)
     EnsureFile(path / layout.RESOURCE_FILE, marker).apply(dry_run=False)

@@ -89,8 +89,17 @@ def partition_problem(path: Path) -> str | None:
     if marker is None:
         return f"{path} is not a partition: no {layout.RESOURCE_FILE} (made by `slapgrid format`)"
     try:
-        name = json.loads(marker)["user"]["name"]
-        owner = pwd.getpwnam(name).pw_uid
+        owner = _uid(json.loads(marker)["user"]["name"])
     except (ValueError, TypeError, KeyError) as exc:
         return f"{path / layout.RESOURCE_FILE} names no known owner ({exc}): run `slapgrid format`"
     return "; ".join(check_partition(path, owner)) or None
+
+
+def _uid(name: str) -> int:
+    """The user format named; format names an uid without a passwd entry by its number."""
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        if name.isdigit():
+            return int(name)
+        raise
