@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import pwd
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -11,8 +14,11 @@ from pathlib import Path
 from slapgrid.exit_status import ExitStatus
 from slapgrid.master.server import MasterServer
 from slapgrid.master.storage import MasterStore
+from slapgrid.node import layout
 from slapgrid.node.config import NodeConfig
 from slapgrid.node.format.run import run_format
+from slapgrid.node.format.steps import EnsureDirectory, EnsureFile
+from slapgrid.node.instance.partition import PARTITION_MODE
 from slapgrid.node.instance.run import run_instance
 from slapgrid.node.software.run import run_software
 from slapgrid.node.supervisor.control import Supervisor
@@ -65,6 +71,15 @@ class Node:
 
     def status_text(self, pid: str) -> str:
         return self.store.partition_status(COMPUTER, pid)["text"]
+
+
+def formatted_partition(path: Path) -> Path:
+    """A partition made as rootless `slapgrid format` makes it: mode 0750 and its marker."""
+    user = {"name": pwd.getpwuid(os.geteuid()).pw_name, "path": str(path)}
+    marker = json.dumps({"reference": path.name, "path": str(path), "user": user})
+    EnsureDirectory(path, PARTITION_MODE).apply(dry_run=False)
+    EnsureFile(path / layout.RESOURCE_FILE, marker).apply(dry_run=False)
+    return path
 
 
 def get(url: str) -> str:

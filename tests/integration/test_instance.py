@@ -149,7 +149,7 @@ def test_destroy_then_report_frees_the_partition(node: Node) -> None:
     assert node.processes(pid) == []
     assert run_report(node.config, node.client).status == 0
     root = node.config.instance_root / pid
-    assert list(root.iterdir()) == []
+    assert list(root.iterdir()) == [root / layout.RESOURCE_FILE]  # still a partition
     assert (root.stat().st_mode & 0o777) == 0o750
     partition = next(p for p in node.client.computer().partitions if p.partition_id == pid)
     assert partition.is_free

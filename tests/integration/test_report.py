@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
+from nodes import formatted_partition
 from recording_server import Answer, RecordingServer
 from slapgrid.errors import LockedError
 from slapgrid.exit_status import ExitStatus
@@ -170,10 +171,7 @@ class Node:
     def add(self, partition_id: str, state: str, *, free: bool = False) -> Path:
         software = None if free else SoftwareRelease(SR, COMPUTER_ID)
         self.partitions.append(ComputerPartition(COMPUTER_ID, partition_id, state, software))
-        path = self.path(partition_id)
-        path.mkdir()
-        path.chmod(0o750)
-        return path
+        return formatted_partition(self.path(partition_id))
 
     def run(self, **kwargs: object) -> ExitStatus:
         document = marshal.dumps(Computer(COMPUTER_ID, self.partitions).to_wire())
@@ -255,7 +253,7 @@ def test_destroyed_partition_is_emptied_kept_and_reported_in_order(
         ("stoppedComputerPartition", "slappart1"),
         ("destroyedComputerPartition", "slappart1"),
     ]
-    assert os.listdir(destroyed) == []
+    assert os.listdir(destroyed) == [layout.RESOURCE_FILE]
     info = destroyed.stat()
     assert (stat.S_IMODE(info.st_mode), (info.st_uid, info.st_gid)) == (0o750, owner)
     assert (outside / "secret").read_text() == "do not touch"
@@ -350,7 +348,7 @@ def test_failed_send_keeps_documents_and_the_partitions_holding_them(node: Node)
     ]
     assert (path / "var" / "xml_report" / "good.xml").exists()
     assert (holding / "var" / "xml_report" / "last.xml").exists()
-    assert os.listdir(plain) == []
+    assert os.listdir(plain) == [layout.RESOURCE_FILE]
     run = StateStore(node.config.instance_root).runs()["report"]
     assert (run["usage"], run["postponed"], run["destroyed"]) == (
         "failed",
@@ -362,7 +360,7 @@ def test_failed_send_keeps_documents_and_the_partitions_holding_them(node: Node)
     assert node.run() == 0  # the master is back: the documents go, then the partition
     assert not (path / "var" / "xml_report" / "good.xml").exists()
     assert ("destroyedComputerPartition", "slappart1") in node.calls()
-    assert os.listdir(holding) == []
+    assert os.listdir(holding) == [layout.RESOURCE_FILE]
     resources = {m.findtext("resource") for m in node.journal().iter("movement")}
     assert {"Backup size", "Final backup"} <= resources
 
@@ -386,7 +384,7 @@ def test_retention_lock_is_honoured(node: Node) -> None:
     write(path / ".slapos-retention-lock-date", str(time.time() - 1))
     assert node.run() == 0
     assert ("destroyedComputerPartition", "slappart1") in node.calls()
-    assert os.listdir(path) == []
+    assert os.listdir(path) == [layout.RESOURCE_FILE]
 
 
 def test_failing_destroy_script_keeps_the_partition_and_reports_an_error(
@@ -412,7 +410,7 @@ def test_failing_destroy_script_keeps_the_partition_and_reports_an_error(
     assert "exit code 3" in error and "cannot unmount the volume" in error
     assert (failing / "data").exists() and (failing / "sbin" / "destroy").exists()
     assert marker.read_text().strip() == str(working)
-    assert os.listdir(working) == []
+    assert os.listdir(working) == [layout.RESOURCE_FILE]
 
 
 def test_master_unreachable_is_one_clear_error(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -507,7 +505,7 @@ def test_supervised_partition_is_measured_then_stopped_and_destroyed(node: Node)
             if m.findtext("resource") == PROCESSES
         ]
         assert counts == ["1"]
-        assert os.listdir(path) == []
+        assert os.listdir(path) == [layout.RESOURCE_FILE]
     finally:
         supervisor.shutdown()
         shutil.rmtree(root, ignore_errors=True)
@@ -524,8 +522,7 @@ def test_report_against_the_embedded_master(tmp_path: Path) -> None:
     store.request(InstanceRequest(SR, "web", filter=where, state="destroyed"))
     instance_root = tmp_path / "instance"
     for name in ("slappart0", "slappart1"):
-        write(instance_root / name / "data", "instance data")
-        (instance_root / name).chmod(0o750)
+        write(formatted_partition(instance_root / name) / "data", "instance data")
     (tmp_path / "software").mkdir()
 
     with MasterServer(store) as master, SlapClient(master.url, COMPUTER_ID) as client:
@@ -534,7 +531,7 @@ def test_report_against_the_embedded_master(tmp_path: Path) -> None:
         after = client.computer()
 
     assert all(partition.is_free for partition in after.partitions)
-    assert os.listdir(instance_root / partition_id) == []
+    assert os.listdir(instance_root / partition_id) == [layout.RESOURCE_FILE]
     (usage,) = store.usage_reports(COMPUTER_ID)
     assert {m.findtext("reference") for m in etree.fromstring(usage.encode()).iter("movement")} == {
         partition_id

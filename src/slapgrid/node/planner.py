@@ -63,6 +63,7 @@ class Cause(enum.StrEnum):
     UNSUPPORTED_STATE = "unsupported-state"
     SOFTWARE_BUILDING = "software-building"
     SOFTWARE_MISSING = "software-missing"
+    NOT_A_PARTITION = "not-a-partition"  # a directory format did not make: never wiped
 
 
 # actions that change something; the others are bookkeeping
@@ -97,6 +98,11 @@ class Action:
     reason: str
     state: str | None = None  # requested state it serves
     priority: int = 3  # 0 changed, 1 failed retry, 2 periodic, 3 the rest
+
+    def __post_init__(self) -> None:
+        # Cause and reason are both strings: a positional mix-up would otherwise pass silently
+        if not isinstance(self.cause, Cause):
+            raise TypeError(f"Action cause must be a Cause, not {self.cause!r}")
 
     @property
     def is_work(self) -> bool:

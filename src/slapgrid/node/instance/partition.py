@@ -23,13 +23,18 @@ PARTITION_MODE = 0o750
 
 
 def check_partition(path: Path, expected_owner_uid: int | None) -> list[str]:
-    """What is wrong with a partition directory, in words; empty when it is usable."""
+    """What is wrong with a partition directory, in words; empty when it is usable.
+
+    A symlink is refused, not followed: it would lend the partition another directory.
+    """
     try:
-        status = path.stat()
+        status = path.lstat()
     except FileNotFoundError:
         return [f"partition directory {path} does not exist (run `slapgrid format`)"]
     except OSError as exc:
         return [f"cannot inspect partition directory {path}: {exc.strerror}"]
+    if stat.S_ISLNK(status.st_mode):
+        return [f"{path} is a symbolic link, not a partition directory"]
     if not stat.S_ISDIR(status.st_mode):
         return [f"{path} is not a directory"]
     problems = []

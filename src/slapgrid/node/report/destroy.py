@@ -2,7 +2,8 @@
 
 A partition is destroyed only once its retention lock has expired and its `sbin/destroy`
 succeeded. Its directory is emptied, never removed: it stays the slot `slapgrid format`
-made, same owner, mode 0750. Any failure keeps the partition for the next run.
+made, same owner, mode 0750, with format's marker. Any failure keeps the partition for the
+next run.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def destroy_partition(
         _run_destroy_script(path, timeout)
         delete_certificates(config, partition_id)
         empty_storage(config, path, partition_id)
-        empty_directory(path, mode=0o750)
+        empty_directory(path, mode=0o750, keep=frozenset({layout.RESOURCE_FILE}))
     except (OSError, RecursionError) as exc:
         raise DestroyError(f"cannot wipe {path}: {exc}") from None
     try:

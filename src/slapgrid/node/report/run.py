@@ -109,7 +109,10 @@ def run_report(
         delivery = send_usage(config, client, supervisor, plan.busy, env)
         summary.usage, summary.movements = delivery.status, delivery.movements
         for action in plan.actions:
-            if action.kind != Kind.DESTROY:
+            if action.kind == Kind.ERROR:
+                log.error("%s: %s", action.target, action.reason)
+                summary.failed[action.target] = action.reason
+                _tell_error(client, action.target, action.reason)
                 continue
             if action.target in delivery.unsent:
                 log.warning(

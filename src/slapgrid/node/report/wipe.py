@@ -39,24 +39,31 @@ def empty_storage(config: NodeConfig, path: Path, partition_id: str) -> None:
             empty_directory(storage)
 
 
-def empty_directory(path: Path, *, mode: int | None = None) -> None:
+def empty_directory(
+    path: Path, *, mode: int | None = None, keep: frozenset[str] = frozenset()
+) -> None:
     """Delete everything inside `path`, keeping `path` itself (and its owner).
 
     Works on descriptors, never following a symlink: a link is removed, not what it points
     to, and a directory swapped for a link mid-way is unlinked. `path` gets `mode`, or at
     least u+rwx, and so does every directory before it is emptied (read-only trees go too).
+    Regular files of `path` named in `keep` stay (a partition keeps format's marker).
     """
     fd = os.open(path, _NO_FOLLOW_DIR)
     try:
         os.fchmod(fd, mode if mode is not None else stat.S_IMODE(os.fstat(fd).st_mode) | 0o700)
-        _empty(fd)
+        _empty(fd, keep)
     finally:
         os.close(fd)
 
 
-def _empty(dir_fd: int) -> None:
+def _empty(dir_fd: int, keep: frozenset[str] = frozenset()) -> None:
     with os.scandir(dir_fd) as entries:
-        listing = [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in entries]
+        listing = [
+            (entry.name, entry.is_dir(follow_symlinks=False))
+            for entry in entries
+            if entry.name not in keep or not entry.is_file(follow_symlinks=False)
+        ]
     for name, is_dir in listing:
         if is_dir:
             try:
