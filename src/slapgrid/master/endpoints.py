@@ -56,8 +56,7 @@ def software_status(master: MasterState, p: Params, _: Request) -> Response:
 
 
 def computer_status(master: MasterState, p: Params, _: Request) -> Response:
-    computer = p["computer_id"]
-    return xml(master.store.computer_status(computer, master.last_contact.get(computer)))
+    return xml(master.store.computer_status(p["computer_id"]))
 
 
 def hosting_ip_list(master: MasterState, p: Params, _: Request) -> Response:

@@ -21,7 +21,8 @@ from slapgrid.slap import changes
 async def full_computer_information(master: MasterState, p: Params, request: Request) -> Response:
     computer = p["computer_id"]
     document = await master.documents.get(computer)
-    master.last_contact[computer] = now_us()
+    if master.store.note_contact(computer, now_us()):
+        await master.run_blocking(master.store.write_contacts)
     headers = {"ETag": document.etag}
     if document.matches(request.headers.get("if-none-match", "")):
         return Response(status_code=304, headers=headers)

@@ -22,7 +22,6 @@ class MasterState:
         self.run_blocking = run_blocking
         self.feed = ChangeFeed(store, run_blocking)
         self.documents = DocumentCache(store, self.feed.generation, run_blocking)
-        self.last_contact: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         store.add_listener(self._committed)
 

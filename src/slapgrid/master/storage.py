@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -50,6 +50,8 @@ from slapgrid.master.tables import (
 )
 from slapgrid.master.transaction import Tx
 from slapgrid.slap.documents import AVAILABLE, DESTROYED, Computer, ComputerPartition
+
+CONTACT_DELAY_US = 5_000_000  # how long a node's contact may wait to be written
 
 __all__ = [  # what the app, the server, the CLI and tests import from here
     "DEFAULT_SOFTWARE_TYPE",
@@ -79,6 +81,9 @@ class MasterStore:
         self.default_computer = default_computer
         self._lock = threading.Lock()
         self._generations: dict[str, int] = {}
+        self._contacts_lock = threading.Lock()  # never held across a query
+        self._contacts: dict[str, int] = {}  # contacts noted and not written yet
+        self._contacts_since: int | None = None  # when the oldest of them was noted
         self._listeners: list[Callable[[dict[str, int]], None]] = []
         if self.url.startswith("sqlite") and not create:
             path = self.url.split("///", 1)[-1]
@@ -96,6 +101,7 @@ class MasterStore:
             self.ensure_computer(default_computer)
 
     def close(self) -> None:
+        self.write_contacts()
         self._reader.dispose()
         self._writer.dispose()
 
@@ -181,6 +187,30 @@ class MasterStore:
         """Record the bang and make the node re-process every instance it hosts."""
         with self._write() as tx:
             reports.computer_bang(tx, computer, message)
+
+    # --- last contacts -------------------------------------------------------------------
+
+    def note_contact(self, computer: str, at: int) -> bool:
+        """The computer's node fetched its document at `at` (µs); its answer is unchanged.
+
+        Nodes poll far too often for one write each: noted contacts are written together
+        once the oldest is `CONTACT_DELAY_US` old (True: call `write_contacts` now), before
+        any read of them, and at close.
+        """
+        with self._contacts_lock:
+            self._contacts[computer] = at
+            if self._contacts_since is None:
+                self._contacts_since = at
+            return at - self._contacts_since >= CONTACT_DELAY_US
+
+    def write_contacts(self) -> None:
+        with self._lock:
+            with self._contacts_lock:
+                noted, self._contacts, self._contacts_since = self._contacts, {}, None
+            if noted:
+                rows = [{"reference": c, "last_contact": at} for c, at in noted.items()]
+                with Session(self._writer) as session, session.begin():
+                    session.execute(update(ComputerRow), rows)
 
     # --- partition-level writes ----------------------------------------------------------
 
@@ -277,11 +307,13 @@ class MasterStore:
             reference = row.guid or f"{computer}-{partition}"
             return answers.status(row, reference, "Software Instance")
 
-    def computer_status(self, computer: str, last_contact: int | None = None) -> dict[str, Any]:
+    def computer_status(self, computer: str) -> dict[str, Any]:
         """The stored status, or `#access` at the node's last contact if that is newer."""
+        self.write_contacts()
         with self._read() as session:
             row = lookups.computer_row(session, computer)
             status, reported_at = answers.status(row, computer, "Compute Node"), row.status_at
+            last_contact = row.last_contact
         if last_contact and last_contact > (reported_at or 0):
             contact = http_date(last_contact)
             status.update(created_at=contact, since=contact, text=f"#access {computer}")
