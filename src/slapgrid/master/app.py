@@ -46,7 +46,6 @@ def create_app(store: MasterStore) -> Starlette:
         for route in ROUTES
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
-    app.state.master = master
     app.add_middleware(AccessLog)
     return app
 

@@ -12,6 +12,8 @@ Semantics follow the reference proxy, with its bugs fixed:
 
 A `MasterStore` owns its database: writes are serialised in-process (plus `BEGIN IMMEDIATE`
 on SQLite), and the generations of committed writes are kept in memory for cheap polling.
+Each computer's last contact (its node's last fetch of its document) is stored too, written
+in batches since nodes poll so often.
 The tables live in `tables`; the transitions in `computers` (format, supply, usage),
 `reports` (what nodes report), `partitions` (what instances change of their own partition)
 and `instances` (requests); rendering in `answers`.
