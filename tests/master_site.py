@@ -1,4 +1,4 @@
-"""The embedded master's store in unit tests: a formatted computer, requests, an instance tree."""
+"""The embedded master in tests: a formatted computer, requests, an instance tree, a server."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from slapgrid.master.server import MasterServer
 from slapgrid.master.storage import InstanceRequest, MasterStore
+from slapgrid.slap.documents import Computer, ComputerPartition
 
 COMP = "COMP-1"
 SR_A = "https://example.com/a/software.cfg"
@@ -88,3 +90,33 @@ def as_front(**kwargs: Any) -> Callable[[MasterStore], Any]:
 
 def front_guid(store: MasterStore) -> str:
     return next(s["guid"] for s in store.snapshot()["shared"] if s["title"] == "front")
+
+
+def small_computer(reference: str, count: int) -> dict[str, Any]:
+    """A computer of `count` partitions, one IPv4 address and one tap each."""
+    return {
+        "reference": reference,
+        "address": "10.0.0.1",
+        "netmask": "255.255.255.0",
+        "partition_list": [
+            {
+                "reference": f"slappart{i}",
+                "address_list": [{"addr": f"10.0.1.{i + 1}", "netmask": "255.255.255.0"}],
+                "tap": {"name": f"slaptap{i}"},
+            }
+            for i in range(count)
+        ],
+    }
+
+
+@contextmanager
+def served(tmp_path: Path, computer: str) -> Iterator[MasterServer]:
+    """A master over HTTP on 127.0.0.1, its database in `tmp_path`."""
+    store = MasterStore(tmp_path / "master.db", default_computer=computer)
+    with MasterServer(store) as server:
+        yield server
+    store.close()
+
+
+def partition(computer: Computer, pid: str) -> ComputerPartition:
+    return next(p for p in computer.partitions if p.partition_id == pid)
