@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,16 +11,12 @@ from typing import Any
 
 import httpx
 import pytest
-from click.testing import CliRunner
 
-from reference_env import free_port
-from slapgrid.cli.master_cmds import master_group
-from slapgrid.cli.user_cmds import request_command, show_command, supply_command
+from master_site import partition, served, small_computer
 from slapgrid.master.server import MasterServer
 from slapgrid.master.storage import MasterStore
 from slapgrid.slap import marshal
 from slapgrid.slap.client import SlapClient
-from slapgrid.slap.documents import Computer
 from slapgrid.slap.errors import HTTPStatusError, NotFoundError
 
 pytestmark = pytest.mark.integration
@@ -35,28 +26,10 @@ SR = "https://example.com/software/web/software.cfg"
 FRONTEND = "https://example.com/software/frontend/software.cfg"
 
 
-def definition(count: int, reference: str = COMP) -> dict[str, Any]:
-    return {
-        "reference": reference,
-        "address": "10.0.0.1",
-        "netmask": "255.255.255.0",
-        "partition_list": [
-            {
-                "reference": f"slappart{i}",
-                "address_list": [{"addr": f"10.0.1.{i + 1}", "netmask": "255.255.255.0"}],
-                "tap": {"name": f"slaptap{i}"},
-            }
-            for i in range(count)
-        ],
-    }
-
-
 @pytest.fixture
 def master(tmp_path: Path) -> Iterator[MasterServer]:
-    store = MasterStore(tmp_path / "master.db", default_computer=COMP)
-    with MasterServer(store) as server:
+    with served(tmp_path, COMP) as server:
         yield server
-    store.close()
 
 
 @pytest.fixture
@@ -65,13 +38,9 @@ def node(master: MasterServer) -> Iterator[SlapClient]:
         yield client
 
 
-def partition(computer: Computer, pid: str) -> Any:
-    return next(p for p in computer.partitions if p.partition_id == pid)
-
-
 def test_full_lifecycle(master: MasterServer, node: SlapClient) -> None:
     assert node.computer().partitions == []  # the default computer answers before format
-    node.load_computer_configuration(definition(4))
+    node.load_computer_configuration(small_computer(COMP, 4))
     node.supply(SR)
     assert [s.url for s in node.computer().software_releases] == [SR]
     node.building_software_release(SR)
@@ -241,7 +210,7 @@ def test_bad_calls_get_their_status_and_change_nothing(
     params: dict[str, str],
     status: int,
 ) -> None:
-    node.load_computer_configuration(definition(1))
+    node.load_computer_configuration(small_computer(COMP, 1))
     node.supply(SR)
     node.request(SR, "only")  # fills the only partition
     before, generation = master.store.snapshot(), master.store.generation(COMP)
@@ -258,7 +227,7 @@ def test_bad_calls_get_their_status_and_change_nothing(
 def test_x_slappartition_header_identifies_the_requester(
     master: MasterServer, node: SlapClient
 ) -> None:
-    node.load_computer_configuration(definition(2))
+    node.load_computer_configuration(small_computer(COMP, 2))
     node.request(SR, "parent")
     header = {
         "Authorization": f"X-SlapPartition computer_id={COMP}, computer_partition_id=slappart0"
@@ -315,7 +284,7 @@ def test_etag_and_long_poll(master: MasterServer, node: SlapClient) -> None:
 
 
 def test_status_and_misc_endpoints(master: MasterServer, node: SlapClient) -> None:
-    node.load_computer_configuration(definition(2))
+    node.load_computer_configuration(small_computer(COMP, 2))
     node.supply(SR)
     node.request(SR, "web")
     node.software_release_error(SR, "compilation failed")
@@ -350,7 +319,7 @@ def test_status_and_misc_endpoints(master: MasterServer, node: SlapClient) -> No
 
 def test_concurrent_writers_lose_nothing(master: MasterServer, node: SlapClient) -> None:
     count = 20
-    node.load_computer_configuration(definition(2 * count))
+    node.load_computer_configuration(small_computer(COMP, 2 * count))
     node.supply(SR)
     for i in range(count):
         node.request(SR, f"root-{i}")
@@ -382,62 +351,6 @@ def test_concurrent_writers_lose_nothing(master: MasterServer, node: SlapClient)
     assert len(children) == count and len({p.partition_id for p in children}) == count
 
 
-def start_master_process(config: Path) -> subprocess.Popen[bytes]:
-    code = "from slapgrid.cli.master_cmds import master_group; master_group()"
-    return subprocess.Popen(
-        [sys.executable, "-c", code, "start", "--cfg", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
-        try:
-            httpx.get(url + "getHateoasUrl", timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.05)
-    raise AssertionError("master did not start")
-
-
-def test_kill_9_after_acknowledged_writes_loses_nothing(tmp_path: Path) -> None:
-    port = free_port()
-    config = tmp_path / "slapos-proxy.cfg"
-    config.write_text(
-        f"[slapos]\ncomputer_id = {COMP}\n[slapproxy]\nhost = 127.0.0.1\nport = {port}\n"
-        f"database_uri = {tmp_path / 'proxy-compatible.db'}\n"
-    )
-    url = f"http://127.0.0.1:{port}/"
-    process = start_master_process(config)
-    try:
-        wait_ready(url, process)
-        with SlapClient(url, COMP) as client:
-            client.load_computer_configuration(definition(10))
-            for i in range(10):
-                client.supply(f"{SR}?v={i}")
-                client.request(SR, f"instance-{i}", parameters={"i": i})
-                client.set_connection(f"slappart{i}", {"url": f"http://{i}"})
-    finally:
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait()
-    process = start_master_process(config)
-    try:
-        wait_ready(url, process)
-        with SlapClient(url, COMP) as client:
-            computer = client.computer()
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(10)
-    assert len(computer.software_releases) == 10
-    assert [p.connection for p in computer.partitions] == [
-        {"url": f"http://{i}"} for i in range(10)
-    ]
-    assert [p.parameters["i"] for p in computer.partitions] == [str(i) for i in range(10)]
-
-
 def test_ipv6_loopback(tmp_path: Path) -> None:
     if not socket.has_ipv6:
         pytest.skip("no IPv6 on this machine")
@@ -451,47 +364,3 @@ def test_ipv6_loopback(tmp_path: Path) -> None:
         assert server.url.startswith("http://[::1]:")
         assert client.computer().computer_id == COMP
     store.close()
-
-
-def test_user_and_master_commands(
-    master: MasterServer, node: SlapClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    monkeypatch.setenv("SLAPGRID_MASTER_URL", master.url)
-    monkeypatch.setenv("SLAPOS_CLIENT_CONFIGURATION", str(tmp_path / "absent.cfg"))
-    (tmp_path / "absent.cfg").write_text("[slapos]\n")
-    node.load_computer_configuration(definition(2))
-    runner = CliRunner()
-
-    result = runner.invoke(supply_command, [SR, COMP])
-    assert result.exit_code == 0 and "available" in result.output
-    parameters = tmp_path / "parameters.json"
-    parameters.write_text('{"port": 8080, "names": ["a", "b"]}')
-    result = runner.invoke(request_command, ["web", SR, "--parameters-json", str(parameters)])
-    assert result.exit_code == 0, result.output
-    assert "no connection parameters published yet" in result.output
-    deployed = partition(node.computer(), "slappart0")
-    assert deployed.parameters["_"] == '{\n  "names": [\n    "a",\n    "b"\n  ],\n  "port": 8080\n}'
-    published = {"_": '{"url": "https://web", "ports": [1, 2]}'}
-    node.set_connection("slappart0", published)
-
-    result = runner.invoke(show_command, ["web", "--json"])
-    assert result.exit_code == 0, result.output
-    shown = json.loads(result.output)
-    assert shown["connection"] == {"url": "https://web", "ports": [1, 2]}
-    assert shown["partition"] == "slappart0"
-    assert "web" in runner.invoke(show_command, []).output
-    result = runner.invoke(show_command, ["nope"])
-    assert result.exit_code != 0 and "was not requested" in str(result.exception)
-    result = runner.invoke(request_command, ["x", SR, "--parameter", "novalue"])
-    assert result.exit_code == 2
-
-    result = runner.invoke(master_group, ["show", "--json", "--database", master.store.url])
-    assert result.exit_code == 0, result.output
-    snapshot = json.loads(result.output)
-    assert [s["url"] for s in snapshot["software"]] == [SR]
-    assert snapshot["partitions"][0]["connection"] == {
-        "_": '{"url": "https://web", "ports": [1, 2]}'
-    }
-    result = runner.invoke(master_group, ["show", "--database", master.store.url])
-    assert result.exit_code == 0 and "slappart0" in result.output

@@ -22,7 +22,6 @@ from slapgrid.node.daemon.changes import (
     Snapshot,
     compare,
     error_backoff,
-    parse_generation,
 )
 from slapgrid.node.daemon.metrics import Metrics
 from slapgrid.node.daemon.schedule import (
@@ -42,7 +41,6 @@ from slapgrid.node.daemon.status_file import location
 from slapgrid.node.planner import Failure
 from slapgrid.node.run_result import RunResult
 from slapgrid.slap.documents import Computer, ComputerPartition, SoftwareRelease
-from slapgrid.slap.errors import ProtocolError
 
 T0 = 1_000_000.0
 INTERVALS = Intervals(instance=60, report=3600, software=600, lock_retry=5)
@@ -352,13 +350,6 @@ def test_compare_reports_only_what_needs_work() -> None:
     gone = compare(new, Snapshot(new.partitions, frozenset({("v", "available")})))
     assert gone.software == "u (no longer listed)" and not gone.partitions
     assert new.partition_states() == {"started": 2, "destroyed": 1, "free": 2}
-
-
-def test_change_feed_answer_is_checked() -> None:
-    assert parse_generation(b'{"generation": 17}') == 17
-    for body in (b"<html>", b'{"generation": "17"}', b"[]", b"{}"):
-        with pytest.raises(ProtocolError):
-            parse_generation(body)
 
 
 # --- configuration, status, plumbing --------------------------------------------------------

@@ -1,264 +1,41 @@
-"""State transitions of the embedded master, on a real SQLite file.
-
-The timestamp table is the heart: for each operation, exactly which partitions must be
-re-processed by their node (timestamp bumped), and whether the computer's
-getFullComputerInformation answer changed (generation bumped).
+"""State transitions of the embedded master, on a real SQLite file: requests, destruction,
+format, usage and statuses (timestamps and generations: `test_master_timestamps`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from master_site import (
+    COMP,
+    JOURNAL,
+    SR_A,
+    as_front,
+    build_tree,
+    format_definition,
+    formatted_store,
+    front_guid,
+    request,
+    stamps,
+)
 from slapgrid.master import storage
-from slapgrid.master.storage import (
-    BadRequest,
-    Conflict,
-    InstanceRequest,
-    MasterStore,
-    NotFound,
-)
+from slapgrid.master.storage import BadRequest, Conflict, MasterStore, NotFound
 from slapgrid.slap.marshal import dumps
-
-COMP = "COMP-1"
-SR_A = "https://example.com/a/software.cfg"
-SR_B = "https://example.com/b/software.cfg"
-JOURNAL = (
-    '<?xml version="1.0"?><journal><transaction type="Sale Packing List">'
-    "<title>Resource consumptions</title><start_date></start_date>"
-    "<stop_date>2026-11-24 at 15:03:21</stop_date><reference>COMP-1</reference>"
-    "<currency></currency><payment_mode></payment_mode><category></category>"
-    '<arrow type="Administration"><source></source><destination></destination></arrow>'
-    "<movement><resource>CPU Consumption</resource><title>t</title>"
-    "<reference>slappart0</reference><quantity>42.42</quantity><price>0.00</price>"
-    "<VAT>None</VAT><category>None</category></movement></transaction></journal>"
-)
-
-
-def format_definition(count: int = 6, **overrides: Any) -> dict[str, Any]:
-    partitions = [
-        {
-            "reference": f"slappart{i}",
-            "address_list": [
-                {"addr": f"10.0.0.{i + 1}", "netmask": "255.255.255.0"},
-                {"addr": f"fd00::{i + 1}", "netmask": "ffff::"},
-            ],
-            "tap": {
-                "name": f"slaptap{i}",
-                "ipv4_addr": f"10.8.0.{i + 1}",
-                "ipv4_gateway": "10.8.0.254",
-                "ipv4_netmask": "255.255.255.0",
-                "ipv4_network": "10.8.0.0",
-            },
-        }
-        for i in range(count)
-    ]
-    return {"reference": COMP, "address": "192.0.2.1", "netmask": "255.255.255.0"} | {
-        "partition_list": partitions,
-        **overrides,
-    }
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> MasterStore:
-    master = MasterStore(tmp_path / "master.db", default_computer=COMP)
-    master.load_computer_configuration(format_definition())
-    master.supply(COMP, SR_A)
-    yield master
-    master.close()
-
-
-def request(store: MasterStore, title: str, **kwargs: Any) -> dict[str, Any]:
-    return store.request(InstanceRequest(kwargs.pop("sr", SR_A), title, **kwargs))
-
-
-def stamps(store: MasterStore) -> dict[str, int]:
-    return {
-        p["partition"]: p["timestamp"]
-        for p in store.snapshot()["partitions"]
-        if p["slap_state"] == "busy"
-    }
+def store(tmp_path: Path) -> Iterator[MasterStore]:
+    with formatted_store(tmp_path) as master:
+        yield master
 
 
 @pytest.fixture
 def tree(store: MasterStore) -> MasterStore:
-    """root(0) → child(1) → grandchild(2); other(3) alone; shared `front` of child on root."""
-    request(store, "root", parameters={"a": "1"})
-    request(store, "child", requester=(COMP, "slappart0"))
-    request(store, "grandchild", sr=SR_B, requester=(COMP, "slappart1"))
-    request(store, "other")
-    request(store, "front", shared=True, parameters={"url": "x"}, requester=(COMP, "slappart1"))
-    return store
-
-
-def as_root(**kwargs: Any) -> Callable[[MasterStore], Any]:
-    return lambda s: request(s, "root", **{"parameters": {"a": "1"}, **kwargs})
-
-
-def as_child(**kwargs: Any) -> Callable[[MasterStore], Any]:
-    return lambda s: request(s, "child", requester=(COMP, "slappart0"), **kwargs)
-
-
-def as_front(**kwargs: Any) -> Callable[[MasterStore], Any]:
-    defaults = {"parameters": {"url": "x"}, "shared": True, "requester": (COMP, "slappart1")}
-    return lambda s: request(s, "front", **{**defaults, **kwargs})
-
-
-TIMESTAMP_CASES: list[tuple[str, Callable[[MasterStore], Any], set[str], bool]] = [
-    # (case, operation, partitions whose timestamp must move, generation moves?)
-    ("identical re-request", as_root(), set(), False),
-    ("identical re-request of a child", as_child(), set(), False),
-    ("identical shared re-request", as_front(), set(), False),
-    ("parameters", as_root(parameters={"a": "2"}), {"slappart0"}, True),
-    ("parameter added", as_root(parameters={"a": "1", "b": ""}), {"slappart0"}, True),
-    ("requested state", as_root(state="stopped"), {"slappart0"}, True),
-    ("software type", as_root(software_type="frontend"), {"slappart0"}, True),
-    ("software release", as_root(sr=SR_B), {"slappart0"}, True),
-    ("SLA (retention delay)", as_root(filter={"retention_delay": "2"}), {"slappart0"}, True),
-    (
-        "destroying a child propagates to its children",
-        as_child(state="destroyed"),
-        {"slappart1", "slappart2"},
-        True,
-    ),
-    (
-        "destroying the root propagates to the whole tree",
-        as_root(state="destroyed"),
-        {"slappart0", "slappart1", "slappart2"},
-        True,
-    ),
-    (
-        "a child publishes: its requester re-reads",
-        lambda s: s.set_connection(COMP, "slappart1", {"url": "http://child"}),
-        {"slappart0"},
-        True,
-    ),
-    (
-        "a root publishes: only the answer changes",
-        lambda s: s.set_connection(COMP, "slappart0", {"url": "http://root"}),
-        set(),
-        True,
-    ),
-    (
-        "the host publishes for a shared instance: its requester re-reads",
-        lambda s: s.set_connection(COMP, "slappart0", {"u": "1"}, slave_reference=_front(s)),
-        {"slappart1"},
-        True,
-    ),
-    ("shared instance parameters", as_front(parameters={"url": "y"}), {"slappart0"}, True),
-    ("shared instance stopped", as_front(state="stopped"), {"slappart0"}, True),
-    ("shared instance destroyed", as_front(state="destroyed"), {"slappart0"}, True),
-    (
-        "new shared instance",
-        lambda s: request(s, "front2", shared=True),
-        {"slappart0"},
-        True,
-    ),
-    (
-        "bang: the whole tree, not other trees",
-        lambda s: s.bang(COMP, "slappart2", "service died"),
-        {"slappart0", "slappart1", "slappart2"},
-        True,
-    ),
-    (
-        "computer bang: every instance of the computer",
-        lambda s: s.computer_bang(COMP, "Reboot"),
-        {"slappart0", "slappart1", "slappart2", "slappart3"},
-        True,
-    ),
-    ("rename a child", lambda s: s.rename(COMP, "slappart1", "kid"), {"slappart1"}, True),
-    (
-        "rename a root: its tree's root title changes",
-        lambda s: s.rename(COMP, "slappart0", "trunk"),
-        {"slappart0", "slappart1", "slappart2"},
-        True,
-    ),
-    (
-        "addresses of a busy partition change",
-        lambda s: s.load_computer_configuration(
-            format_definition(
-                partition_list=[
-                    *format_definition()["partition_list"][:3],
-                    {"reference": "slappart3", "address_list": [], "tap": {"name": "t"}},
-                    *format_definition()["partition_list"][4:],
-                ]
-            )
-        ),
-        {"slappart3"},
-        True,
-    ),
-    (
-        "same format again",
-        lambda s: s.load_computer_configuration(format_definition()),
-        set(),
-        False,
-    ),
-    (
-        "first started report",
-        lambda s: s.report_partition(COMP, "slappart0", "started"),
-        set(),
-        True,
-    ),
-    ("supply", lambda s: s.supply(COMP, SR_B), set(), True),
-    ("software building", lambda s: s.report_software(COMP, SR_A, "building"), set(), False),
-    ("usage report", lambda s: s.use_computer(COMP, JOURNAL), set(), False),
-]
-
-
-def _front(store: MasterStore) -> str:
-    return next(s["guid"] for s in store.snapshot()["shared"] if s["title"] == "front")
-
-
-@pytest.mark.parametrize(
-    ("operation", "bumped", "generation_moves"),
-    [case[1:] for case in TIMESTAMP_CASES],
-    ids=[case[0] for case in TIMESTAMP_CASES],
-)
-def test_timestamps_and_generation(
-    tree: MasterStore,
-    operation: Callable[[MasterStore], Any],
-    bumped: set[str],
-    generation_moves: bool,
-) -> None:
-    before, generation = stamps(tree), tree.generation(COMP)
-    operation(tree)
-    after = stamps(tree)
-    moved = {p for p in before if after.get(p) != before[p]}
-    assert moved == bumped
-    assert all(after[p] > before[p] for p in moved if p in after)
-    assert all(isinstance(value, int) for value in after.values())
-    assert (tree.generation(COMP) != generation) is generation_moves
-
-
-def test_repeated_status_report_does_not_move_generation(tree: MasterStore) -> None:
-    tree.report_partition(COMP, "slappart0", "started")
-    generation = tree.generation(COMP)
-    tree.report_partition(COMP, "slappart0", "started")
-    assert tree.generation(COMP) == generation
-
-
-def test_timestamps_strictly_increase_even_with_a_frozen_clock(
-    store: MasterStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    request(store, "root")
-    monkeypatch.setattr("slapgrid.master.stamps.time.time_ns", lambda: 1_000)
-    seen = [stamps(store)["slappart0"]]
-    for n in range(3):
-        request(store, "root", parameters={"n": n})
-        seen.append(stamps(store)["slappart0"])
-    assert seen == sorted(set(seen)) and len(seen) == 4
-    assert seen[-1] == seen[0] + 3
-
-
-def test_listener_gets_changed_generations(store: MasterStore) -> None:
-    calls: list[dict[str, int]] = []
-    store.add_listener(calls.append)
-    request(store, "root")
-    request(store, "root")  # identical: no call
-    assert calls == [{COMP: store.generation(COMP)}]
+    return build_tree(store)
 
 
 # --- requests ------------------------------------------------------------------------------
@@ -347,11 +124,13 @@ def test_shared_instances_are_listed_on_their_host(tree: MasterStore) -> None:
 
 
 def test_shared_connection_reaches_its_requester(tree: MasterStore) -> None:
-    tree.set_connection(COMP, "slappart0", {"url": "https://front"}, slave_reference=_front(tree))
+    tree.set_connection(
+        COMP, "slappart0", {"url": "https://front"}, slave_reference=front_guid(tree)
+    )
     answer = as_front()(tree)
     assert answer["_connection_dict"] == {"url": "https://front"}
     with pytest.raises(NotFound, match="not hosted here"):
-        tree.set_connection(COMP, "slappart3", {"u": "1"}, slave_reference=_front(tree))
+        tree.set_connection(COMP, "slappart3", {"u": "1"}, slave_reference=front_guid(tree))
 
 
 # --- destruction ---------------------------------------------------------------------------

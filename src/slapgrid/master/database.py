@@ -9,12 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy import Column, create_engine, event, inspect
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
 from slapgrid.master.errors import MasterError
-from slapgrid.master.tables import SCHEMA_VERSION, Base, MetaRow
+from slapgrid.master.tables import SCHEMA_VERSION, Base, ComputerRow, MetaRow
+
+# columns added after databases of this schema version were created: added in place at start
+ADDED_COLUMNS: tuple[Column[Any], ...] = (ComputerRow.__table__.c.last_contact,)
 
 
 def database_url(database: str | Path) -> str:
@@ -25,8 +28,12 @@ def database_url(database: str | Path) -> str:
     return f"sqlite:///{Path(text).expanduser().resolve()}"
 
 
-def make_engine(url: str, busy_timeout: float, *, immediate: bool) -> Engine:
-    """An engine for readers, or (`immediate`) for the single serialised writer."""
+def make_engine(url: str, busy_timeout: float, *, immediate: bool, durable: bool = True) -> Engine:
+    """An engine for readers, or (`immediate`) for a serialised writer.
+
+    A writer that is not `durable` skips the fsync of each commit: what it writes survives
+    a crash of the process, not of the machine (fit for last contacts, not for state).
+    """
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True)
     engine = create_engine(
@@ -54,7 +61,7 @@ def make_engine(url: str, busy_timeout: float, *, immediate: bool) -> Engine:
 
 
 def init_schema(engine: Engine, create: bool) -> None:
-    """Create the tables (when `create`) and refuse a database of another schema version."""
+    """Create the tables (when `create`), add missing columns, refuse another schema version."""
     if create:
         Base.metadata.create_all(engine)
     with Session(engine) as session, session.begin():
@@ -63,3 +70,17 @@ def init_schema(engine: Engine, create: bool) -> None:
             session.add(MetaRow(name="schema_version", value=SCHEMA_VERSION))
         elif version.value != SCHEMA_VERSION:
             raise MasterError(f"database schema version {version.value}, expected {SCHEMA_VERSION}")
+    with engine.begin() as connection:
+        add_missing_columns(connection, ADDED_COLUMNS)
+
+
+def add_missing_columns(connection: Connection, columns: tuple[Column[Any], ...]) -> None:
+    """Add each column its table lacks (nullable, no default): a database keeps working."""
+    inspector = inspect(connection)
+    for column in columns:
+        table = column.table.name
+        if not inspector.has_table(table):
+            continue
+        if column.name not in {known["name"] for known in inspector.get_columns(table)}:
+            kind = column.type.compile(dialect=connection.dialect)
+            connection.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column.name} {kind}")

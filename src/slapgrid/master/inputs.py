@@ -77,9 +77,11 @@ def _text(value: Any, what: str, *, required: bool = False) -> str:
     return value
 
 
-def parse_format(
-    definition: Any,
-) -> tuple[str, dict[str, list[AddressKey]], str | None, str | None]:
+# (computer, {partition: address keys}, address, netmask)
+ComputerFormat = tuple[str, dict[str, list[AddressKey]], str | None, str | None]
+
+
+def parse_format(definition: Any) -> ComputerFormat:
     """Validate `slapos format`'s dict → (computer, {partition: address keys}, addr, mask)."""
     if not isinstance(definition, Mapping):
         raise BadRequest("computer configuration must be a dictionary")

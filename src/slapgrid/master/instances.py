@@ -17,8 +17,9 @@ from sqlalchemy.orm import Session
 from slapgrid.master import answers, lookups
 from slapgrid.master.errors import BadRequest, Conflict, NotFound
 from slapgrid.master.inputs import InstanceRequest, as_xml
-from slapgrid.master.stamps import Tx, next_stamp
+from slapgrid.master.stamps import next_stamp
 from slapgrid.master.tables import BUSY, DEFAULT_SOFTWARE_TYPE, FREE, PartitionRow, SharedRow
+from slapgrid.master.transaction import Tx
 from slapgrid.slap.documents import DESTROYED, STARTED, STOPPED
 
 _STATE_STRENGTH = {STARTED: 0, STOPPED: 1, DESTROYED: 2}

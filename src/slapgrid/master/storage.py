@@ -12,7 +12,11 @@ Semantics follow the reference proxy, with its bugs fixed:
 
 A `MasterStore` owns its database: writes are serialised in-process (plus `BEGIN IMMEDIATE`
 on SQLite), and the generations of committed writes are kept in memory for cheap polling.
-The tables live in `tables`, instance requests in `instances`, rendering in `answers`.
+Each computer's last contact (its node's last fetch of its document) is stored too, written
+in batches since nodes poll so often.
+The tables live in `tables`; the transitions in `computers` (format, supply, usage),
+`reports` (what nodes report), `partitions` (what instances change of their own partition)
+and `instances` (requests); rendering in `answers`.
 """
 
 from __future__ import annotations
@@ -23,11 +27,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from slapgrid.master import answers, instances, lookups
+from slapgrid.master import answers, computers, instances, lookups, partitions, reports
 from slapgrid.master.database import database_url, init_schema, make_engine
 from slapgrid.master.errors import BadRequest, Conflict, MasterError, NotFound
 from slapgrid.master.inputs import (
@@ -38,27 +42,18 @@ from slapgrid.master.inputs import (
     dict_param,
     parse_format,
 )
-from slapgrid.master.stamps import Tx, http_date, next_stamp, now_us
+from slapgrid.master.stamps import http_date, next_stamp, now_us
 from slapgrid.master.tables import (
     BUSY,
     DEFAULT_SOFTWARE_TYPE,
-    FREE,
-    AddressRow,
     BangRow,
     ComputerRow,
-    PartitionRow,
-    Reported,
-    SharedRow,
-    SoftwareRow,
     UsageRow,
 )
-from slapgrid.slap.documents import (
-    AVAILABLE,
-    DESTROYED,
-    SOFTWARE_STATES,
-    Computer,
-    ComputerPartition,
-)
+from slapgrid.master.transaction import Tx
+from slapgrid.slap.documents import AVAILABLE, DESTROYED, Computer, ComputerPartition
+
+CONTACT_DELAY_US = 5_000_000  # how long a node's contact may wait to be written
 
 __all__ = [  # what the app, the server, the CLI and tests import from here
     "DEFAULT_SOFTWARE_TYPE",
@@ -71,8 +66,6 @@ __all__ = [  # what the app, the server, the CLI and tests import from here
     "database_url",
     "now_us",
 ]
-
-_ERROR_TAIL = 80
 
 
 class MasterStore:
@@ -90,6 +83,9 @@ class MasterStore:
         self.default_computer = default_computer
         self._lock = threading.Lock()
         self._generations: dict[str, int] = {}
+        self._contacts_lock = threading.Lock()  # never held across a query
+        self._contacts: dict[str, int] = {}  # contacts noted and not written yet
+        self._contacts_since: int | None = None  # when the oldest of them was noted
         self._listeners: list[Callable[[dict[str, int]], None]] = []
         if self.url.startswith("sqlite") and not create:
             path = self.url.split("///", 1)[-1]
@@ -107,6 +103,7 @@ class MasterStore:
             self.ensure_computer(default_computer)
 
     def close(self) -> None:
+        self.write_contacts()
         self._reader.dispose()
         self._writer.dispose()
 
@@ -164,92 +161,58 @@ class MasterStore:
 
     def ensure_computer(self, reference: str) -> None:
         with self._write() as tx:
-            _computer(tx, reference)
+            computers.ensure(tx, reference)
 
     def load_computer_configuration(self, definition: Any) -> str:
         """`slapos format`'s computer dict: computer, partitions and their addresses."""
-        reference, addresses_by_partition, address, netmask = parse_format(definition)
+        computer_format = parse_format(definition)
         with self._write() as tx:
-            session = tx.session
-            computer = _computer(tx, reference)
-            if (computer.address, computer.netmask) != (address, netmask):
-                computer.address, computer.netmask = address, netmask
-                tx.touch(reference)
-            existing = {
-                row.reference: row
-                for row in session.scalars(
-                    select(PartitionRow).where(PartitionRow.computer == reference)
-                )
-            }
-            for name, row in existing.items():
-                if name not in addresses_by_partition and row.slap_state == FREE:
-                    session.delete(row)
-                    tx.touch(reference)
-            for name, wanted in addresses_by_partition.items():
-                row = existing.get(name)
-                if row is None:
-                    row = PartitionRow(computer=reference, reference=name, timestamp=0)
-                    session.add(row)
-                    tx.touch(reference)
-                if [a.key() for a in row.addresses] != wanted:
-                    row.addresses = [
-                        AddressRow(interface=i, address=a, netmask=m, gateway=g, network=n)
-                        for i, a, m, g, n in wanted
-                    ]
-                    if row.slap_state == BUSY:
-                        tx.bump(row)
-                    tx.touch(reference)
-        return reference
+            return computers.load_configuration(tx, computer_format)
 
     def supply(self, computer: str, url: str, state: str = AVAILABLE) -> None:
-        if not url:
-            raise BadRequest("software release URL is empty")
-        if state not in SOFTWARE_STATES:
-            raise BadRequest(f"supply state must be available or destroyed, not {state!r}")
+        computers.check_supply(url, state)
         with self._write() as tx:
-            row = lookups.software_row(tx.session, computer, url)
-            if row is None:
-                tx.session.add(SoftwareRow(computer=computer, url=url, requested_state=state))
-                tx.touch(computer)
-            elif row.requested_state != state:
-                row.requested_state = state
-                tx.touch(computer)
+            computers.supply(tx, computer, url, state)
 
     def report_software(self, computer: str, url: str, event: str, log: str = "") -> None:
         """building / available / error / destroyed, as reported by the node."""
         with self._write() as tx:
-            row = lookups.supplied_row(tx.session, computer, url)
-            if event == "destroyed":
-                if row.requested_state != DESTROYED:
-                    raise Conflict(f"software release {url!r} is not to be destroyed")
-                tx.session.delete(row)
-                tx.touch(computer)
-                return
-            texts = {
-                "building": f"#building software release {url}",
-                "available": f"#access software release {url} available",
-                "error": f"#error while installing {url}",
-            }
-            _set_status(row, texts[event])
+            reports.software(tx, computer, url, event)
 
     def use_computer(self, computer: str, document: str) -> None:
         """Store a TioXML usage journal after validating it."""
         check_usage(document)
         with self._write() as tx:
-            lookups.computer_row(tx.session, computer)
-            tx.session.add(UsageRow(computer=computer, document=document, received_at=now_us()))
+            computers.use(tx, computer, document)
 
     def computer_bang(self, computer: str, message: str) -> None:
         """Record the bang and make the node re-process every instance it hosts."""
         with self._write() as tx:
-            row = lookups.computer_row(tx.session, computer)
-            tx.session.add(BangRow(computer=computer, message=message, received_at=now_us()))
-            _set_status(row, f"#error bang: {message}")
-            query = select(PartitionRow).where(
-                PartitionRow.computer == computer, PartitionRow.slap_state == BUSY
-            )
-            for partition in tx.session.scalars(query):
-                tx.bump(partition)
+            reports.computer_bang(tx, computer, message)
+
+    # --- last contacts -------------------------------------------------------------------
+
+    def note_contact(self, computer: str, at: int) -> bool:
+        """The computer's node fetched its document at `at` (µs); its answer is unchanged.
+
+        Nodes poll far too often for one write each: noted contacts are written together
+        once the oldest is `CONTACT_DELAY_US` old (True: call `write_contacts` now), before
+        any read of them, and at close.
+        """
+        with self._contacts_lock:
+            self._contacts[computer] = at
+            if self._contacts_since is None:
+                self._contacts_since = at
+            return at - self._contacts_since >= CONTACT_DELAY_US
+
+    def write_contacts(self) -> None:
+        with self._lock:
+            with self._contacts_lock:
+                noted, self._contacts, self._contacts_since = self._contacts, {}, None
+            if noted:
+                rows = [{"reference": c, "last_contact": at} for c, at in noted.items()]
+                with Session(self._writer) as session, session.begin():
+                    session.execute(update(ComputerRow), rows)
 
     # --- partition-level writes ----------------------------------------------------------
 
@@ -262,26 +225,13 @@ class MasterStore:
         slave_reference: str | None = None,
     ) -> None:
         """started / stopped / error of an instance (or error of a shared one it hosts)."""
-        texts = {
-            "started": "#access Instance correctly started",
-            "stopped": "#access Instance correctly stopped",
-            "error": f"#error while instanciating: {log[-_ERROR_TAIL:]}",
-        }
         with self._write() as tx:
-            row = lookups.busy_row(tx.session, computer, partition)
-            if slave_reference:
-                shared = lookups.hosted_shared_row(tx.session, row, slave_reference)
-                _set_status(shared, texts[event])
-            elif _set_status(row, texts[event]):
-                tx.touch(computer)
+            reports.partition(tx, computer, partition, event, log, slave_reference)
 
     def bang(self, computer: str, partition: str, message: str) -> None:
         """Make the node(s) re-process the whole instance tree of this partition."""
         with self._write() as tx:
-            row = lookups.busy_row(tx.session, computer, partition)
-            _set_status(row, f"#error bang called: {message}")
-            for member in lookups.tree(tx.session, row.root_title):
-                tx.bump(member)
+            reports.bang(tx, computer, partition, message)
 
     def rename(
         self, computer: str, partition: str, new_name: str, slave_reference: str | None = None
@@ -289,25 +239,7 @@ class MasterStore:
         if not new_name:
             raise BadRequest("new name is empty")
         with self._write() as tx:
-            session = tx.session
-            row = lookups.busy_row(session, computer, partition)
-            if slave_reference:
-                instances.rename_shared(tx, lookups.shared_row(session, slave_reference), new_name)
-                return
-            if row.title == new_name:
-                return
-            if lookups.title_taken(session, PartitionRow, new_name, row.requested_by):
-                raise Conflict(f"an instance named {new_name!r} already exists in this tree")
-            old_title, is_root = row.title or "", not row.requested_by
-            row.title = new_name
-            tx.bump(row)
-            if is_root:
-                for member in lookups.tree(session, old_title):
-                    member.requested_by = new_name
-                    tx.bump(member)
-                query = select(SharedRow).where(SharedRow.requested_by == old_title)
-                for shared in session.scalars(query):
-                    shared.requested_by = new_name
+            partitions.rename(tx, computer, partition, new_name, slave_reference)
 
     def set_connection(
         self,
@@ -319,42 +251,12 @@ class MasterStore:
         """Publish connection parameters; the direct requester is bumped to pick them up."""
         document = as_xml(dict_param(parameters, "connection parameters"), "connection")
         with self._write() as tx:
-            row = lookups.busy_row(tx.session, computer, partition)
-            target: PartitionRow | SharedRow = row
-            if slave_reference:
-                target = lookups.hosted_shared_row(tx.session, row, slave_reference)
-            if target.connection == document:
-                return
-            target.connection = document
-            if target is row:
-                tx.touch(computer)
-            instances.bump_requester(tx, target)
+            partitions.set_connection(tx, computer, partition, document, slave_reference)
 
     def destroyed_partition(self, computer: str, partition: str) -> str:
         """The node wiped the partition: free it, unless instances it requested remain."""
         with self._write() as tx:
-            session = tx.session
-            row = lookups.partition_row(session, computer, partition)
-            if row.slap_state == FREE:
-                return "OK"
-            if row.requested_state != DESTROYED:
-                raise Conflict(f"partition {partition!r} on {computer!r} is not to be destroyed")
-            remaining = lookups.descendants(session, row)
-            if remaining:
-                instances.mark_destroyed(tx, remaining)
-                titles = ", ".join(sorted(child.title or "" for child in remaining))
-                return f"Not destroying yet because this partition has child partitions: {titles}"
-            for shared in lookups.by_requester(session, SharedRow, row):
-                instances.drop_shared(tx, shared)
-            for shared in session.scalars(select(SharedRow).where(SharedRow.host_id == row.id)):
-                shared.host_id = None  # re-hosted when requested again: tell its requester
-                instances.bump_requester(tx, shared)
-            for row_type in (PartitionRow, SharedRow):
-                for linked in lookups.by_requester(session, row_type, row):
-                    linked.requester_computer = linked.requester_partition = None
-            _free(row)
-            tx.bump(row)
-            return "OK"
+            return partitions.destroyed(tx, computer, partition)
 
     def request(self, request: InstanceRequest) -> dict[str, Any]:
         """Allocate or update an instance; the answer is the SoftwareInstance attributes."""
@@ -407,11 +309,13 @@ class MasterStore:
             reference = row.guid or f"{computer}-{partition}"
             return answers.status(row, reference, "Software Instance")
 
-    def computer_status(self, computer: str, last_contact: int | None = None) -> dict[str, Any]:
+    def computer_status(self, computer: str) -> dict[str, Any]:
         """The stored status, or `#access` at the node's last contact if that is newer."""
+        self.write_contacts()
         with self._read() as session:
             row = lookups.computer_row(session, computer)
             status, reported_at = answers.status(row, computer, "Compute Node"), row.status_at
+            last_contact = row.last_contact
         if last_contact and last_contact > (reported_at or 0):
             contact = http_date(last_contact)
             status.update(created_at=contact, since=contact, text=f"#access {computer}")
@@ -438,32 +342,3 @@ class MasterStore:
         with self._read() as session:
             query = select(BangRow.message).where(BangRow.computer == computer)
             return list(session.scalars(query.order_by(BangRow.id)))
-
-
-def _computer(tx: Tx, reference: str) -> ComputerRow:
-    """The computer, created (and its answer marked changed) when it does not exist yet."""
-    row = tx.session.get(ComputerRow, reference)
-    if row is None:
-        row = ComputerRow(reference=reference, generation=next_stamp(0))
-        tx.session.add(row)
-        tx.touch(reference)
-    return row
-
-
-def _set_status(row: Reported, text: str) -> bool:
-    """Record a reported status; True if its text changed."""
-    now = now_us()
-    changed = row.status_text != text
-    if changed:
-        row.status_text, row.status_since = text, now
-    row.status_at = now
-    return changed
-
-
-def _free(row: PartitionRow) -> None:
-    row.slap_state, row.guid, row.title, row.requested_by = FREE, None, None, ""
-    row.requester_computer = row.requester_partition = None
-    row.software_release = row.software_type = None
-    row.parameters = row.filter = row.connection = None
-    row.requested_state = DESTROYED
-    row.status_text = row.status_since = row.status_at = None

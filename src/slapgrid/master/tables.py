@@ -40,6 +40,7 @@ class ComputerRow(Reported, Base):
     address: Mapped[str | None] = mapped_column(String(255))
     netmask: Mapped[str | None] = mapped_column(String(255))
     generation: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_contact: Mapped[int | None] = mapped_column(BigInteger)  # µs, its node's last fetch
 
 
 class PartitionRow(Reported, Base):

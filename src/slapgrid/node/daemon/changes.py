@@ -1,8 +1,8 @@
 """Watching the master for changes, so the agent reacts in about a second, not a minute.
 
-Our master answers `GET /slapgrid/changes?computer_id=C&since=G&timeout=S` as soon as the
-computer's generation differs from G: a long poll costs one idle connection and wakes up
-at the commit. Other masters answer 404 there; against them the watcher falls back to
+Our master answers a long poll of its change feed (`slapgrid.slap.changes`) as soon as the
+computer's generation moves: a long poll costs one idle connection and wakes up at the
+commit. Other masters answer 404 there; against them the watcher falls back to
 fetching the computer document every `poll_interval` seconds. Either way every fetched
 document becomes a `Snapshot` of just what the agent acts on (partition timestamps and
 requested states, the software list), so the agent's own reports — which move the
@@ -11,13 +11,13 @@ generation too — are recognised as nothing to do.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from slapgrid.node.config import NodeConfig
+from slapgrid.slap import changes
 from slapgrid.slap.client import SlapClient
 from slapgrid.slap.documents import DESTROYED, Computer
 from slapgrid.slap.errors import NotFoundError, ProtocolError, SlapError
@@ -25,7 +25,6 @@ from slapgrid.slap.transport import Transport
 
 log = logging.getLogger(__name__)
 
-CHANGES_PATH = "slapgrid/changes"
 LONG_POLL = "long-poll"
 POLL = "poll"
 LONG_POLL_SECONDS = 30.0  # what the watcher asks for; the master caps it at 60
@@ -163,16 +162,6 @@ def changes_transport(config: NodeConfig, timeout: float) -> Transport:
     )
 
 
-def parse_generation(body: bytes) -> int:
-    try:
-        value = json.loads(body)["generation"]
-    except (ValueError, KeyError, TypeError):
-        raise ProtocolError('the change feed did not answer {"generation": N}') from None
-    if not isinstance(value, int):
-        raise ProtocolError("the change feed's generation is not an integer")
-    return value
-
-
 class Watcher(threading.Thread):
     """Reports every fresh snapshot (and every failure) to `emit`, until `stop` is set.
 
@@ -200,7 +189,7 @@ class Watcher(threading.Thread):
 
     def run(self) -> None:
         failures = 0
-        generation = -1
+        generation = changes.ANY_GENERATION
         try:
             with self.connect(self.config) as client:
                 transport = changes_transport(self.config, self.long_poll_seconds)
@@ -233,13 +222,9 @@ class Watcher(threading.Thread):
     def _long_poll(
         self, client: SlapClient, transport: Transport, since: int, failures: int
     ) -> int:
-        params = {
-            "computer_id": self.config.computer_id,
-            "since": str(since),
-            "timeout": f"{self.long_poll_seconds:g}",
-        }
+        params = changes.poll_query(self.config.computer_id, since, self.long_poll_seconds)
         try:
-            generation = parse_generation(transport.get(CHANGES_PATH, params))
+            generation = changes.parse_generation(transport.get(changes.CHANGES_PATH, params))
         except (NotFoundError, ProtocolError) as exc:
             # A master without the feed, or an unknown computer: the document tells which.
             self.mode = POLL

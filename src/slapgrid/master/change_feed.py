@@ -1,0 +1,56 @@
+"""The change feed: each computer's generation, and long polls woken as soon as it moves."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from slapgrid.master.storage import MasterStore
+
+# runs a blocking call off the event loop: `await run_blocking(function, *args)`
+RunBlocking = Callable[..., Awaitable[Any]]
+
+
+class ChangeFeed:
+    """Generations read from memory when the store knows them, and per-computer wake-ups.
+
+    Used from the event loop's thread only: commits in other threads hand over to it.
+    """
+
+    def __init__(self, store: MasterStore, run_blocking: RunBlocking) -> None:
+        self.store = store
+        self.run_blocking = run_blocking
+        self._events: dict[str, asyncio.Event] = {}
+
+    async def generation(self, computer: str) -> int:
+        """The computer's generation (`NotFound` if unknown), without a query when known."""
+        known = self.store.known_generation(computer)
+        if known is not None:
+            return known
+        generation: int = await self.run_blocking(self.store.generation, computer)
+        return generation
+
+    async def wait(self, computer: str, since: int, timeout: float) -> int:
+        """The generation, as soon as it differs from `since` or after `timeout` seconds."""
+        event = self._event(computer)  # before reading, so no change slips between
+        generation = await self.generation(computer)
+        if generation == since:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout)
+            generation = await self.generation(computer)
+        return generation
+
+    def wake(self, computers: list[str]) -> None:
+        """Answer the long polls of these computers: their generation moved."""
+        for computer in computers:
+            event = self._events.pop(computer, None)
+            if event is not None:
+                event.set()
+
+    def _event(self, computer: str) -> asyncio.Event:
+        event = self._events.get(computer)
+        if event is None:
+            event = self._events[computer] = asyncio.Event()
+        return event

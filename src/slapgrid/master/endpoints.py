@@ -1,0 +1,192 @@
+"""The SLAP calls answered straight from the store: one blocking function per endpoint.
+
+Each takes the serving state, the call's parameters and the request, and returns the answer;
+`routes` says which URL and method reach which, and the app runs them off the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from slapgrid.master.errors import BadRequest, NotFound
+from slapgrid.master.inputs import InstanceRequest
+from slapgrid.master.params import Params
+from slapgrid.master.state import MasterState
+from slapgrid.master.tables import DEFAULT_SOFTWARE_TYPE
+from slapgrid.slap import marshal
+from slapgrid.slap.documents import SoftwareInstance
+
+XML = "text/xml; charset=utf-8"
+TEXT = "text/plain; charset=utf-8"
+
+Endpoint = Callable[[MasterState, Params, Request], Response]
+
+
+def xml(value: Any) -> Response:
+    return Response(marshal.dumps(value), media_type=XML)
+
+
+def text(body: str, status: int = 200) -> Response:
+    return Response(body, status_code=status, media_type=TEXT)
+
+
+# --- reads ---------------------------------------------------------------------------------
+
+
+def register_partition(master: MasterState, p: Params, _: Request) -> Response:
+    computer, partition = p["computer_reference"], p["computer_partition_reference"]
+    return xml(master.store.partition_document(computer, partition).to_wire())
+
+
+def certificate(master: MasterState, p: Params, _: Request) -> Response:
+    computer, partition = p["computer_id"], p["computer_partition_id"]
+    return xml(master.store.partition_certificate(computer, partition))
+
+
+def partition_status(master: MasterState, p: Params, _: Request) -> Response:
+    return xml(master.store.partition_status(p["computer_id"], p["computer_partition_id"]))
+
+
+def software_status(master: MasterState, p: Params, _: Request) -> Response:
+    return xml(master.store.software_status(p["computer_id"], p["url"]))
+
+
+def computer_status(master: MasterState, p: Params, _: Request) -> Response:
+    return xml(master.store.computer_status(p["computer_id"]))
+
+
+def hosting_ip_list(master: MasterState, p: Params, _: Request) -> Response:
+    return xml(master.store.hosting_ip_list(p["computer_id"], p["computer_partition_id"]))
+
+
+def hateoas(master: MasterState, p: Params, _: Request) -> Response:
+    raise NotFound("this master has no HATEOAS API")
+
+
+# --- what nodes report ---------------------------------------------------------------------
+
+
+def software_report(event: str) -> Endpoint:
+    """building / available / destroyed / error of a software release."""
+
+    def report(master: MasterState, p: Params, _: Request) -> Response:
+        error_log = p.get("error_log") or ""
+        master.store.report_software(p["computer_id"], p["url"], event, error_log)
+        return text("OK")
+
+    return report
+
+
+def partition_report(event: str) -> Endpoint:
+    """started / stopped / error of an instance, or error of a shared one."""
+
+    def report(master: MasterState, p: Params, _: Request) -> Response:
+        master.store.report_partition(
+            p["computer_id"],
+            p["computer_partition_id"],
+            event,
+            p.get("error_log") or "",
+            p.slave_reference(),
+        )
+        return text("OK")
+
+    return report
+
+
+def destroyed(master: MasterState, p: Params, _: Request) -> Response:
+    return text(master.store.destroyed_partition(p["computer_id"], p["computer_partition_id"]))
+
+
+def bang(master: MasterState, p: Params, _: Request) -> Response:
+    master.store.bang(p["computer_id"], p["computer_partition_id"], p.get("message") or "")
+    return text("OK")
+
+
+def rename(master: MasterState, p: Params, _: Request) -> Response:
+    computer, partition = p["computer_id"], p["computer_partition_id"]
+    master.store.rename(computer, partition, p["new_name"], p.slave_reference())
+    return text("OK")
+
+
+def set_connection(master: MasterState, p: Params, _: Request) -> Response:
+    parameters = p.marshalled("connection_xml", None)
+    if parameters is None:
+        raise BadRequest("missing parameter 'connection_xml'")
+    computer, partition = p["computer_id"], p["computer_partition_id"]
+    master.store.set_connection(computer, partition, parameters, p.slave_reference())
+    return text("OK")
+
+
+def related_instances(master: MasterState, p: Params, _: Request) -> Response:
+    """Accepted and ignored, as on the production master; the partition must exist."""
+    references = p.marshalled("instance_reference_xml", [])
+    if not isinstance(references, list):
+        raise BadRequest("instance_reference_xml must be a list")
+    master.store.check_partition(p["computer_id"], p["computer_partition_id"])
+    return text("OK")
+
+
+def _requester(request: Request, p: Params) -> tuple[str, str] | None:
+    """Who requests: the X-SlapPartition header first, then the form fields, else a user."""
+    header = request.headers.get("authorization", "")
+    scheme, _, rest = header.partition(" ")
+    if scheme.lower() == "x-slappartition":
+        pairs = dict(item.partition("=")[::2] for item in rest.split(","))
+        fields = {key.strip(): value.strip() for key, value in pairs.items()}
+        if not fields.get("computer_id") or not fields.get("computer_partition_id"):
+            raise BadRequest("X-SlapPartition header without computer_id or computer_partition_id")
+        return fields["computer_id"], fields["computer_partition_id"]
+    computer, partition = p.get("computer_id"), p.get("computer_partition_id")
+    return (computer, partition) if computer and partition else None
+
+
+def request_instance(master: MasterState, p: Params, request: Request) -> Response:
+    state = p.marshalled("state", None)
+    shared = p.marshalled("shared_xml", False)
+    if not isinstance(shared, bool):
+        raise BadRequest("shared_xml must be a marshalled boolean")
+    if state is not None and not isinstance(state, str):
+        raise BadRequest("state must be a marshalled string or None")
+    answer = master.store.request(
+        InstanceRequest(
+            software_release=p["software_release"],
+            title=p["partition_reference"],
+            software_type=p.get("software_type") or DEFAULT_SOFTWARE_TYPE,
+            parameters=p.marshalled("partition_parameter_xml", {}),
+            filter=p.marshalled("filter_xml", {}),
+            state=state,
+            shared=shared,
+            requester=_requester(request, p),
+        )
+    )
+    return xml(SoftwareInstance(answer).to_wire())
+
+
+# --- computer-level writes -----------------------------------------------------------------
+
+
+def supply(master: MasterState, p: Params, _: Request) -> Response:
+    master.store.supply(p["computer_id"], p["url"], p.get("state") or "available")
+    return text("OK")
+
+
+def use_computer(master: MasterState, p: Params, _: Request) -> Response:
+    master.store.use_computer(p["computer_id"], p["use_string"])
+    return text("OK")
+
+
+def computer_bang(master: MasterState, p: Params, _: Request) -> Response:
+    master.store.computer_bang(p["computer_id"], p.get("message") or "")
+    return text("OK")
+
+
+def load_configuration(master: MasterState, p: Params, _: Request) -> Response:
+    definition = p.marshalled("xml", None)
+    if definition is None:
+        raise BadRequest("missing parameter 'xml'")
+    master.store.load_computer_configuration(definition)
+    return text("OK")

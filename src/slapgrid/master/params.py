@@ -1,0 +1,50 @@
+"""The parameters of one SLAP call, from the query string (GET) or the form body (POST)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from slapgrid.master.errors import BadRequest
+from slapgrid.slap import marshal
+from slapgrid.slap.errors import ProtocolError
+
+
+class Params:
+    """The parameters of one call; `p["name"]` is mandatory, `p.get("name")` is not.
+
+    With `none_is_absent`, the literal `None` the reference client sends for absent values
+    counts as absent.
+    """
+
+    def __init__(self, values: Mapping[str, Any], *, none_is_absent: bool) -> None:
+        self._values: dict[str, str] = {}
+        for key, value in values.items():
+            if not isinstance(value, str):
+                raise BadRequest(f"parameter {key!r} must be a plain form field")
+            if not (none_is_absent and value == "None"):
+                self._values[key] = value
+
+    def __getitem__(self, name: str) -> str:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise BadRequest(f"missing parameter {name!r}") from None
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return self._values.get(name, default)
+
+    def marshalled(self, name: str, default: Any) -> Any:
+        """An xml_marshaller document carried in a field; absent → `default`."""
+        raw = self._values.get(name)
+        if raw is None:
+            return default
+        try:
+            return marshal.loads(raw)
+        except ProtocolError as exc:
+            raise BadRequest(f"parameter {name!r}: {exc}") from None
+
+    def slave_reference(self) -> str | None:
+        """`slave_reference`, where the master treats any casing of `None` as absent."""
+        value = self._values.get("slave_reference")
+        return None if not value or value.lower() == "none" else value

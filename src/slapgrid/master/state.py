@@ -1,0 +1,47 @@
+"""What the master's endpoints share while it serves: the store, the change feed, the cache.
+
+Commits happen in worker threads; `MasterState` hands each over to the event loop, where it
+wakes the long polls of the changed computers and re-renders their documents. At start-up
+every computer's document is rendered the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from slapgrid.master.change_feed import ChangeFeed, RunBlocking
+from slapgrid.master.document_cache import DocumentCache
+from slapgrid.master.storage import MasterStore
+
+
+class MasterState:
+    def __init__(self, store: MasterStore, run_blocking: RunBlocking) -> None:
+        self.store = store
+        self.run_blocking = run_blocking
+        self.feed = ChangeFeed(store, run_blocking)
+        self.documents = DocumentCache(store, self.feed.generation, run_blocking)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        store.add_listener(self._committed)
+
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[None]:
+        """While the app runs: commits reach this loop; documents are rendered ahead."""
+        self._loop = asyncio.get_running_loop()
+        self.documents.refresh(await self.run_blocking(self.store.computer_ids))
+        try:
+            yield
+        finally:
+            self._loop = None
+            self.documents.close()
+
+    def _committed(self, changed: dict[str, int]) -> None:
+        """Called from whichever thread committed: hand over to the loop."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._changed, list(changed))
+
+    def _changed(self, computers: list[str]) -> None:
+        self.feed.wake(computers)
+        self.documents.refresh(computers)
