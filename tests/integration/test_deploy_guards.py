@@ -134,3 +134,12 @@ def test_instance_log_is_rotated_keeping_a_few(node: Node) -> None:
         buildout(job, log_limit=1, log_backups=2)
     assert [path.exists() for path in backups] == [True, True, False]
     assert all(path.stat().st_size > 0 for path in (log, *backups[:2]))
+
+
+def test_forbidden_launch_is_the_partitions_clear_error(node: Node) -> None:
+    pid = node.partition()
+    node.supervisor.shutdown()  # a node whose supervisord is someone else's to start
+    forbidden = with_options(node, forbid_supervisord_automatic_launch=True)
+    assert run_instance(forbidden, node.client, force=True).status == ExitStatus.FAILED
+    assert "forbid_supervisord_automatic_launch" in node.status_text(pid)
+    assert not supervisord_launched(node)
