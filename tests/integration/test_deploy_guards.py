@@ -136,6 +136,15 @@ def test_instance_log_is_rotated_keeping_a_few(node: Node) -> None:
     assert all(path.stat().st_size > 0 for path in (log, *backups[:2]))
 
 
+def test_offline_start_launches_supervisord_for_known_partitions(node: Node) -> None:
+    pid = node.partition()
+    node.supervisor.shutdown()  # a reboot, with the master out of reach
+    offline = with_options(node, master_url="http://127.0.0.1:9/")
+    with SlapClient(offline.master_url, COMPUTER) as client:
+        assert run_instance(offline, client).status == ExitStatus.OFFLINE
+    assert node.processes(pid) == ["hello-http-on-watch:RUNNING"]
+
+
 def test_forbidden_launch_is_the_partitions_clear_error(node: Node) -> None:
     pid = node.partition()
     node.supervisor.shutdown()  # a node whose supervisord is someone else's to start
