@@ -1,7 +1,8 @@
 """What a deployment must not do, and the reference's upkeep it must do, for real: the
 embedded master over HTTP, real buildout deploying examples/hello, real supervisord.
 
-- supervisord is never launched with nothing to supervise;
+- supervisord is never launched with nothing to supervise, and is launched when a partition
+  has programs (a deployment, an offline start), unless that is forbidden;
 - `instance_min_free_space` refuses a deployment as that partition's error;
 - `.slapos-request-transaction-<pid>` lists only the current deployment's requests;
 - `.slapgrid/log/instance.log` is rotated.
