@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import pwd
 import shutil
@@ -274,3 +275,17 @@ def test_parallel_deployments_reload_without_stepping_on_each_other(
         list(pool.map(deploy, range(count)))  # re-raises the first failure
     for index in range(count):
         running_pid(supervisor, f"slappart{index}", "web-on-watch")
+
+
+def test_service_name_ending_in_a_newline_is_skipped(
+    supervisor: Supervisor, partition: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`^…$` with `.match` let "evil\\n" through, into supervisord's configuration."""
+    script(partition / "etc/service/evil\n", SERVICE)
+    with caplog.at_level(logging.WARNING, logger="slapgrid"):
+        supervisor.write_partition("slappart0", partition)
+    assert any("evil" in r.getMessage() and "unusable" in r.getMessage() for r in caplog.records)
+    assert "evil" not in supervisor.partition_conf("slappart0").read_text()
+    supervisor.ensure_running()
+    supervisor.reload()
+    assert states(supervisor, "slappart0") == {"once": "STOPPED", "web-on-watch": "STOPPED"}

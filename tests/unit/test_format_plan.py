@@ -453,6 +453,7 @@ def test_ipv6_network_resolution() -> None:
         ('{"partition_list": [{"reference": "a"}, {"reference": "a"}]}', "invalid"),
         ('{"partition_list": [{"path": "/x"}]}', "invalid"),
         ('{"partition_list": [{"reference": "../etc"}]}', "invalid"),
+        ('{"partition_list": [{"reference": "slappart0\\n"}]}', "invalid"),
     ],
 )
 def test_corrupt_saved_description_is_refused(tmp_path: Path, content: str, message: str) -> None:

@@ -12,6 +12,7 @@ import pytest
 from slapgrid.errors import LockedError
 from slapgrid.node import layout, lock, safety
 from slapgrid.node.config import NodeConfig
+from slapgrid.node.files import rotate
 from slapgrid.node.instance.partition import observe, render_buildout
 from slapgrid.node.state import StateStore
 from slapgrid.slap.documents import ComputerPartition, SoftwareRelease
@@ -157,3 +158,29 @@ def test_second_run_is_refused_while_the_first_holds_the_lock(tmp_path: Path) ->
     assert f"(pid {os.getpid()})" in message
     with lock.hold(path, "instance"):  # released: free again
         pass
+
+
+def test_rotate_shifts_backups_and_drops_the_oldest(tmp_path: Path) -> None:
+    log = tmp_path / "instance.log"
+    assert not rotate(log, 10, 2)  # nothing to rotate yet
+    for run in "abcd":
+        log.write_text(run * 10)
+        assert rotate(log, 10, 2)
+        assert not log.exists()
+    log.write_text("e" * 9)
+    assert not rotate(log, 10, 2)  # under the limit: kept
+    backups = sorted(p.name for p in tmp_path.iterdir())
+    assert backups == ["instance.log", "instance.log.1", "instance.log.2"]
+    assert [(tmp_path / f"instance.log.{n}").read_text()[0] for n in (1, 2)] == ["d", "c"]
+
+
+def test_rotate_moves_a_planted_symlink_without_following_it(tmp_path: Path) -> None:
+    target = tmp_path / "precious"
+    target.write_text("keep")
+    log = tmp_path / "log" / "instance.log"
+    log.parent.mkdir()
+    (log.parent / "instance.log.1").symlink_to(target)
+    log.write_text("x" * 20)
+    assert rotate(log, 10, 3)
+    assert (log.parent / "instance.log.2").is_symlink()
+    assert target.read_text() == "keep"

@@ -16,14 +16,12 @@ from slapgrid.node.buildout import (
     software_arguments,
 )
 from slapgrid.node.config import NodeConfig
+from slapgrid.node.disk import DiskSpaceError, check_free_space, format_bytes
 from slapgrid.node.identity import run_as
 from slapgrid.node.planner import Kind, plan_software
 from slapgrid.node.safety import UnsafeValueError, software_hash
 from slapgrid.node.software.run import (
-    DiskSpaceError,
     buildout_cfg,
-    check_free_space,
-    format_bytes,
     observe,
     select_releases,
 )
@@ -188,9 +186,9 @@ def test_own_directory_needs_no_identity_switch(tmp_path: Path) -> None:
 
 
 def test_free_space_error_names_the_option(tmp_path: Path) -> None:
-    check_free_space(tmp_path / "new" / "software", 0)
+    check_free_space(tmp_path / "new" / "software", 0, "software_min_free_space")
     with pytest.raises(DiskSpaceError, match="option 'software_min_free_space'"):
-        check_free_space(tmp_path / "new" / "software", 1 << 62)
+        check_free_space(tmp_path / "new" / "software", 1 << 62, "software_min_free_space")
 
 
 def test_sizes_read_like_df() -> None:

@@ -13,6 +13,7 @@ from supervisor.options import ServerOptions
 
 from slapgrid.node.supervisor.conf import (
     Program,
+    check_name,
     partition_programs,
     program_identity,
     render_partition_conf,
@@ -214,3 +215,10 @@ def test_command_with_spaces_and_percent_is_quoted(tmp_path: Path) -> None:
     text = render_partition_conf("p", tmp_path, program, user=None, environment={"HOME": "/h%"})
     assert f"command = '{tmp_path}/my dir/web'" in text
     assert 'environment = HOME="/h%%"' in text
+
+
+def test_a_trailing_newline_is_not_a_name(tmp_path: Path) -> None:
+    with pytest.raises(SupervisorError, match="cannot be used as a supervisord name"):
+        check_name("slappart0\n", "partition id")
+    partition = make_partition(tmp_path, "p", services=["web", "web\n"])
+    assert [p.name for p in partition_programs(partition)] == ["web"]

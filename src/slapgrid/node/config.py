@@ -20,7 +20,7 @@ from slapgrid.errors import ConfigError
 ENV_VAR = "SLAPOS_CONFIGURATION"
 DEFAULT_LOCATIONS = (Path("/etc/opt/slapos/slapos.cfg"), Path("~/.slapos/slapos.cfg"))
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)i?B?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)i?B?\s*", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
@@ -113,7 +113,7 @@ def parse_size(value: str | int, option: str) -> int:
     """`1000M`, `2G`, `512k`, `1048576` → bytes (binary units, as the reference's human2bytes)."""
     if isinstance(value, int):
         return value
-    match = _SIZE.match(value)
+    match = _SIZE.fullmatch(value)
     if not match:
         raise ConfigError(f"option '{option}' must be a size such as 1000M or 2G, not {value!r}")
     return int(float(match.group(1)) * _UNITS[match.group(2).upper()])

@@ -49,3 +49,22 @@ def read_text(path: Path) -> str | None:
         return path.read_text(encoding="utf-8")
     except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
         return None
+
+
+def rotate(path: Path, max_bytes: int, backups: int) -> bool:
+    """Once `path` holds `max_bytes`, shift it to `path.1` (`.1` to `.2` …; the oldest past
+    `backups` is dropped), as logging's RotatingFileHandler does; True if it rotated.
+
+    Renames only: a symlink planted among the backups is moved, never followed.
+    """
+    try:
+        if path.stat().st_size < max_bytes:
+            return False
+    except FileNotFoundError:
+        return False
+    backup = [path.with_name(f"{path.name}.{index}") for index in range(backups + 1)]
+    for index in range(backups - 1, 0, -1):
+        with contextlib.suppress(FileNotFoundError):
+            backup[index].replace(backup[index + 1])
+    path.replace(backup[1])
+    return True

@@ -20,8 +20,8 @@ from slapgrid.node.format.addresses import DEFAULT_IPV4_NETWORK, DEFAULT_PREFIX_
 from slapgrid.slap.errors import SlapError
 from slapgrid.slap.transport import normalise_master_url
 
-_NAME = re.compile(r"^[a-z_][a-z0-9_-]*$")
-PARTITION_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_NAME = re.compile(r"[a-z_][a-z0-9_-]*")  # fullmatch: no trailing "\n"
+PARTITION_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _UNSUPPORTED = (
     "input_definition_file",
     "output_definition_file",
@@ -103,7 +103,7 @@ def load_format_config(
     }
     for name, value in names.items():
         pattern = PARTITION_NAME if name == "partition_base_name" else _NAME
-        if not pattern.match(value):
+        if not pattern.fullmatch(value):
             raise ConfigError(f"option '{name}': {value!r} is not a usable name")
     try:
         master_url = normalise_master_url(str(values["master_url"]).strip())

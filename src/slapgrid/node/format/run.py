@@ -50,7 +50,7 @@ def load_previous(path: Path) -> dict[str, Any] | None:
     if (
         not isinstance(partitions, list)
         or len(references) != len(partitions)
-        or not all(isinstance(r, str) and PARTITION_NAME.match(r) for r in references)
+        or not all(isinstance(r, str) and PARTITION_NAME.fullmatch(r) for r in references)
         or len(set(references)) != len(references)
     ):
         raise FormatError(f"the saved computer description {path} has an invalid partition_list")

@@ -77,12 +77,15 @@ class Outcome:
 
 
 def supervisor_for(config: NodeConfig) -> Supervisor:
-    supervisor = Supervisor(config.instance_root)
+    """The node's supervisord, configured; running if a partition has programs for it (the
+    first deployment to reach the supervise step launches it otherwise)."""
+    supervisor = Supervisor(
+        config.instance_root, may_launch=not config.forbid_supervisord_automatic_launch
+    )
     supervisor.ensure_config(
         config.master_url, config.computer_id, config.certificate_repository_path
     )
-    if not config.forbid_supervisord_automatic_launch:
-        supervisor.ensure_running()
+    supervisor.ensure_running_if_needed()
     return supervisor
 
 
@@ -298,7 +301,9 @@ def go_offline(config: NodeConfig, reason: Exception) -> RunResult:
     log.warning("master unreachable (%s): starting known services offline", reason)
     failures = StateStore(config.instance_root).failures()  # untouched: still backing off
     try:
-        supervisor_for(config).start_all()
+        supervisor = supervisor_for(config)
+        if supervisor.has_partitions() or supervisor.is_running():
+            supervisor.start_all()
     except SlapgridError as exc:
         log.error("offline start failed: %s", exc)
         return RunResult(ExitStatus.FAILED, failures=failures)

@@ -12,7 +12,7 @@ from slapgrid.node import layout
 
 log = logging.getLogger(__name__)
 
-_PLUGIN_NAME = re.compile(r"^[A-Za-z_]\w*\.py$")
+_PLUGIN_NAME = re.compile(r"[A-Za-z_]\w*\.py")
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ def discover(partition_path: Path) -> list[PromiseFile]:
     found: list[PromiseFile] = []
     plugin_dir = paths.etc("plugin")
     for name in _listdir(plugin_dir):
-        if _PLUGIN_NAME.match(name) and not name.startswith("__init__"):
+        if _PLUGIN_NAME.fullmatch(name) and not name.startswith("__init__"):
             found.append(PromiseFile(name, plugin_dir / name, plugin=True))
     legacy_dir = paths.etc("promise")
     for name in _listdir(legacy_dir):

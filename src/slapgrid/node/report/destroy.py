@@ -51,10 +51,7 @@ def destroy_partition(
     Raises `DestroyError` (or `SupervisorError` when the partition cannot be stopped) and
     leaves the partition for the next run.
     """
-    if supervisor.is_running():
-        supervisor.stop_partition(partition_id)
-    else:
-        supervisor.remove_partition(partition_id)
+    supervisor.stop_partition(partition_id)
     try:
         client.stopped(partition_id)
     except SlapError as exc:

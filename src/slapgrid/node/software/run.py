@@ -28,7 +28,8 @@ from slapgrid.exit_status import ExitStatus
 from slapgrid.node import layout, safety
 from slapgrid.node.buildout import BuildoutError, build_software
 from slapgrid.node.config import NodeConfig
-from slapgrid.node.files import atomic_write
+from slapgrid.node.disk import check_free_space
+from slapgrid.node.files import atomic_write, rotate
 from slapgrid.node.planner import Action, Kind, SoftwareObservation, plan_software
 from slapgrid.node.run_result import RunResult
 from slapgrid.node.safety import software_hash
@@ -49,10 +50,6 @@ class SoftwareClient(Protocol):
     def available_software_release(self, url: str) -> None: ...
     def destroyed_software_release(self, url: str) -> None: ...
     def software_release_error(self, url: str, log: str) -> None: ...
-
-
-class DiskSpaceError(SlapgridError):
-    """Not enough free space to build; names the option that sets the limit."""
 
 
 class Cancelled(SlapgridError):
@@ -101,14 +98,6 @@ def buildout_cfg(url: str, shared_parts: Sequence[str], build_time_parts: Sequen
     )
 
 
-def format_bytes(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if count < 1024 or unit == "TiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    raise AssertionError("unreachable")
-
-
 # --- observing the disk -------------------------------------------------------------------
 
 
@@ -138,19 +127,6 @@ def observe(config: NodeConfig, releases: Iterable[Any]) -> dict[str, SoftwareOb
 
 
 # --- acting -------------------------------------------------------------------------------
-
-
-def check_free_space(directory: Path, required: int) -> None:
-    """Space available to non-root users on the file system that will hold `directory`."""
-    existing = directory
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    available = shutil.disk_usage(existing).free
-    if available < required:
-        raise DiskSpaceError(
-            f"not enough space for {directory}: {format_bytes(available)} available, "
-            f"{format_bytes(required)} required (option 'software_min_free_space')"
-        )
 
 
 def _give_to(path: Path, owner: os.stat_result) -> None:
@@ -283,7 +259,9 @@ class SoftwareRun:
                 return Outcome(action, True, "built by another run")
             if self.cancel.is_set():
                 raise Cancelled(f"stopped before building {url}")
-            check_free_space(directory, self.config.software_min_free_space)
+            check_free_space(
+                directory, self.config.software_min_free_space, "software_min_free_space"
+            )
             log.info("building %s in %s (%s)", url, directory, action.reason)
             started = time.monotonic()
             with contextlib.suppress(NotFoundError):
@@ -292,8 +270,7 @@ class SoftwareRun:
             prepare_directory(self.config, directory, url)
             log_file = layout.build_log(directory)
             log_file.parent.mkdir(exist_ok=True)
-            with contextlib.suppress(FileNotFoundError):
-                log_file.replace(log_file.with_name("build.log.1"))
+            rotate(log_file, 0, 1)  # the previous build's log is kept as build.log.1
             build_software(
                 self.config,
                 directory,

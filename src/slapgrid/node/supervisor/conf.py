@@ -35,7 +35,7 @@ RPC_INTERFACE_FACTORY = "supervisor.rpcinterface:make_main_rpcinterface"
 PROGRAM_LOG_MAXBYTES = "1MB"
 PROGRAM_LOG_BACKUPS = 2
 
-_NAME = re.compile(r"^[A-Za-z0-9_@+.=-]+$")
+_NAME = re.compile(r"[A-Za-z0-9_@+.=-]+")  # fullmatch: no trailing "\n"
 """Names supervisord and its ini parser take verbatim: no ':', '/', ',', ';', '#', '%', blanks."""
 
 _INLINE_COMMENT = re.compile(r"\s[;#]")
@@ -177,7 +177,7 @@ def partition_programs(partition_path: Path) -> list[Program]:
         except OSError as exc:
             raise SupervisorError(f"cannot list {directory}: {exc.strerror}") from None
         for name in names:
-            if not _NAME.match(name) or name in seen:
+            if not _NAME.fullmatch(name) or name in seen:
                 log.warning("Ignoring %s: unusable or duplicate program name", directory / name)
                 continue
             seen.add(name)
@@ -246,7 +246,7 @@ def render_partition_conf(
 
 
 def check_name(name: str, what: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise SupervisorError(f"{what} {name!r} cannot be used as a supervisord name")
     return name
 

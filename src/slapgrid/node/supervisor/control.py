@@ -2,7 +2,8 @@
 
 A partition is *started* when its group is known and asked to start, and *stopped* when its
 file is gone and supervisord has forgotten the group. Programs are `autostart=false`: after a
-reboot they come back through a deployment or the offline-mode `start_all()`. The files are
+reboot they come back through a deployment or the offline-mode `start_all()`. supervisord is
+launched only when a partition has a program file: never to supervise nothing. The files are
 rendered by `conf`, the daemon started and stopped by `launch`, spoken to through `rpc`.
 """
 
@@ -62,12 +63,19 @@ class Supervisor:
     """The supervisord of one instance root."""
 
     def __init__(
-        self, instance_root: Path | str, *, python: str | None = None, rpc_timeout: float = 30.0
+        self,
+        instance_root: Path | str,
+        *,
+        python: str | None = None,
+        rpc_timeout: float = 30.0,
+        may_launch: bool = True,
     ) -> None:
         self.instance_root = Path(instance_root).absolute()
         self.paths = SupervisorPaths(self.instance_root)
         self.python = python or sys.executable
         self.rpc = SupervisorRpc(self.paths.socket, rpc_timeout)
+        self.may_launch = may_launch  # False: `forbid_supervisord_automatic_launch`
+        self._launching = threading.Lock()  # parallel deployments launch one daemon
 
     def partition_conf(self, pid: str) -> Path:
         return self.paths.conf_dir / f"{check_name(pid, 'partition id')}.conf"
@@ -154,12 +162,31 @@ class Supervisor:
     def is_running(self) -> bool:
         return self.state() == "RUNNING"
 
+    def has_partitions(self) -> bool:
+        """Whether a partition has a program file: something for supervisord to supervise."""
+        try:
+            return any(self.paths.conf_dir.glob("*.conf"))
+        except OSError:
+            return False
+
     def ensure_running(self, timeout: float = 15.0) -> None:
         """Launch supervisord unless one already answers on the socket; wait for RUNNING."""
-        if self.state() == "RUNNING":
-            self._ensure_watchdog()
-            return
-        launch.start(self.paths, self.rpc, self.python, timeout)
+        with self._launching:
+            if self.state() == "RUNNING":
+                self._ensure_watchdog()
+                return
+            if not self.may_launch:
+                raise SupervisorError(
+                    f"supervisord is not running on {self.paths.socket} and "
+                    "forbid_supervisord_automatic_launch forbids launching it"
+                )
+            launch.start(self.paths, self.rpc, self.python, timeout)
+
+    def ensure_running_if_needed(self) -> None:
+        """Launch supervisord when a partition has programs and launching is allowed; an
+        empty supervisord (every deployment failed, no busy partition) is never started."""
+        if self.may_launch and self.has_partitions():
+            self.ensure_running()
 
     def _ensure_watchdog(self) -> None:
         """Restart a dead watchdog; re-read the configuration if supervisord lacks it."""
@@ -245,9 +272,11 @@ class Supervisor:
             log.info("Nothing to start for partition %r", pid)
 
     def stop_partition(self, pid: str) -> None:
-        """Forget the partition: delete its program file and reload (stops its processes)."""
+        """Forget the partition: delete its program file and, when supervisord runs, reload
+        (stops its processes); a supervisord that is down is not launched for this."""
         self.remove_partition(pid)
-        self.reload()
+        if self.is_running():
+            self.reload()
 
     def start_all(self) -> None:
         """Start every process of every group without waiting (offline mode)."""

@@ -7,9 +7,14 @@ from slapgrid.slap.documents import STARTED
 
 
 def supervise(job: Deployment) -> None:
+    """A started partition with programs launches supervisord if it is down (the first one
+    to get here does); one without programs, or stopped, never does."""
+    supervisor = job.supervisor
     if job.partition.requested_state == STARTED:
-        job.supervisor.write_partition(job.pid, job.paths.root, job.owner()[0])
-        job.supervisor.reload()
-        job.supervisor.start_partition(job.pid)
-    else:
-        job.supervisor.stop_partition(job.pid)
+        supervisor.write_partition(job.pid, job.paths.root, job.owner()[0])
+        if supervisor.partition_conf(job.pid).is_file():
+            supervisor.ensure_running()
+            supervisor.reload()
+            supervisor.start_partition(job.pid)
+            return
+    supervisor.stop_partition(job.pid)
