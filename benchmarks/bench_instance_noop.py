@@ -218,7 +218,7 @@ def main() -> None:
             ours_config = load_node_config(nodes[0].config)
             with SlapClient(server.url, nodes[0].computer) as client:
                 noop[WARM] = reference_env.warm_passes(
-                    lambda: run_instance(ours_config, client), args.runs
+                    lambda: run_instance(ours_config, client).status, args.runs
                 )
 
             print(f"first instantiations ({Path(first_software).name})", flush=True)

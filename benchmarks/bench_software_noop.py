@@ -98,7 +98,7 @@ def main() -> None:
                         runs[name].append(run)
             node_config = load_node_config(config)
             runs[WARM] = reference_env.warm_passes(
-                lambda: run_software(node_config, client), args.runs
+                lambda: run_software(node_config, client).status, args.runs
             )
     finally:
         store.close()
