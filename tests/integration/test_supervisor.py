@@ -8,7 +8,7 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,20 +16,11 @@ import psutil
 import pytest
 
 from slapgrid.node.supervisor.control import ReloadSummary, Supervisor, SupervisorError
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
 SERVICE = "#!/bin/sh\necho started as $(id -u) HOME=$HOME USER=$USER\nexec sleep 300\n"
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def script(path: Path, text: str) -> Path:
@@ -78,16 +69,17 @@ def running_pid(sv: Supervisor, pid: str, name: str, not_pid: int = 0) -> int:
         infos = sv.process_info(pid)
         return next((i.pid for i in infos if i.name == name and i.state == "RUNNING"), 0)
 
-    return int(wait_for(lambda: find() not in (0, not_pid) and find()))
+    return wait_for(lambda: find() not in (0, not_pid) and find(), what=f"{pid}:{name} running")
 
 
 def test_launch_is_fast_and_idempotent(supervisor: Supervisor) -> None:
     started = time.monotonic()
     supervisor.ensure_running()
     elapsed = time.monotonic() - started
-    daemon = psutil.Process(supervisor._call("getPID"))
+    daemon = psutil.Process(int(supervisor.pid_path.read_text()))
     supervisor.ensure_running()
-    assert supervisor._call("getPID") == daemon.pid  # no second daemon
+    assert int(supervisor.pid_path.read_text()) == daemon.pid  # no second daemon
+    assert daemon.is_running()
     assert (supervisor.socket_path.stat().st_mode & 0o777) == 0o700
     assert set(daemon.environ()) == {"PATH"}  # a scrubbed environment
     wait_for(lambda: states(supervisor, "watchdog") == {"watchdog": "RUNNING"})
@@ -201,17 +193,19 @@ def test_programs_run_as_the_partition_owner(supervisor: Supervisor, partition: 
 def test_crashed_daemon_and_stopped_watchdog_are_replaced(supervisor: Supervisor) -> None:
     supervisor.ensure_running()
     wait_for(lambda: states(supervisor, "watchdog") == {"watchdog": "RUNNING"})
-    supervisor._call("stopProcess", "watchdog:watchdog")
+    assert supervisor.supervisorctl(["stop", "watchdog:watchdog"]) == 0
+    assert states(supervisor, "watchdog") == {"watchdog": "STOPPED"}
     supervisor.ensure_running()
     wait_for(lambda: states(supervisor, "watchdog") == {"watchdog": "RUNNING"})
 
-    crashed = psutil.Process(supervisor._call("getPID"))
+    crashed = psutil.Process(int(supervisor.pid_path.read_text()))
     crashed.kill()
     crashed.wait(5)
     assert supervisor.socket_path.exists()  # stale
     assert supervisor.state() is None
     supervisor.ensure_running()
-    assert supervisor._call("getPID") != crashed.pid
+    assert int(supervisor.pid_path.read_text()) != crashed.pid
+    assert supervisor.is_running()
 
 
 def test_launch_failure_is_one_clear_error(instance_root: Path) -> None:
