@@ -18,7 +18,6 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from reference_env import free_port
 from slapgrid.cli.master_cmds import master_group
 from slapgrid.cli.user_cmds import request_command, show_command, supply_command
 from slapgrid.master.server import MasterServer
@@ -27,6 +26,7 @@ from slapgrid.slap import marshal
 from slapgrid.slap.client import SlapClient
 from slapgrid.slap.documents import Computer
 from slapgrid.slap.errors import HTTPStatusError, NotFoundError
+from support.addresses import free_port
 
 pytestmark = pytest.mark.integration
 
