@@ -27,6 +27,7 @@ from slapgrid.slap.client import SlapClient
 from slapgrid.slap.documents import Computer
 from slapgrid.slap.errors import HTTPStatusError, NotFoundError
 from support.addresses import free_port
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -156,13 +157,11 @@ REQUEST = {
 
 def access_line(caplog: pytest.LogCaptureFixture) -> str:
     """The access log line of the one request made (written just after the answer)."""
-    for _ in range(100):
-        lines = [r.getMessage() for r in caplog.records if r.name == "slapgrid.master.access"]
-        if lines:
-            [line] = lines
-            return line
-        time.sleep(0.01)
-    raise AssertionError("no access log line")
+    [line] = wait_for(
+        lambda: [r.getMessage() for r in caplog.records if r.name == "slapgrid.master.access"],
+        what="the access log line",
+    )
+    return line
 
 
 BAD_CALLS: list[tuple[str, str, dict[str, str], int]] = [
@@ -392,15 +391,15 @@ def start_master_process(config: Path) -> subprocess.Popen[bytes]:
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    def answers() -> bool:
         assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
         try:
             httpx.get(url + "getHateoasUrl", timeout=1)
-            return
         except httpx.TransportError:
-            time.sleep(0.05)
-    raise AssertionError("master did not start")
+            return False
+        return True
+
+    wait_for(answers, 20, what="the master to start")
 
 
 def test_kill_9_after_acknowledged_writes_loses_nothing(tmp_path: Path) -> None:

@@ -344,9 +344,10 @@ def test_concurrent_runs_build_one_software_once(tmp_path: Path) -> None:
             threading.Thread(target=lambda m=master: codes.append(run_software(config, m)))
             for master in masters
         ]
-        for run in runs:
-            run.start()
-            time.sleep(0.3)
+        runs[0].start()
+        # the first run fetches the profile once it holds the lock, and waits there
+        wait_for(lambda: server.requests, what="the first run to build")
+        runs[1].start()
         for run in runs:
             run.join(60)
     assert codes == [0, 0]
