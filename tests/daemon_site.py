@@ -94,14 +94,17 @@ class Agent:
 class Site:
     """A master process, a formatted node and its slapos.cfg; at most one agent at a time."""
 
-    def __init__(self, root: Path, partitions: int, **options: object) -> None:
+    def __init__(
+        self, root: Path, partitions: int, software_root: Path | None = None, **options: object
+    ) -> None:
         self.root = root
         self.master_port = free_port()
         self.url = f"http://127.0.0.1:{self.master_port}/"
         self.master = self.start_master()
-        self.instance_root, self.software_root = root / "instance", root / "software"
+        self.instance_root = root / "instance"
+        self.software_root = software_root or root / "software"
         self.instance_root.mkdir()
-        self.software_root.mkdir()
+        self.software_root.mkdir(exist_ok=True)
         self.metrics_port = free_port()
         formatting = {
             "master_url": self.url,
