@@ -32,12 +32,12 @@ from daemon_site import (  # noqa: E402  (the shared harness lives with the test
     SOFTWARE,
     Site,
     answers,
-    free_port,
     is_deployed,
     is_deploying,
     log_time,
-    wait_for,
 )
+from support.addresses import free_port  # noqa: E402
+from support.waiting import wait_for  # noqa: E402
 
 CRON_PERIOD = 60.0
 TARGET_P95 = 2.0
@@ -71,7 +71,7 @@ def measure(site: Site, count: int) -> dict[str, list[float]]:
         pid = site.request(f"bench-{index}", port=str(port))
         deploying = agent.event(is_deploying(pid), timeout=30, after=mark)
         url = site.service_url(pid, port)
-        wait_for(f"the service of {pid}", lambda url=url: answers(url), timeout=60, step=0.01)
+        wait_for(lambda url=url: answers(url), 60, what=f"the service of {pid}", step=0.01)
         running = time.time() - requested
         deployed = agent.event(is_deployed(pid), timeout=60, after=mark)
         results["reaction"].append(log_time(deploying) - requested)

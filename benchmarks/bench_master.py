@@ -32,6 +32,7 @@ from slapgrid.slap import marshal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import reference_env
+from support.addresses import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SOFTWARE = "https://lab.example.com/software/bench/software.cfg"
@@ -285,10 +286,10 @@ def main() -> None:
             print("reference venv not found (create .venv-ref: see tests/interop/conftest.py)")
         else:
             print(f"reference slapos proxy ({venv})", flush=True)
-            with reference(venv, workdir, reference_env.free_port()) as url:
+            with reference(venv, workdir, free_port()) as url:
                 results["reference"] = measure(url, args, with_etag=False)
         print("slapgrid master", flush=True)
-        with ours(workdir, reference_env.free_port()) as url:
+        with ours(workdir, free_port()) as url:
             results["slapgrid"] = measure(url, args, with_etag=True)
 
     print(

@@ -29,7 +29,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from bench_daemon_latency import line  # noqa: E402
 
-from daemon_site import SOFTWARE, Agent, Site, free_port, is_deployed, log_time  # noqa: E402
+from daemon_site import SOFTWARE, Agent, Site, is_deployed, log_time  # noqa: E402
+from support.addresses import free_port  # noqa: E402
 
 MIB = 1 << 20
 

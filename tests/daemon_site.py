@@ -14,28 +14,16 @@ import urllib.request
 from calendar import timegm
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from reference_env import free_port
 from slapgrid.node.format.run import run_format
 from slapgrid.node.supervisor.control import Supervisor
 from slapgrid.slap.client import SlapClient
+from support.addresses import free_port
+from support.waiting import wait_for
 
 SOFTWARE = str(Path(__file__).parents[1] / "examples" / "hello" / "software.cfg")
 COMPUTER = "COMP-DAEMON"
-T = TypeVar("T")
-
-
-def wait_for(what: str, check: Callable[[], T | None], timeout: float, step: float = 0.05) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(OSError):
-            value = check()
-            if value:
-                return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(step)
 
 
 def answers(url: str) -> bool:
@@ -88,9 +76,9 @@ class Agent:
     ) -> dict[str, Any]:
         """The first event (of those after the first `after` ones) that matches."""
         return wait_for(
-            "a log event",
             lambda: next((e for e in self.events()[after:] if match(e)), None),
             timeout,
+            what="a log event",
         )
 
     def stop(self, timeout: float = 30) -> int:
@@ -106,14 +94,17 @@ class Agent:
 class Site:
     """A master process, a formatted node and its slapos.cfg; at most one agent at a time."""
 
-    def __init__(self, root: Path, partitions: int, **options: object) -> None:
+    def __init__(
+        self, root: Path, partitions: int, software_root: Path | None = None, **options: object
+    ) -> None:
         self.root = root
         self.master_port = free_port()
         self.url = f"http://127.0.0.1:{self.master_port}/"
         self.master = self.start_master()
-        self.instance_root, self.software_root = root / "instance", root / "software"
+        self.instance_root = root / "instance"
+        self.software_root = software_root or root / "software"
         self.instance_root.mkdir()
-        self.software_root.mkdir()
+        self.software_root.mkdir(exist_ok=True)
         self.metrics_port = free_port()
         formatting = {
             "master_url": self.url,
@@ -150,7 +141,7 @@ class Site:
         with (self.root / "master.log").open("ab") as log:
             master = subprocess.Popen(command, stdout=log, stderr=log)
         probe = f"{self.url}getComputerStatus?computer_id={COMPUTER}"
-        wait_for("the master", lambda: urllib.request.urlopen(probe, timeout=1), timeout=20)
+        wait_for(lambda: urllib.request.urlopen(probe, timeout=1), timeout=20, what="the master")
         return master
 
     def restart_master(self, down: float) -> None:

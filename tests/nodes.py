@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import pwd
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,6 @@ from slapgrid.exit_status import ExitStatus
 from slapgrid.master.server import MasterServer
 from slapgrid.master.storage import MasterStore
 from slapgrid.node import layout
-from slapgrid.node.config import NodeConfig
 from slapgrid.node.format.run import run_format
 from slapgrid.node.format.steps import EnsureDirectory, EnsureFile
 from slapgrid.node.instance.partition import PARTITION_MODE
@@ -23,6 +21,9 @@ from slapgrid.node.instance.run import run_instance
 from slapgrid.node.software.run import run_software
 from slapgrid.node.supervisor.control import Supervisor
 from slapgrid.slap.client import SlapClient
+from support.addresses import loopback_network
+from support.configs import node_config
+from support.waiting import wait_for
 
 SOFTWARE = str(Path(__file__).parents[1] / "examples" / "hello" / "software.cfg")
 COMPUTER = "COMP-INSTANCE"
@@ -31,13 +32,15 @@ COMPUTER = "COMP-INSTANCE"
 class Node:
     """One formatted node with the example SR built, talking to a live embedded master."""
 
-    def __init__(self, root: Path, server: MasterServer, store: MasterStore) -> None:
+    def __init__(
+        self, root: Path, server: MasterServer, store: MasterStore, software: Path
+    ) -> None:
         self.root, self.server, self.store = root, server, store
-        self.config = NodeConfig(
+        self.config = node_config(
+            root,
             master_url=server.url,
             computer_id=COMPUTER,
-            instance_root=root / "instance",
-            software_root=root / "software",
+            software_root=software,
             software_min_free_space=0,
             instance_min_free_space=0,
             promise_timeout=10,
@@ -62,12 +65,13 @@ class Node:
 
     def processes(self, pid: str) -> list[str]:
         """Process states, once out of STARTING (services count as up after startsecs)."""
-        deadline = time.monotonic() + 5
-        while True:
+
+        def settled() -> tuple[list[str]] | None:
             states = [f"{p.name}:{p.state}" for p in self.supervisor.process_info(pid)]
-            if not any(s.endswith("STARTING") for s in states) or time.monotonic() > deadline:
-                return states
-            time.sleep(0.1)
+            return None if any(s.endswith("STARTING") for s in states) else (states,)
+
+        (states,) = wait_for(settled, what=f"the services of {pid} to leave STARTING")
+        return states
 
     def status_text(self, pid: str) -> str:
         return self.store.partition_status(COMPUTER, pid)["text"]
@@ -88,23 +92,28 @@ def get(url: str) -> str:
 
 
 @contextlib.contextmanager
-def running_node(root: Path, partitions: int = 3) -> Iterator[Node]:
-    """Master up, partitions formatted, the example SR supplied and built."""
+def running_node(
+    root: Path, partitions: int = 3, software_root: Path | None = None
+) -> Iterator[Node]:
+    """Master up, partitions formatted, the example SR supplied and built (or found built
+    in `software_root`)."""
     store = MasterStore(root / "master.db", default_computer=COMPUTER)
     try:
         with MasterServer(store) as server:
+            software = software_root or root / "software"
             (root / "instance").mkdir()
-            (root / "software").mkdir()
+            software.mkdir(exist_ok=True)
             options = {
                 "master_url": server.url,
                 "computer_id": COMPUTER,
                 "instance_root": str(root / "instance"),
-                "software_root": str(root / "software"),
+                "software_root": str(software),
                 "partition_amount": partitions,
                 "alter_user": False,
+                "ipv4_local_network": loopback_network(),
             }
             assert run_format(None, options) == 0
-            node = Node(root, server, store)
+            node = Node(root, server, store, software)
             node.client.supply(SOFTWARE)
             assert run_software(node.config, node.client).status == 0
             try:

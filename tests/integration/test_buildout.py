@@ -27,6 +27,7 @@ from slapgrid.node.buildout import (
 )
 from slapgrid.node.config import NodeConfig
 from slapgrid.node.identity import home_of
+from support.configs import node_config
 
 pytestmark = pytest.mark.integration
 
@@ -46,15 +47,9 @@ RECORDER = """#!/bin/sh
 """
 
 
-def make_config(tmp_path: Path, **changes: object) -> NodeConfig:
-    values: dict = {
-        "master_url": "http://127.0.0.1:9/",
-        "computer_id": "COMP-TEST",
-        "instance_root": tmp_path,
-        "software_root": tmp_path,
-        **changes,
-    }
-    return NodeConfig(**values)
+def make_config(root: Path, **changes: object) -> NodeConfig:
+    """Both roots at `root`: these tests call buildout on directories they lay out."""
+    return node_config(root, instance_root=root, software_root=root, **changes)
 
 
 @pytest.fixture

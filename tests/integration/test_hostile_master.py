@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from recording_server import Answer, RecordingServer
-from slapgrid.node.config import NodeConfig
 from slapgrid.node.instance.run import run_instance
 from slapgrid.node.software.run import run_software
 from slapgrid.node.supervisor.control import Supervisor
 from slapgrid.slap import marshal
 from slapgrid.slap.client import SlapClient
 from slapgrid.slap.documents import Computer, ComputerPartition, SoftwareRelease
+from support.configs import node_config
 
 pytestmark = pytest.mark.integration
 
@@ -85,11 +85,10 @@ def test_hostile_master_answers_are_refused_and_nothing_escapes(tmp_path: Path) 
             "buildingSoftwareRelease",
         ):
             server.routes[endpoint] = Answer(200)
-        config = NodeConfig(
+        config = node_config(
+            nest,
             master_url=server.url,
             computer_id="C",
-            instance_root=instance_root,
-            software_root=software_root,
             software_min_free_space=0,
             instance_min_free_space=0,
         )

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -17,10 +16,11 @@ import pytest
 from click.testing import CliRunner
 
 from master_site import partition, served, small_computer
-from reference_env import free_port
 from slapgrid.cli.master_cmds import master_group
 from slapgrid.cli.user_cmds import request_command, show_command, supply_command
 from slapgrid.slap.client import SlapClient
+from support.addresses import free_port
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -38,15 +38,15 @@ def start_master_process(config: Path) -> subprocess.Popen[bytes]:
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    def answers() -> bool:
         assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
         try:
             httpx.get(url + "getHateoasUrl", timeout=1)
-            return
         except httpx.TransportError:
-            time.sleep(0.05)
-    raise AssertionError("master did not start")
+            return False
+        return True
+
+    wait_for(answers, 20, what="the master to start")
 
 
 def test_kill_9_after_acknowledged_writes_loses_nothing(tmp_path: Path) -> None:

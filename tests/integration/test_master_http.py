@@ -18,6 +18,7 @@ from slapgrid.master.storage import MasterStore
 from slapgrid.slap import marshal
 from slapgrid.slap.client import SlapClient
 from slapgrid.slap.errors import HTTPStatusError, NotFoundError
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -125,13 +126,11 @@ REQUEST = {
 
 def access_line(caplog: pytest.LogCaptureFixture) -> str:
     """The access log line of the one request made (written just after the answer)."""
-    for _ in range(100):
-        lines = [r.getMessage() for r in caplog.records if r.name == "slapgrid.master.access"]
-        if lines:
-            [line] = lines
-            return line
-        time.sleep(0.01)
-    raise AssertionError("no access log line")
+    [line] = wait_for(
+        lambda: [r.getMessage() for r in caplog.records if r.name == "slapgrid.master.access"],
+        what="the access log line",
+    )
+    return line
 
 
 BAD_CALLS: list[tuple[str, str, dict[str, str], int]] = [

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +47,8 @@ from slapgrid.slap import marshal, transport
 from slapgrid.slap.client import SlapClient
 from slapgrid.slap.documents import Computer, ComputerPartition, SoftwareRelease
 from slapgrid.slap.tioxml import computer_schema
+from support.configs import node_config
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -197,15 +199,13 @@ def node(tmp_path: Path) -> Iterator[Node]:
     with RecordingServer() as server:
         for method in REPORTS:
             server.routes[method] = Answer(200, b"")
-        roots = [tmp_path / name for name in ("instance", "software", "certificates")]
-        for root in roots:
-            root.mkdir()
-        config = NodeConfig(
+        certificates = tmp_path / "certificates"
+        certificates.mkdir()
+        config = node_config(
+            tmp_path,
             master_url=server.url,
             computer_id=COMPUTER_ID,
-            instance_root=roots[0],
-            software_root=roots[1],
-            certificate_repository_path=roots[2],
+            certificate_repository_path=certificates,
         )
         yield Node(config, server)
 
@@ -472,18 +472,15 @@ def test_empty_directory_unlinks_directories_swapped_for_links(tmp_path: Path) -
 # --------------------------------------------------------------------------- with real peers
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"condition not met within {timeout} s")
-
-
 def test_supervised_partition_is_measured_then_stopped_and_destroyed(node: Node) -> None:
     root = Path(tempfile.mkdtemp(prefix="rp", dir="/tmp"))  # unix socket paths are short
-    config = NodeConfig(node.config.master_url, COMPUTER_ID, root, node.config.software_root)
+    config = node_config(
+        root,
+        master_url=node.config.master_url,
+        computer_id=COMPUTER_ID,
+        instance_root=root,
+        software_root=node.config.software_root,
+    )
     node.config = config
     path = node.add("slappart1", "destroyed")
     write(path / "etc" / "service" / "sleeper", "#!/bin/sh\nexec sleep 60\n", 0o755)
@@ -494,11 +491,13 @@ def test_supervised_partition_is_measured_then_stopped_and_destroyed(node: Node)
         supervisor.ensure_running()
         supervisor.reload()
         supervisor.start_partition("slappart1")
-        (info,) = wait_for(lambda: [i for i in supervisor.process_info("slappart1") if i.pid])
+        (info,) = wait_for(
+            lambda: [i for i in supervisor.process_info("slappart1") if i.pid], what="the service"
+        )
         assert node.run(supervisor=supervisor) == 0
         assert not supervisor.partition_conf("slappart1").exists()
         assert supervisor.process_info("slappart1") == []
-        assert wait_for(lambda: not os.path.exists(f"/proc/{info.pid}"))
+        wait_for(lambda: not os.path.exists(f"/proc/{info.pid}"), what="the service to end")
         counts = [
             m.findtext("quantity")
             for m in node.journal().iter("movement")
@@ -523,10 +522,9 @@ def test_report_against_the_embedded_master(tmp_path: Path) -> None:
     instance_root = tmp_path / "instance"
     for name in ("slappart0", "slappart1"):
         write(formatted_partition(instance_root / name) / "data", "instance data")
-    (tmp_path / "software").mkdir()
 
     with MasterServer(store) as master, SlapClient(master.url, COMPUTER_ID) as client:
-        config = NodeConfig(master.url, COMPUTER_ID, instance_root, tmp_path / "software")
+        config = node_config(tmp_path, master_url=master.url, computer_id=COMPUTER_ID)
         assert run_report(config, client).status == 0
         after = client.computer()
 

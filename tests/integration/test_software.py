@@ -8,6 +8,7 @@ the instance side talks HTTP to a real server answering with xml_marshaller docu
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import signal
 import subprocess
@@ -24,13 +25,15 @@ import pytest
 from xml_marshaller import xml_marshaller
 
 from recording_server import Answer, RecordingServer
-from reference_env import free_port
 from slapgrid.node.buildout import BuildoutError, run_instance_buildout
 from slapgrid.node.config import NodeConfig
 from slapgrid.node.instance.partition import observe
 from slapgrid.node.safety import software_hash
 from slapgrid.node.software.run import run_software
 from slapgrid.slap.documents import STARTED, ComputerPartition, SoftwareRelease
+from support.addresses import free_port
+from support.configs import node_config
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -80,19 +83,7 @@ class Master:
         self.errors[url] = log
 
 
-def make_config(root: Path, **changes: object) -> NodeConfig:
-    (root / "software").mkdir(parents=True, exist_ok=True)
-    (root / "instance").mkdir(parents=True, exist_ok=True)
-    values: dict = {
-        "master_url": "http://127.0.0.1:9/",
-        "computer_id": "COMP-TEST",
-        "instance_root": root / "instance",
-        "software_root": root / "software",
-        "software_min_free_space": 0,
-        "jobs": 2,
-        **changes,
-    }
-    return NodeConfig(**values)
+make_config = functools.partial(node_config, software_min_free_space=0, jobs=2)
 
 
 def profile(directory: Path, name: str, text: str) -> str:
@@ -188,15 +179,6 @@ def write_partition_profile(
     (partition / "software_release").symlink_to(software)
 
 
-def wait_for(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
-
-
 def test_hello_instance_runs_offline_and_publishes(hello: SimpleNamespace, tmp_path: Path) -> None:
     port = free_port()
     parameters = {
@@ -246,7 +228,7 @@ def test_hello_instance_runs_offline_and_publishes(hello: SimpleNamespace, tmp_p
     assert not promise_passes()
     server = subprocess.Popen([service], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        assert wait_for(promise_passes), "the promise never saw the service answer"
+        wait_for(promise_passes, what="the promise to see the service answer")
     finally:
         server.terminate()
         server.wait(10)
@@ -362,9 +344,10 @@ def test_concurrent_runs_build_one_software_once(tmp_path: Path) -> None:
             threading.Thread(target=lambda m=master: codes.append(run_software(config, m).status))
             for master in masters
         ]
-        for run in runs:
-            run.start()
-            time.sleep(0.3)
+        runs[0].start()
+        # the first run fetches the profile once it holds the lock, and waits there
+        wait_for(lambda: server.requests, what="the first run to build")
+        runs[1].start()
         for run in runs:
             run.join(60)
     assert codes == [0, 0]
@@ -382,9 +365,8 @@ def test_a_partition_sees_its_software_being_built(tmp_path: Path) -> None:
     with server:
         build = threading.Thread(target=run_software, args=(config, Master(Release(url))))
         build.start()
-        building = wait_for(lambda: observe(config, partition).software_building, 10)
+        wait_for(lambda: observe(config, partition).software_building, what="the build seen")
         build.join(60)
-    assert building
     seen = observe(config, partition)
     assert (seen.software_built, seen.software_building) == (True, False)
 
@@ -420,7 +402,7 @@ def test_rerun_after_agent_killed_mid_build_converges(tmp_path: Path) -> None:
         agent = subprocess.Popen(
             [sys.executable, agent_script, *roots, url], stdout=subprocess.PIPE, text=True
         )
-        assert wait_for(lambda: bool(server.requests), 30), "the build never started"
+        wait_for(lambda: server.requests, 30, what="the build to start")
         orphans = psutil.Process(agent.pid).children(recursive=True)
         assert orphans, "the agent had no buildout child to orphan"
         agent.send_signal(signal.SIGKILL)

@@ -9,7 +9,7 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,20 +18,11 @@ import pytest
 
 from slapgrid.node.supervisor.control import ReloadSummary, Supervisor
 from slapgrid.node.supervisor.errors import SupervisorError
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
 SERVICE = "#!/bin/sh\necho started as $(id -u) HOME=$HOME USER=$USER\nexec sleep 300\n"
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def script(path: Path, text: str) -> Path:
@@ -80,16 +71,17 @@ def running_pid(sv: Supervisor, pid: str, name: str, not_pid: int = 0) -> int:
         infos = sv.process_info(pid)
         return next((i.pid for i in infos if i.name == name and i.state == "RUNNING"), 0)
 
-    return int(wait_for(lambda: find() not in (0, not_pid) and find()))
+    return wait_for(lambda: find() not in (0, not_pid) and find(), what=f"{pid}:{name} running")
 
 
 def test_launch_is_fast_and_idempotent(supervisor: Supervisor) -> None:
     started = time.monotonic()
     supervisor.ensure_running()
     elapsed = time.monotonic() - started
-    daemon = psutil.Process(supervisor.rpc.call("getPID"))
+    daemon = psutil.Process(int(supervisor.paths.pid_file.read_text()))
     supervisor.ensure_running()
-    assert supervisor.rpc.call("getPID") == daemon.pid  # no second daemon
+    assert int(supervisor.paths.pid_file.read_text()) == daemon.pid  # no second daemon
+    assert daemon.is_running()
     assert (supervisor.paths.socket.stat().st_mode & 0o777) == 0o700
     assert set(daemon.environ()) == {"PATH"}  # a scrubbed environment
     wait_for(lambda: states(supervisor, "watchdog") == {"watchdog": "RUNNING"})
@@ -120,7 +112,7 @@ def test_start_then_stop_partition(supervisor: Supervisor, partition: Path) -> N
 
 
 def test_service_is_restarted_run_script_is_not(supervisor: Supervisor, partition: Path) -> None:
-    script(partition / "etc/run/once", "#!/bin/sh\nsleep 0.2\n")
+    script(partition / "etc/run/once", "#!/bin/sh\necho ran >> runs.txt\nsleep 0.2\n")
     supervisor.write_partition("slappart0", partition)
     supervisor.ensure_running()
     supervisor.start_partition("slappart0")
@@ -129,8 +121,12 @@ def test_service_is_restarted_run_script_is_not(supervisor: Supervisor, partitio
     second = running_pid(supervisor, "slappart0", "web-on-watch", not_pid=first)
     assert psutil.Process(second).cwd() == str(partition)
     wait_for(lambda: states(supervisor, "slappart0")["once"] == "EXITED")
-    time.sleep(1.0)
+    # supervisord restarts what it restarts in one pass over all programs: a service restarted
+    # after the run script exited proves a pass that left the run script down
+    os.kill(second, signal.SIGKILL)
+    running_pid(supervisor, "slappart0", "web-on-watch", not_pid=second)
     assert states(supervisor, "slappart0")["once"] == "EXITED"  # run scripts stay down
+    assert (partition / "runs.txt").read_text() == "ran\n"
 
 
 def test_reload_applies_changes_only(supervisor: Supervisor, partition: Path) -> None:
@@ -203,17 +199,19 @@ def test_programs_run_as_the_partition_owner(supervisor: Supervisor, partition: 
 def test_crashed_daemon_and_stopped_watchdog_are_replaced(supervisor: Supervisor) -> None:
     supervisor.ensure_running()
     wait_for(lambda: states(supervisor, "watchdog") == {"watchdog": "RUNNING"})
-    supervisor.rpc.call("stopProcess", "watchdog:watchdog")
+    assert supervisor.supervisorctl(["stop", "watchdog:watchdog"]) == 0
+    assert states(supervisor, "watchdog") == {"watchdog": "STOPPED"}
     supervisor.ensure_running()
     wait_for(lambda: states(supervisor, "watchdog") == {"watchdog": "RUNNING"})
 
-    crashed = psutil.Process(supervisor.rpc.call("getPID"))
+    crashed = psutil.Process(int(supervisor.paths.pid_file.read_text()))
     crashed.kill()
     crashed.wait(5)
     assert supervisor.paths.socket.exists()  # stale
     assert supervisor.state() is None
     supervisor.ensure_running()
-    assert supervisor.rpc.call("getPID") != crashed.pid
+    assert int(supervisor.paths.pid_file.read_text()) != crashed.pid
+    assert supervisor.is_running()
 
 
 def test_launch_failure_is_one_clear_error(instance_root: Path) -> None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -15,9 +14,11 @@ import pytest
 
 from slapgrid.node.layout import BANG_MEMORY
 from slapgrid.node.supervisor.control import Supervisor
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
+SAME_DEPLOYMENT = "no bang (deployed 1700000000, last bang 1700000000)"
 DYING_SERVICE = "#!/bin/sh\necho up\nsleep 1.2\n"  # outlives startsecs=1, then exits (status 0)
 
 
@@ -63,14 +64,6 @@ def instance_root() -> Iterator[Path]:
     shutil.rmtree(root, ignore_errors=True)
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.1)
-
-
 def partition(root: Path, pid: str, folder: str, timestamp: str | None) -> Path:
     path = root / pid
     script = path / "etc" / folder / "app"
@@ -102,11 +95,16 @@ def test_dead_service_bangs_once_per_deployment(master: Master, instance_root: P
         for path in (watched, run_script, undeployed):
             sv.start_partition(path.name)
 
-        wait_for(lambda: master.bangs())
+        log = instance_root / "var/log/watchdog.log"
+        wait_for(master.bangs, what="the first bang")
         # the service keeps dying (and being restarted); the run script died too
-        wait_for(lambda: starts(watched) >= 3 and starts(undeployed) >= 2)
-        wait_for(lambda: starts(run_script) == 1 and not sv.process_info("slappart1")[0].pid)
-        time.sleep(0.3)
+        wait_for(lambda: starts(watched) >= 3 and starts(undeployed) >= 2, what="restarts")
+        wait_for(
+            lambda: starts(run_script) == 1 and not sv.process_info("slappart1")[0].pid,
+            what="the run script to exit",
+        )
+        # the listener handled a later death of the banged deployment, and declined
+        wait_for(lambda: SAME_DEPLOYMENT in log.read_text(), what="a declined bang")
         assert master.bangs() == [
             {
                 "computer_id": "COMP-W",
@@ -119,8 +117,10 @@ def test_dead_service_bangs_once_per_deployment(master: Master, instance_root: P
         assert not (run_script / BANG_MEMORY).exists()
 
         (watched / ".timestamp").write_text("1700000100")  # a new deployment
-        wait_for(lambda: len(master.bangs()) == 2)
-        assert (watched / BANG_MEMORY).read_text() == "1700000100"
-        assert "Banged partition slappart0" in (instance_root / "var/log/watchdog.log").read_text()
+        wait_for(lambda: len(master.bangs()) == 2, what="the second bang")
+        # the listener remembers a bang once the master answered it, and logs it after that
+        wait_for(lambda: (watched / BANG_MEMORY).read_text() == "1700000100", what="memory")
+        wait_for(lambda: log.read_text().count("Banged partition slappart0") == 2, what="log")
+        assert len(master.bangs()) == 2
     finally:
         sv.shutdown()

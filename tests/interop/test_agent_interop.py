@@ -38,6 +38,7 @@ from slapgrid.node.report.run import run_report
 from slapgrid.node.safety import software_hash
 from slapgrid.node.software.run import run_software
 from slapgrid.slap.client import SlapClient
+from support.configs import node_config
 
 pytestmark = pytest.mark.interop
 
@@ -148,11 +149,10 @@ def our_node(reference_venv: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     computer = "COMP-PROXY"
     with reference_env.reference_proxy(reference_venv, root, computer) as url:
         format_node(url, computer, root, partitions=2)
-        config = NodeConfig(
+        config = node_config(
+            root,
             master_url=url,
             computer_id=computer,
-            instance_root=root / "instance",
-            software_root=root / "software",
             software_min_free_space=0,
             instance_min_free_space=0,
             promise_timeout=10,

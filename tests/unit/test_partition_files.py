@@ -16,19 +16,17 @@ from slapgrid.node.files import rotate
 from slapgrid.node.instance.partition import observe, render_buildout
 from slapgrid.node.state import StateStore
 from slapgrid.slap.documents import ComputerPartition, SoftwareRelease
+from support.configs import node_config
 
 SR = "https://example.com/sr/software.cfg"
 
 
 @pytest.fixture
 def config(tmp_path: Path) -> NodeConfig:
-    (tmp_path / "instance").mkdir()
-    (tmp_path / "software").mkdir()
-    return NodeConfig(
+    return node_config(
+        tmp_path,
         master_url="http://127.0.0.1:5000/",
         computer_id="COMP-1",
-        instance_root=tmp_path / "instance",
-        software_root=tmp_path / "software",
         shared_part_list=("/opt/shared/a", "/opt/shared/b"),
     )
 

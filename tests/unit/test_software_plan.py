@@ -25,6 +25,7 @@ from slapgrid.node.software.run import (
     observe,
     select_releases,
 )
+from support.configs import node_config
 
 A = "https://example.com/a/software.cfg"
 B = "https://example.com/b/software.cfg"
@@ -50,14 +51,7 @@ def test_selected_releases_keep_their_requested_state() -> None:
 
 @pytest.fixture
 def config(tmp_path: Path) -> NodeConfig:
-    (tmp_path / "software").mkdir()
-    (tmp_path / "instance").mkdir()
-    return NodeConfig(
-        master_url="http://127.0.0.1:9/",
-        computer_id="COMP-TEST",
-        instance_root=tmp_path / "instance",
-        software_root=tmp_path / "software",
-    )
+    return node_config(tmp_path)
 
 
 def plan(config: NodeConfig, *releases: SimpleNamespace, force: bool = False) -> dict:
