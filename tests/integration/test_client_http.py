@@ -346,30 +346,25 @@ def _tls_server(pki: dict[str, Path]) -> RecordingServer:
     return server
 
 
+def _certified_client(url: str, pki: dict[str, Path], ca: str) -> SlapClient:
+    """A client with its certificate, trusting the masters `pki[ca]` signed."""
+    return SlapClient(
+        url, "COMP-1234", key_file=pki["client_key"], cert_file=pki["client_cert"], ca_file=pki[ca]
+    )
+
+
 def test_tls_with_client_certificate_and_verified_master(pki: dict[str, Path]) -> None:
-    with _tls_server(pki) as server:
-        client = SlapClient(
-            server.url,
-            "COMP-1234",
-            key_file=pki["client_key"],
-            cert_file=pki["client_cert"],
-            ca_file=pki["ca"],
-        )
-        with client:
-            assert client.computer().computer_id == "COMP-1234"
+    with _tls_server(pki) as server, _certified_client(server.url, pki, "ca") as client:
+        assert client.computer().computer_id == "COMP-1234"
 
 
 def test_tls_master_with_untrusted_certificate_is_refused(pki: dict[str, Path]) -> None:
-    with _tls_server(pki) as server:
-        client = SlapClient(
-            server.url,
-            "COMP-1234",
-            key_file=pki["client_key"],
-            cert_file=pki["client_cert"],
-            ca_file=pki["other_ca"],
-        )
-        with client, pytest.raises(ConnectionError):
-            client.computer()
+    with (
+        _tls_server(pki) as server,
+        _certified_client(server.url, pki, "other_ca") as client,
+        pytest.raises(ConnectionError),
+    ):
+        client.computer()
 
 
 def test_tls_without_client_certificate_is_refused_by_the_master(pki: dict[str, Path]) -> None:

@@ -4,7 +4,6 @@ format, usage and statuses (timestamps and generations: `test_master_timestamps`
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +14,7 @@ from master_site import (
     JOURNAL,
     SR_A,
     as_front,
-    build_tree,
     format_definition,
-    formatted_store,
     front_guid,
     request,
     stamps,
@@ -25,18 +22,6 @@ from master_site import (
 from slapgrid.master import storage
 from slapgrid.master.storage import BadRequest, Conflict, MasterStore, NotFound
 from slapgrid.slap.marshal import dumps
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[MasterStore]:
-    with formatted_store(tmp_path) as master:
-        yield master
-
-
-@pytest.fixture
-def tree(store: MasterStore) -> MasterStore:
-    return build_tree(store)
-
 
 # --- requests ------------------------------------------------------------------------------
 

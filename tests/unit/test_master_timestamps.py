@@ -7,8 +7,7 @@ getFullComputerInformation answer changed (generation bumped).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,25 +18,12 @@ from master_site import (
     SR_A,
     SR_B,
     as_front,
-    build_tree,
     format_definition,
-    formatted_store,
     front_guid,
     request,
     stamps,
 )
 from slapgrid.master.storage import MasterStore
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[MasterStore]:
-    with formatted_store(tmp_path) as master:
-        yield master
-
-
-@pytest.fixture
-def tree(store: MasterStore) -> MasterStore:
-    return build_tree(store)
 
 
 def as_root(**kwargs: Any) -> Callable[[MasterStore], Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -25,6 +26,28 @@ from slapgrid.slap.documents import DESTROYED, STARTED, STOPPED
 _STATE_STRENGTH = {STARTED: 0, STOPPED: 1, DESTROYED: 2}
 
 
+@dataclass(frozen=True)
+class _Wanted:
+    """A checked request, with who asked (its tree's root title) and where it may go."""
+
+    request: InstanceRequest
+    parameters: str  # as XML
+    sla: dict[str, Any]
+    root_title: str  # "" for a root instance
+    requester: PartitionRow | None
+    computer: str | None  # the SLA's computer_guid, else the master's default
+
+    def columns(self, state: str) -> dict[str, Any]:
+        """The values of the columns partition and shared instances have in common."""
+        return {
+            "software_release": self.request.software_release,
+            "software_type": self.request.software_type or DEFAULT_SOFTWARE_TYPE,
+            "parameters": self.parameters,
+            "filter": as_xml(self.sla, "filter"),
+            "requested_state": state,
+        }
+
+
 def request(
     tx: Tx,
     request: InstanceRequest,
@@ -33,26 +56,23 @@ def request(
     default_computer: str | None,
 ) -> dict[str, Any]:
     """Allocate or update an instance; the answer is the SoftwareInstance attributes."""
-    root_title = ""
-    requester: PartitionRow | None = None
+    requester = None
     if request.requester is not None:
         requester = lookups.busy_row(tx.session, *request.requester)
-        root_title = requester.root_title
-    place = _request_shared if request.shared else _request_partition
-    return place(tx, request, parameters, sla, root_title, requester, default_computer)
+    wanted = _Wanted(
+        request,
+        parameters,
+        sla,
+        requester.root_title if requester is not None else "",
+        requester,
+        sla.get("computer_guid") or default_computer,
+    )
+    return _request_shared(tx, wanted) if request.shared else _request_partition(tx, wanted)
 
 
-def _request_partition(
-    tx: Tx,
-    request: InstanceRequest,
-    parameters: str,
-    sla: dict[str, Any],
-    root_title: str,
-    requester: PartitionRow | None,
-    default_computer: str | None,
-) -> dict[str, Any]:
+def _request_partition(tx: Tx, wanted: _Wanted) -> dict[str, Any]:
     """Allocate or update a partition instance; the answer is its SoftwareInstance dict."""
-    session = tx.session
+    session, request, root_title = tx.session, wanted.request, wanted.root_title
     state = request.state or STARTED
     if root_title:
         root = session.scalar(
@@ -74,10 +94,11 @@ def _request_partition(
     if row is None:
         if state == DESTROYED:
             return answers.gone(request)
-        row = _allocate(session, sla.get("computer_guid") or default_computer, request.title)
+        row = _allocate(session, wanted.computer, request.title)
         row.slap_state, row.title, row.requested_by = BUSY, request.title, root_title
         row.guid = f"SOFTINST-{secrets.token_hex(6)}"
-    changed = _assign(row, _wanted(request, parameters, sla, state))
+    changed = _assign(row, wanted.columns(state))
+    requester = wanted.requester
     if requester is not None and (row.requester_computer, row.requester_partition) != (
         requester.computer,
         requester.reference,
@@ -94,17 +115,9 @@ def _request_partition(
     return answers.instance_answer(session, row)
 
 
-def _request_shared(
-    tx: Tx,
-    request: InstanceRequest,
-    parameters: str,
-    sla: dict[str, Any],
-    root_title: str,
-    requester: PartitionRow | None,
-    default_computer: str | None,
-) -> dict[str, Any]:
+def _request_shared(tx: Tx, wanted: _Wanted) -> dict[str, Any]:
     """Host, update or drop a shared instance; the answer is its SoftwareInstance dict."""
-    session = tx.session
+    session, request, root_title = tx.session, wanted.request, wanted.root_title
     state = request.state or STARTED
     shared = session.scalar(
         select(SharedRow).where(
@@ -120,7 +133,7 @@ def _request_shared(
         return answer
     host = session.get(PartitionRow, shared.host_id) if shared and shared.host_id else None
     if host is None or not _can_host(host, request):
-        host = _find_host(session, request, sla.get("computer_guid") or default_computer, sla)
+        host = _find_host(session, request, wanted.computer, wanted.sla)
     if shared is None:
         shared = SharedRow(
             guid=f"SHARED-{secrets.token_hex(6)}",
@@ -132,28 +145,14 @@ def _request_shared(
         previous_host, was_listed = None, False
     else:
         previous_host, was_listed = shared.host_id, shared.listed
-    wanted = _wanted(request, parameters, sla, state) | {"host_id": host.id}
-    changed = _assign(shared, wanted)
-    if requester is not None:
-        shared.requester_computer = requester.computer
-        shared.requester_partition = requester.reference
+    changed = _assign(shared, wanted.columns(state) | {"host_id": host.id})
+    if wanted.requester is not None:
+        shared.requester_computer = wanted.requester.computer
+        shared.requester_partition = wanted.requester.reference
     if changed:
         bump_shared(tx, shared, previous_host, was_listed)
     session.flush()
     return answers.shared_answer(session, shared)
-
-
-def _wanted(
-    request: InstanceRequest, parameters: str, sla: dict[str, Any], state: str
-) -> dict[str, Any]:
-    """The requested values of the columns partition and shared instances have in common."""
-    return {
-        "software_release": request.software_release,
-        "software_type": request.software_type or DEFAULT_SOFTWARE_TYPE,
-        "parameters": parameters,
-        "filter": as_xml(sla, "filter"),
-        "requested_state": state,
-    }
 
 
 def _assign(row: PartitionRow | SharedRow, wanted: dict[str, Any]) -> dict[str, Any]:

@@ -130,17 +130,19 @@ class SharedRow(Reported, Base):
         return self.host_id is not None and self.requested_state == STARTED
 
 
-class UsageRow(Base):
+class _ComputerEvent:
+    """Something a computer sent, kept with when it arrived; gone with the computer."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    computer: Mapped[str] = mapped_column(ForeignKey("computer.reference", ondelete="CASCADE"))
+    received_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class UsageRow(_ComputerEvent, Base):
     __tablename__ = "usage_report"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    computer: Mapped[str] = mapped_column(ForeignKey("computer.reference", ondelete="CASCADE"))
     document: Mapped[str] = mapped_column(Text)
-    received_at: Mapped[int] = mapped_column(BigInteger)
 
 
-class BangRow(Base):
+class BangRow(_ComputerEvent, Base):
     __tablename__ = "computer_bang"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    computer: Mapped[str] = mapped_column(ForeignKey("computer.reference", ondelete="CASCADE"))
     message: Mapped[str] = mapped_column(Text)
-    received_at: Mapped[int] = mapped_column(BigInteger)

@@ -1,0 +1,22 @@
+"""Fixtures shared by the unit tests of the master's store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from master_site import build_tree, formatted_store
+from slapgrid.master.storage import MasterStore
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[MasterStore]:
+    with formatted_store(tmp_path) as master:
+        yield master
+
+
+@pytest.fixture
+def tree(store: MasterStore) -> MasterStore:
+    return build_tree(store)
