@@ -3,27 +3,11 @@
 from __future__ import annotations
 
 import math
-import os
-import signal
-import subprocess
-import sys
-import threading
-from pathlib import Path
 
 import pytest
 
-from slapgrid.cli.render import summary_line
-from slapgrid.errors import ConfigError
 from slapgrid.exit_status import ExitStatus
-from slapgrid.node.config import NodeConfig, load_node_config
-from slapgrid.node.daemon.changes import (
-    Change,
-    PartitionView,
-    Snapshot,
-    compare,
-    error_backoff,
-)
-from slapgrid.node.daemon.metrics import Metrics
+from slapgrid.node.daemon.changes import Change, error_backoff
 from slapgrid.node.daemon.schedule import (
     NEVER,
     Finished,
@@ -36,23 +20,11 @@ from slapgrid.node.daemon.schedule import (
     master_backoff,
     retry_times,
 )
-from slapgrid.node.daemon.signals import Waker
-from slapgrid.node.daemon.status_file import location
 from slapgrid.node.planner import Failure
 from slapgrid.node.run_result import RunResult
-from slapgrid.slap.documents import Computer, ComputerPartition, SoftwareRelease
+from support.clock import T0, Clock
 
-T0 = 1_000_000.0
 INTERVALS = Intervals(instance=60, report=3600, software=600, lock_retry=5)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def advance(self, seconds: float) -> float:
-        self.now += seconds
-        return self.now
 
 
 @pytest.fixture
@@ -79,9 +51,6 @@ def started(clock: Clock) -> tuple[Schedule, Start, Start]:
     schedule = Schedule.starting(INTERVALS, clock.now)
     software, instance = schedule.take(clock.now)
     return schedule, software, instance
-
-
-# --- the schedule ---------------------------------------------------------------------------
 
 
 def test_start_runs_software_and_instance_side_by_side_then_report(clock: Clock) -> None:
@@ -284,150 +253,3 @@ def test_backoffs_and_results() -> None:
         Result.PROMISE_FAILED,
         Result.OFFLINE,
     ]
-
-
-# --- what changed at the master --------------------------------------------------------------
-
-
-def computer(*partitions: ComputerPartition, software: tuple[str, ...] = ()) -> Computer:
-    return Computer(
-        "COMP-1",
-        list(partitions),
-        [SoftwareRelease(url, requested_state="available") for url in software],
-    )
-
-
-def part(pid: str, state: str = "started", timestamp: str | None = "1") -> ComputerPartition:
-    return ComputerPartition(
-        "COMP-1",
-        pid,
-        requested_state=state,
-        software_release=SoftwareRelease("http://sr"),
-        parameters={"timestamp": timestamp} if timestamp else {},
-    )
-
-
-def test_snapshot_keeps_what_the_agent_acts_on() -> None:
-    snapshot = Snapshot.of(computer(part("slappart0"), software=("http://sr",)))
-    view = snapshot.partitions["slappart0"]
-    assert isinstance(view, PartitionView)
-    assert (view.state, view.software) == ("started", "http://sr")
-    assert snapshot.software == frozenset({("http://sr", "available")})
-
-
-def test_compare_reports_only_what_needs_work() -> None:
-    base = Snapshot(
-        {
-            "p0": PartitionView("1", "started", "u", False),
-            "p1": PartitionView("1", "started", "u", False),
-            "p2": PartitionView(None, "destroyed", None, True),
-            "p3": PartitionView("1", "started", "u", False),
-            "p4": PartitionView(None, "destroyed", None, True),
-        },
-        frozenset({("u", "available")}),
-    )
-    assert compare(None, base) == Change()  # the first snapshot is the baseline
-    assert compare(base, base).empty  # e.g. the agent's own reports moved the generation
-    new = Snapshot(
-        {
-            "p0": PartitionView("2", "started", "u", False),
-            "p1": PartitionView("1", "destroyed", "u", False),
-            "p2": PartitionView("1", "started", "v", False),
-            "p3": PartitionView(None, "destroyed", None, True),
-            "p4": PartitionView(None, "destroyed", None, True),
-        },
-        frozenset({("u", "destroyed"), ("v", "available")}),
-    )
-    change = compare(base, new)
-    assert change.partitions == {
-        "p0": "timestamp 1 → 2",
-        "p1": "requested started → destroyed",
-        "p2": "allocated (started)",
-        "p3": "freed",
-    }
-    assert change.destroyed == ("p1",)
-    assert change.software == "u (destroyed), v (available)"
-    gone = compare(new, Snapshot(new.partitions, frozenset({("v", "available")})))
-    assert gone.software == "u (no longer listed)" and not gone.partitions
-    assert new.partition_states() == {"started": 2, "destroyed": 1, "free": 2}
-
-
-# --- configuration, status, plumbing --------------------------------------------------------
-
-
-def config(tmp_path: Path, **options: str) -> NodeConfig:
-    required = {
-        "master_url": "http://127.0.0.1:1/",
-        "computer_id": "COMP-1",
-        "instance_root": str(tmp_path),
-        "software_root": str(tmp_path),
-    }
-    return load_node_config(None, {**required, **options}, check_paths=False)
-
-
-def test_daemon_options_are_checked_when_the_configuration_loads(tmp_path: Path) -> None:
-    assert Intervals.of(config(tmp_path)) == Intervals()
-    parsed = Intervals.of(
-        config(tmp_path, instance_interval="5", report_interval="120", software_interval="0")
-    )
-    assert (parsed.instance, parsed.report, parsed.software) == (5, 120, 0)
-    for option, value in (("instance_interval", "0"), ("poll_interval", "-1")):
-        with pytest.raises(ConfigError, match=option):
-            config(tmp_path, **{option: value})
-    with pytest.raises(ConfigError, match="report_interval"):
-        config(tmp_path, report_interval="hourly")
-    assert location(config(tmp_path)) == tmp_path / ".slapgrid" / "daemon.json"
-    assert location(config(tmp_path, status_file="/run/s.json")) == Path("/run/s.json")
-    assert config(tmp_path).metrics_port is None
-    assert config(tmp_path, metrics_port="9101").metrics_port == 9101
-    with pytest.raises(ConfigError, match="metrics_port"):
-        config(tmp_path, metrics_port="70000")
-
-
-def test_summary_line() -> None:
-    status = {
-        "state": "running",
-        "watch": {"mode": "long-poll"},
-        "running": {"partitions": {"job": "instance", "since": T0 - 3}},
-        "next": {"report": T0 + 60, "software": None, "instance": T0 - 1},
-        "master": {"errors": 2},
-    }
-    assert summary_line(status, T0) == (
-        "running, watch: long-poll; partitions: instance for 3 s; next report in 60 s; "
-        "master unreachable (2 errors)"
-    )
-
-
-def test_slapgrid_status_imports_no_agent_loop_nor_runs() -> None:
-    """`slapgrid status` stays quick: reading the status file needs none of the agent."""
-    code = "import sys, slapgrid.node.status; print(' '.join(sys.modules))"
-    loaded = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout.split()
-    assert "slapgrid.node.daemon.status_file" in loaded
-    heavy = ("slapgrid.node.daemon.loop", "slapgrid.node.instance", "slapgrid.node.software")
-    assert [name for name in loaded if name.startswith(heavy)] == []
-
-
-def test_waker_wakes_on_poke_and_reports_signals() -> None:
-    waker = Waker()
-    try:
-        assert waker.wait(0.01) == []
-        threading.Timer(0.05, waker.poke).start()
-        assert waker.wait(5) == []  # woken (well before the timeout), no signal
-        with waker.signals((signal.SIGHUP,)):
-            os.kill(os.getpid(), signal.SIGHUP)
-            assert waker.wait(5) == [signal.SIGHUP]
-    finally:
-        waker.close()
-
-
-def test_metrics_exposition() -> None:
-    metrics = Metrics()
-    metrics.run_finished("instance", "ok", 1.5, T0)
-    metrics.partition_states({"started": 3, "free": 1})
-    text = metrics.text()
-    assert 'slapgrid_node_runs_total{job="instance",result="ok"} 1.0' in text
-    assert 'slapgrid_node_partitions{state="started"} 3.0' in text
-    assert 'slapgrid_node_run_duration_seconds_count{job="instance"} 1.0' in text
-    assert "process_open_fds" in text  # the process collector, for leak hunting
