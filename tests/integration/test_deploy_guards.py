@@ -57,6 +57,19 @@ def with_options(node: Node, **options: object) -> NodeConfig:
     return dataclasses.replace(node.config, **options)
 
 
+def requested(node: Node) -> str:
+    """The example requested on this test's own node, not yet deployed: its partition id."""
+    node.request(port=PORT)
+    return node.partition()
+
+
+def deployed(node: Node) -> str:
+    """The example requested and deployed, its service running: its partition id."""
+    pid = requested(node)
+    assert node.instance() == ExitStatus.OK
+    return pid
+
+
 def supervisord_launched(node: Node) -> bool:
     return node.supervisor.state() is not None or node.supervisor.paths.pid_file.exists()
 
@@ -71,8 +84,7 @@ def test_no_busy_partition_launches_no_supervisord(node: Node) -> None:
 
 
 def test_every_deployment_failing_before_supervise_launches_nothing(node: Node) -> None:
-    node.request(port=PORT)
-    root = node.config.instance_root / node.partition()
+    root = node.config.instance_root / requested(node)
     root.chmod(0o700)  # not as format made it: refused by the prepare step
     try:
         assert node.instance() == ExitStatus.FAILED
@@ -82,7 +94,7 @@ def test_every_deployment_failing_before_supervise_launches_nothing(node: Node) 
 
 
 def test_lack_of_space_is_the_partitions_error_and_launches_nothing(node: Node) -> None:
-    pid = node.partition()
+    pid = requested(node)
     cramped = with_options(node, instance_min_free_space=parse_size("10P", "option"))
     assert run_instance(cramped, node.client, force=True).status == ExitStatus.FAILED
     status = node.status_text(pid)
@@ -95,7 +107,7 @@ def test_lack_of_space_is_the_partitions_error_and_launches_nothing(node: Node) 
 def test_first_partition_to_supervise_launches_supervisord_a_failure_leaves_it(
     node: Node,
 ) -> None:
-    pid = node.partition()
+    pid = requested(node)
     assert node.instance(force=True) == ExitStatus.OK
     daemon = node.supervisor.rpc.call("getPID")
     assert node.processes(pid) == ["hello-http-on-watch:RUNNING"]
@@ -106,7 +118,7 @@ def test_first_partition_to_supervise_launches_supervisord_a_failure_leaves_it(
 
 
 def test_master_hears_only_this_deployments_requests(node: Node) -> None:
-    pid = node.partition()
+    pid = requested(node)
     software = layout.software_dir(node.config.software_root, SOFTWARE)
     profile = software / "instance.cfg"
     original = profile.read_text()
@@ -125,7 +137,7 @@ def test_master_hears_only_this_deployments_requests(node: Node) -> None:
 
 
 def test_instance_log_is_rotated_keeping_a_few(node: Node) -> None:
-    pid = node.partition()
+    pid = deployed(node)
     partition = next(p for p in node.client.computer().partitions if p.partition_id == pid)
     job = Deployment(node.config, node.client, node.supervisor, partition)
     log = job.paths.log
@@ -138,7 +150,7 @@ def test_instance_log_is_rotated_keeping_a_few(node: Node) -> None:
 
 
 def test_offline_start_launches_supervisord_for_known_partitions(node: Node) -> None:
-    pid = node.partition()
+    pid = deployed(node)
     node.supervisor.shutdown()  # a reboot, with the master out of reach
     offline = with_options(node, master_url="http://127.0.0.1:9/")
     with SlapClient(offline.master_url, COMPUTER) as client:
@@ -147,7 +159,7 @@ def test_offline_start_launches_supervisord_for_known_partitions(node: Node) -> 
 
 
 def test_forbidden_launch_is_the_partitions_clear_error(node: Node) -> None:
-    pid = node.partition()
+    pid = requested(node)
     node.supervisor.shutdown()  # a node whose supervisord is someone else's to start
     forbidden = with_options(node, forbid_supervisord_automatic_launch=True)
     assert run_instance(forbidden, node.client, force=True).status == ExitStatus.FAILED
