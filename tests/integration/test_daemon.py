@@ -59,7 +59,7 @@ def built_software(tmp_path_factory: pytest.TempPathFactory) -> Path:
         config = node_config(
             root, master_url=site.url, computer_id=COMPUTER, software_min_free_space=0
         )
-        assert run_software(config, site.client) == 0
+        assert run_software(config, site.client).status == 0
     return site.software_root
 
 
