@@ -34,6 +34,7 @@ from slapgrid.master.inputs import (
     InstanceRequest,
     as_xml,
     check_request,
+    check_supply,
     check_usage,
     dict_param,
     parse_format,
@@ -55,7 +56,6 @@ from slapgrid.master.tables import (
 from slapgrid.slap.documents import (
     AVAILABLE,
     DESTROYED,
-    SOFTWARE_STATES,
     Computer,
     ComputerPartition,
 )
@@ -202,10 +202,7 @@ class MasterStore:
         return reference
 
     def supply(self, computer: str, url: str, state: str = AVAILABLE) -> None:
-        if not url:
-            raise BadRequest("software release URL is empty")
-        if state not in SOFTWARE_STATES:
-            raise BadRequest(f"supply state must be available or destroyed, not {state!r}")
+        check_supply(url, state)
         with self._write() as tx:
             row = lookups.software_row(tx.session, computer, url)
             if row is None:

@@ -1,6 +1,7 @@
 """Failures of a SLAP exchange, typed after the status codes masters answer with."""
 
 from slapgrid.errors import SlapgridError
+from slapgrid.exit_status import ExitStatus
 
 
 class SlapError(SlapgridError):
@@ -13,6 +14,8 @@ class ProtocolError(SlapError):
 
 class ConnectionError(SlapError):
     """The master could not be reached (refused, DNS, TLS, timeout)."""
+
+    exit_code = ExitStatus.OFFLINE
 
 
 class HTTPStatusError(SlapError):
