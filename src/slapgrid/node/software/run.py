@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from slapgrid.errors import SlapgridError
+from slapgrid.errors import ConfigError, SlapgridError
 from slapgrid.exit_status import ExitStatus
 from slapgrid.node import layout, safety
 from slapgrid.node.buildout import BuildoutError, build_software
 from slapgrid.node.config import NodeConfig
 from slapgrid.node.files import atomic_write
-from slapgrid.node.planner import Action, Kind, SoftwareObservation, plan_software
+from slapgrid.node.planner import Action, Cause, Kind, SoftwareObservation, plan_software
 from slapgrid.node.run_result import RunResult
 from slapgrid.node.safety import software_hash
 from slapgrid.node.state import StateStore
@@ -312,11 +312,12 @@ class SoftwareRun:
 
     def remove(self, action: Action) -> Outcome:
         url = action.target
-        directory = layout.software_dir(self.config.software_root, url)
-        with software_lock(self.config, url, self.cancel):
-            if directory.exists():
-                log.info("removing %s (%s)", directory, url, extra={"software": url})
-                remove_tree(directory)
+        if action.cause != Cause.ALREADY_GONE:  # e.g. a URL refused, so never built
+            directory = layout.software_dir(self.config.software_root, url)
+            with software_lock(self.config, url, self.cancel):
+                if directory.exists():
+                    log.info("removing %s (%s)", directory, url, extra={"software": url})
+                    remove_tree(directory)
         self.client.destroyed_software_release(url)
         self.store.clear_failure(url)
         return Outcome(action, True, "removed")
@@ -346,10 +347,11 @@ def plan(
 ) -> list[Action]:
     """What a software run would do, and why; reads the disk, changes nothing."""
     releases = select_releases(computer.software_releases, only_sr)
-    store = store or StateStore(config.software_root)
-    return plan_software(
-        releases, observe(config, releases), store.failures(), time.time(), force=force
-    )
+    listed = {software_hash(release.url) for release in releases}
+    if unknown := [e for e in only_sr if e and not {e, software_hash(e)} & listed]:
+        raise ConfigError(f"option --only-sr: the master does not list {', '.join(unknown)} here")
+    failures = (store or StateStore(config.software_root)).failures()
+    return plan_software(releases, observe(config, releases), failures, time.time(), force=force)
 
 
 def run_software(
