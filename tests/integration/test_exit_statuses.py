@@ -14,10 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from nodes import embedded_master, node_flags
 from reference_env import free_port
 from slapgrid.exit_status import ExitStatus
 from slapgrid.master.server import MasterServer
-from slapgrid.master.storage import MasterStore
 from slapgrid.node.supervisor.control import Supervisor
 from slapgrid.slap import marshal
 from slapgrid.slap.client import SlapClient
@@ -37,21 +37,6 @@ def slapgrid(*argv: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def node_flags(root: Path, master_url: str) -> list[str]:
-    for name in ("instance", "software"):
-        (root / name).mkdir(exist_ok=True)
-    return [
-        "--master-url",
-        master_url,
-        "--computer-id",
-        COMP,
-        "--instance-root",
-        str(root / "instance"),
-        "--software-root",
-        str(root / "software"),
-    ]
-
-
 def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
     """The last stderr line, checked to be the only error and no traceback."""
     assert "Traceback" not in done.stderr, done.stderr
@@ -62,16 +47,14 @@ def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
 
 @pytest.fixture
 def master(tmp_path: Path) -> Iterator[MasterServer]:
-    store = MasterStore(tmp_path / "master.db", default_computer=COMP)
-    with MasterServer(store) as server:
+    with embedded_master(tmp_path, COMP) as server:
         yield server
-    store.close()
 
 
 @pytest.mark.parametrize("command", ["software", "report", "plan", "software --dry-run"])
 def test_unreachable_master_is_offline(tmp_path: Path, command: str) -> None:
     closed = f"http://127.0.0.1:{free_port()}/"
-    done = slapgrid(*command.split(), *node_flags(tmp_path, closed))
+    done = slapgrid(*command.split(), *node_flags(closed, tmp_path, COMP))
     assert done.returncode == ExitStatus.OFFLINE, done.stderr
     assert "cannot connect" in one_line_error(done)
 
@@ -80,7 +63,7 @@ def test_classic_run_with_unreachable_master_is_offline(tmp_path: Path) -> None:
     """software and report cannot work, instance starts what supervisord knows: 3."""
     closed = f"http://127.0.0.1:{free_port()}/"
     try:
-        done = slapgrid(*node_flags(tmp_path, closed))
+        done = slapgrid(*node_flags(closed, tmp_path, COMP))
     finally:
         Supervisor(tmp_path / "instance").shutdown()
     assert done.returncode == ExitStatus.OFFLINE, done.stderr
@@ -93,14 +76,14 @@ def test_classic_run_with_unreachable_master_is_offline(tmp_path: Path) -> None:
 def test_bad_master_url_flag_is_a_usage_error_naming_it(
     tmp_path: Path, command: str, url: str
 ) -> None:
-    done = slapgrid(command, *node_flags(tmp_path, url))
+    done = slapgrid(command, *node_flags(url, tmp_path, COMP))
     assert done.returncode == ExitStatus.USAGE, done.stderr
     assert "--master-url" in one_line_error(done)
     assert not (tmp_path / "instance" / "etc").exists()  # no supervisord was set up
 
 
 def test_bad_master_url_in_the_file_is_a_usage_error_naming_it(tmp_path: Path) -> None:
-    flags = node_flags(tmp_path, "unused")
+    flags = node_flags("unused", tmp_path, COMP)
     configuration = tmp_path / "slapos.cfg"
     configuration.write_text(
         "[slapos]\nmaster_url = slap.example.com:80\ncomputer_id = C\n"
@@ -119,7 +102,7 @@ def test_only_sr_the_master_does_not_list_is_a_usage_error(
     with SlapClient(master.url, COMP) as client:
         client.supply(listed)
     before = master.store.snapshot()
-    flags = node_flags(tmp_path, master.url)
+    flags = node_flags(master.url, tmp_path, COMP)
     for dry_run in ([], ["--dry-run"]):
         done = slapgrid("software", "--only-sr", "/typo/software.cfg", *dry_run, *flags)
         assert done.returncode == ExitStatus.USAGE, done.stderr
@@ -132,7 +115,7 @@ def test_only_sr_the_master_does_not_list_is_a_usage_error(
 def test_supervisorctl_statuses_do_not_collide_with_ours(
     tmp_path: Path, master: MasterServer
 ) -> None:
-    flags = node_flags(tmp_path, master.url)
+    flags = node_flags(master.url, tmp_path, COMP)
     try:
         assert slapgrid("supervisorctl", *flags, "status").returncode == ExitStatus.OK
         group = tmp_path / "instance" / "etc" / "supervisord.conf.d" / "idle.conf"

@@ -20,10 +20,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+from nodes import Node, embedded_master, node_flags
 from recording_server import Answer, RecordingServer
 from slapgrid.exit_status import ExitStatus
 from slapgrid.master.server import MasterServer
-from slapgrid.master.storage import MasterStore
+from slapgrid.node import layout
 from slapgrid.node.safety import software_hash
 from slapgrid.node.state import StateStore
 from slapgrid.slap.client import SlapClient
@@ -75,19 +76,25 @@ class Terminal:
         os.close(self.master)
 
 
+def interrupt_within_2_s(terminal: Terminal, children: list[psutil.Process]) -> None:
+    """Ctrl-C on the terminal: the command says so and exits 130 within 2 s, its
+    `children` (in sessions of their own, out of the terminal's reach) killed."""
+    pressed = time.monotonic()
+    os.write(terminal.master, INTERRUPT)
+    status = terminal.child.wait(timeout=30)
+    took = time.monotonic() - pressed
+    output = terminal.text()
+    assert took < 2.0, f"Ctrl-C took {took:.2f} s\n{output}"
+    assert status == ExitStatus.INTERRUPTED, output
+    assert output.rstrip().splitlines()[-1] == "slapgrid: interrupted", output
+    assert "Traceback" not in output
+    assert not psutil.wait_procs(children, timeout=0)[1], "children left running"
+
+
 @pytest.fixture
 def master(tmp_path: Path) -> Iterator[MasterServer]:
-    store = MasterStore(tmp_path / "master.db", default_computer=COMP)
-    with MasterServer(store) as server:
+    with embedded_master(tmp_path, COMP) as server:
         yield server
-    store.close()
-
-
-def alive(process: psutil.Process) -> bool:
-    try:
-        return process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def test_ctrl_c_stops_the_build_within_2_s_and_marks_nothing_done(
@@ -99,39 +106,25 @@ def test_ctrl_c_stops_the_build_within_2_s_and_marks_nothing_done(
         release.wait(120)
         return Answer(body=TINY.encode(), content_type="text/plain")
 
-    roots = {name: tmp_path / name for name in ("instance", "software")}
-    for root in roots.values():
-        root.mkdir()
-    flags = [
-        *("--master-url", master.url, "--computer-id", COMP),
-        *("--instance-root", str(roots["instance"]), "--software-root", str(roots["software"])),
-    ]
+    flags = node_flags(master.url, tmp_path, COMP)
+    software_root = tmp_path / "software"
     with RecordingServer(routes={"base.cfg": slow}) as profiles:
         url = tmp_path / "slow.cfg"
         url.write_text(f"[buildout]\nextends = {profiles.url}base.cfg\n")
         with SlapClient(master.url, COMP) as client:
             client.supply(str(url))
-        directory = roots["software"] / software_hash(str(url))
+        directory = software_root / software_hash(str(url))
         terminal = Terminal([sys.executable, "-c", ON_A_TERMINAL, "software", *flags])
         try:
             wait_for(lambda: profiles.requests, 60, "the build to ask for its profile")
             build = psutil.Process(terminal.child.pid).children(recursive=True)
             assert build, "no build process under the agent"
-            pressed = time.monotonic()
-            os.write(terminal.master, INTERRUPT)
-            status = terminal.child.wait(timeout=30)
-            took = time.monotonic() - pressed
-            output = terminal.text()
+            interrupt_within_2_s(terminal, build)
         finally:
             terminal.close()
             release.set()
-        assert took < 2.0, f"Ctrl-C took {took:.2f} s\n{output}"
-        assert status == ExitStatus.INTERRUPTED, output
-        assert output.rstrip().splitlines()[-1] == "slapgrid: interrupted", output
-        assert "Traceback" not in output
-        assert not [p.pid for p in build if alive(p)], "build processes left running"
         assert not (directory / ".completed").exists()
-        assert StateStore(roots["software"]).failures() == {}  # no back-off: not a failure
+        assert StateStore(software_root).failures() == {}  # no back-off: not a failure
         reported = master.store.snapshot()["software"]
         assert not any("error" in str(entry).lower() for entry in reported), reported
 
@@ -145,3 +138,33 @@ def test_ctrl_c_stops_the_build_within_2_s_and_marks_nothing_done(
         )
     assert rerun.returncode == ExitStatus.OK, rerun.stderr
     assert (directory / ".completed").exists()
+
+
+def test_ctrl_c_stops_running_promises_within_2_s_and_reports_nothing(node: Node) -> None:
+    node.request("slow-promise")
+    assert node.instance() == ExitStatus.OK
+    pid = node.partition("slow-promise")
+    paths = layout.partition(node.config.instance_root, pid)
+    promise = paths.root / "etc" / "promise" / "slow-check"
+    promise.write_text("#!/bin/sh\nexec sleep 60\n")
+    promise.chmod(0o755)
+    flags = node_flags(node.config.master_url, node.root)
+    terminal = Terminal([sys.executable, "-c", ON_A_TERMINAL, "instance", *flags])
+    try:
+        sleeping = wait_for(
+            lambda: [
+                p
+                for p in psutil.Process(terminal.child.pid).children(recursive=True)
+                if p.name() == "sleep"
+            ],
+            60,
+            "the slow promise to run",
+        )
+        interrupt_within_2_s(terminal, sleeping)
+    finally:
+        terminal.close()
+    assert not paths.promise_result("slow-check").exists()  # no result of a cut-short run
+    assert not node.status_text(pid).startswith("#error"), node.status_text(pid)
+
+    promise.unlink()  # the next run converges
+    assert node.instance() == ExitStatus.OK

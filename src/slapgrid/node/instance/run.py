@@ -219,6 +219,9 @@ class InstanceRun:
         job = Deployment(self.config, self.client, self.supervisor, partition, self.cancel)
         result = check_up_to_date(job)
         with self._lock:
+            if self.cancel.is_set():  # promises cut short: nothing was checked
+                self.outcome.postponed.append(pid)
+                return
             self.outcome.up_to_date.append(pid)
         outcome = "failing: " + (result.error_message or "") if result.failed else "ok"
         log.info(
