@@ -16,6 +16,7 @@ from slapgrid.exit_status import ExitStatus
 from slapgrid.node.config import NodeConfig
 from slapgrid.node.safety import software_hash
 from slapgrid.node.software.run import run_software
+from slapgrid.node.state import StateStore
 from slapgrid.slap import marshal
 from slapgrid.slap.client import SlapClient
 from slapgrid.slap.documents import Computer, SoftwareRelease
@@ -72,16 +73,18 @@ def test_a_refused_url_is_its_own_error_and_leaves_once_removed(tmp_path: Path) 
             ]
             assert (config.software_root / software_hash(str(good)) / ".completed").exists()
             assert not (config.software_root / software_hash(BAD)).exists()
+            assert set(StateStore(config.software_root).failures()) == {BAD}  # in back-off
 
-            # the master destroys it: confirmed at once (nothing was ever built), no error
+            # the master no longer lists it: forgotten, never mentioned nor retried again
+            server.routes["getFullComputerInformation"] = listing((str(good), "available"))
+            run = run_software(config, client)
+            assert (run.status, run.failures) == (ExitStatus.OK, {})
+            assert calls(server) == []
+
+            # a master that lists it destroyed: confirmed at once (nothing was built), no error
             server.routes["getFullComputerInformation"] = listing(
                 (BAD, "destroyed"), (str(good), "available")
             )
             assert run_software(config, client).status == ExitStatus.OK
             assert calls(server) == [("destroyedSoftwareRelease", BAD)]
-
-            # the master no longer lists it: never mentioned again
-            server.routes["getFullComputerInformation"] = listing((str(good), "available"))
-            assert run_software(config, client).status == ExitStatus.OK
-            assert calls(server) == []
     assert not Path("/tmp/slapgrid-pwned").exists()

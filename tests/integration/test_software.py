@@ -312,7 +312,7 @@ def test_failing_software_is_reported_and_not_completed(
 def test_destroy_removes_read_only_directory_and_reports(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     url = profile(tmp_path, "tiny.cfg", TINY)
-    assert run_software(config, Master(Release(url))) == 0
+    assert run_software(config, Master(Release(url))).status == 0
     directory = software_dir(config, url)
     locked = directory / "parts" / "read-only"
     locked.mkdir()
@@ -327,7 +327,7 @@ def test_destroy_removes_read_only_directory_and_reports(tmp_path: Path) -> None
 def test_destroy_is_refused_while_a_partition_uses_the_software(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     url = profile(tmp_path, "tiny.cfg", TINY)
-    assert run_software(config, Master(Release(url))) == 0
+    assert run_software(config, Master(Release(url))).status == 0
     partition = config.instance_root / "slappart3"
     partition.mkdir()
     (partition / "software_release").symlink_to(software_dir(config, url))
@@ -467,7 +467,7 @@ def test_not_enough_space_names_the_option(tmp_path: Path) -> None:
 def test_noop_run_with_five_built_software_releases(tmp_path: Path) -> None:
     config = make_config(tmp_path, jobs=5)
     urls = [profile(tmp_path, f"sr{index}.cfg", TINY) for index in range(5)]
-    assert run_software(config, Master(*map(Release, urls))) == 0
+    assert run_software(config, Master(*map(Release, urls))).status == 0
     master = Master(*map(Release, urls))
     started = time.monotonic()
     assert run_software(config, master).status == 0

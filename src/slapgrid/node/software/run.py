@@ -365,12 +365,12 @@ def run_software(
 ) -> RunResult:
     """Process every Software Release the master lists; OK if all succeeded, else FAILED.
 
-    `console` receives each line of build output (prefixed with the SR's short hash);
-    without it the lines are logged at INFO. Setting `cancel` stops running builds (their
-    process trees are killed) and starts no new one.
+    `console` gets each line of build output (else logged); `cancel` kills running builds.
     """
-    store = StateStore(config.software_root)
-    actions = plan(config, client.computer(), force=force, only_sr=only_sr, store=store)
+    store, computer = StateStore(config.software_root), client.computer()
+    if not only_sr:  # releases the master dropped: their failures are retried no more
+        store.keep_failures({release.url for release in computer.software_releases})
+    actions = plan(config, computer, force=force, only_sr=only_sr, store=store)
     run = SoftwareRun(config, client, store, force, console, cancel or threading.Event())
     workers = max(1, min(config.parallel_jobs, sum(action.is_work for action in actions)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="software") as pool:
