@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from nodes import embedded_master, node_flags
+from recording_server import Answer, RecordingServer
 from reference_env import free_port
 from slapgrid.exit_status import ExitStatus
 from slapgrid.master.server import MasterServer
@@ -57,6 +58,14 @@ def test_unreachable_master_is_offline(tmp_path: Path, command: str) -> None:
     done = slapgrid(*command.split(), *node_flags(closed, tmp_path, COMP))
     assert done.returncode == ExitStatus.OFFLINE, done.stderr
     assert "cannot connect" in one_line_error(done)
+
+
+@pytest.mark.parametrize("command", ["software", "report", "plan"])
+def test_master_answering_503_is_offline(tmp_path: Path, command: str) -> None:
+    with RecordingServer(routes={"getFullComputerInformation": Answer(503, b"down")}) as down:
+        done = slapgrid(command, *node_flags(down.url, tmp_path, COMP))
+    assert done.returncode == ExitStatus.OFFLINE, done.stderr
+    assert "503" in one_line_error(done)
 
 
 def test_classic_run_with_unreachable_master_is_offline(tmp_path: Path) -> None:

@@ -37,5 +37,7 @@ class ResourceNotReady(HTTPStatusError):
 class ServerError(HTTPStatusError):
     """5xx the reference treats as transient (500, 502, 503, 520, 523, 524, 526)."""
 
+    exit_code = ExitStatus.OFFLINE  # the master is down for now, as good as unreachable
+
 
 SERVER_ERROR_STATUSES = frozenset({500, 502, 503, 520, 523, 524, 526})
