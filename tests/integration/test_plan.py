@@ -57,6 +57,8 @@ def test_dry_runs_change_no_file_and_no_master_state(
     assert node.instance() == 0
     node.request("to-destroy", state="destroyed")
     node.request("planned", port="18944")
+    for title in ("planned", "to-destroy"):  # out of STARTING: supervisord logged it
+        node.processes(node.partition(title))
     files_before = tree_fingerprint(node.root / "instance")
     software_before = tree_fingerprint(node.root / "software")
     master_before = node.store.snapshot()
