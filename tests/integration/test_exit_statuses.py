@@ -121,6 +121,20 @@ def test_only_sr_the_master_does_not_list_is_a_usage_error(
     assert master.store.snapshot() == before  # nothing reported
 
 
+def test_only_cp_the_master_does_not_list_is_a_usage_error_too(
+    tmp_path: Path, master: MasterServer
+) -> None:
+    flags = node_flags(master.url, tmp_path, COMP)
+    try:
+        for dry_run in ([], ["--dry-run"]):
+            done = slapgrid("instance", "--only-cp", "slappart99", *dry_run, *flags)
+            assert done.returncode == ExitStatus.USAGE, done.stderr
+            error = one_line_error(done)
+            assert "--only-cp" in error and "slappart99" in error
+    finally:
+        Supervisor(tmp_path / "instance").shutdown()
+
+
 def test_supervisorctl_statuses_do_not_collide_with_ours(
     tmp_path: Path, master: MasterServer
 ) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from slapgrid.errors import SlapgridError
+from slapgrid.errors import ConfigError, SlapgridError
 from slapgrid.exit_status import ExitStatus
 from slapgrid.node import layout, lock
 from slapgrid.node.buildout import BuildoutError
@@ -98,7 +98,8 @@ def plan(
 ) -> list[Action]:
     unknown = only - {p.partition_id for p in computer.partitions}
     if unknown:
-        raise SlapgridError(f"unknown partition(s): {', '.join(sorted(unknown))}")
+        listed = ", ".join(sorted(unknown))  # a typo, as --only-sr's: a usage mistake
+        raise ConfigError(f"option --only-cp: the master lists no partition {listed} here")
     observed = {p.partition_id: observe(config, p) for p in computer.partitions}
     return plan_instances(
         computer,
