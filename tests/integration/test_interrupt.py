@@ -140,14 +140,18 @@ def test_ctrl_c_stops_the_build_within_2_s_and_marks_nothing_done(
     assert (directory / ".completed").exists()
 
 
-def test_ctrl_c_stops_running_promises_within_2_s_and_reports_nothing(node: Node) -> None:
-    node.request("slow-promise")
+def ctrl_c_during_a_slow_promise(node: Node, title: str, change: dict[str, str]) -> Path:
+    """Deploy `title`, give it a promise that hangs, change its parameters by `change`
+    (empty: it stays up to date), then press Ctrl-C while `slapgrid instance` waits on the
+    promise; the partition's directory."""
+    node.request(title)
     assert node.instance() == ExitStatus.OK
-    pid = node.partition("slow-promise")
-    paths = layout.partition(node.config.instance_root, pid)
+    paths = layout.partition(node.config.instance_root, node.partition(title))
     promise = paths.root / "etc" / "promise" / "slow-check"
     promise.write_text("#!/bin/sh\nexec sleep 60\n")
     promise.chmod(0o755)
+    if change:
+        node.request(title, **change)
     flags = node_flags(node.config.master_url, node.root)
     terminal = Terminal([sys.executable, "-c", ON_A_TERMINAL, "instance", *flags])
     try:
@@ -164,7 +168,21 @@ def test_ctrl_c_stops_running_promises_within_2_s_and_reports_nothing(node: Node
     finally:
         terminal.close()
     assert not paths.promise_result("slow-check").exists()  # no result of a cut-short run
-    assert not node.status_text(pid).startswith("#error"), node.status_text(pid)
+    assert not node.status_text(paths.root.name).startswith("#error")  # nothing reported
+    return paths.root
 
-    promise.unlink()  # the next run converges
-    assert node.instance() == ExitStatus.OK
+
+def test_ctrl_c_stops_the_promises_of_an_up_to_date_partition(node: Node) -> None:
+    partition = ctrl_c_during_a_slow_promise(node, "slow-promise", {})
+    (partition / "etc" / "promise" / "slow-check").unlink()
+    assert node.instance() == ExitStatus.OK  # the next run converges
+
+
+def test_ctrl_c_during_a_deployment_leaves_it_to_do(node: Node) -> None:
+    partition = ctrl_c_during_a_slow_promise(node, "slow-deploy", {"greeting": "changed"})
+    wanted = {p.partition_id: p.timestamp for p in node.client.computer().partitions}
+    marker = partition / layout.TIMESTAMP  # what a deployment writes once it is done
+    assert not marker.exists() or marker.read_text() != str(wanted[partition.name])
+    (partition / "etc" / "promise" / "slow-check").unlink()
+    assert node.instance() == ExitStatus.OK  # the next run deploys it
+    assert marker.read_text() == str(wanted[partition.name])
