@@ -92,34 +92,51 @@ def get(url: str) -> str:
 
 
 @contextlib.contextmanager
+def embedded_master(root: Path, computer: str = COMPUTER) -> Iterator[MasterServer]:
+    """The embedded master over HTTP on 127.0.0.1, its database in `root`."""
+    store = MasterStore(root / "master.db", default_computer=computer)
+    try:
+        with MasterServer(store) as server:
+            yield server
+    finally:
+        store.close()
+
+
+def node_flags(master_url: str, root: Path, computer: str = COMPUTER) -> list[str]:
+    """The command line's node flags: roots `root/instance` and `root/software` (made)."""
+    for name in ("instance", "software"):
+        (root / name).mkdir(exist_ok=True)
+    return [
+        *("--master-url", master_url, "--computer-id", computer),
+        *("--instance-root", str(root / "instance"), "--software-root", str(root / "software")),
+    ]
+
+
+@contextlib.contextmanager
 def running_node(
     root: Path, partitions: int = 3, software_root: Path | None = None
 ) -> Iterator[Node]:
     """Master up, partitions formatted, the example SR supplied and built (or found built
     in `software_root`)."""
-    store = MasterStore(root / "master.db", default_computer=COMPUTER)
-    try:
-        with MasterServer(store) as server:
-            software = software_root or root / "software"
-            (root / "instance").mkdir()
-            software.mkdir(exist_ok=True)
-            options = {
-                "master_url": server.url,
-                "computer_id": COMPUTER,
-                "instance_root": str(root / "instance"),
-                "software_root": str(software),
-                "partition_amount": partitions,
-                "alter_user": False,
-                "ipv4_local_network": loopback_network(),
-            }
-            assert run_format(None, options) == 0
-            node = Node(root, server, store, software)
-            node.client.supply(SOFTWARE)
-            assert run_software(node.config, node.client).status == 0
-            try:
-                yield node
-            finally:
-                node.supervisor.shutdown()
-                node.client.close()
-    finally:
-        store.close()
+    with embedded_master(root) as server:
+        software = software_root or root / "software"
+        (root / "instance").mkdir()
+        software.mkdir(exist_ok=True)
+        options = {
+            "master_url": server.url,
+            "computer_id": COMPUTER,
+            "instance_root": str(root / "instance"),
+            "software_root": str(software),
+            "partition_amount": partitions,
+            "alter_user": False,
+            "ipv4_local_network": loopback_network(),
+        }
+        assert run_format(None, options) == 0
+        node = Node(root, server, server.store, software)
+        node.client.supply(SOFTWARE)
+        assert run_software(node.config, node.client).status == 0
+        try:
+            yield node
+        finally:
+            node.supervisor.shutdown()
+            node.client.close()

@@ -13,7 +13,8 @@ class ExitStatus(enum.IntEnum):
     FAILED = 1  # some item failed; it has its own back-off
     PROMISE_FAILED = 2  # deployed, but a promise fails
     USAGE = 2  # a configuration or command-line mistake (click's number for usage errors)
-    OFFLINE = 3  # instance: master unreachable, known services started
+    OFFLINE = 3  # master unreachable or 5xx; instance still starts the known services
     LOCKED = 10  # another run holds the lock
+    SUPERVISORCTL = 20  # + supervisorctl's own status 1-9 (LSB: 23 a program is not running)
     INTERNAL_ERROR = 70  # a bug of ours (sysexits' EX_SOFTWARE)
     INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT

@@ -100,8 +100,9 @@ def main(argv: list[str] | None = None) -> None:
         code = cli.main(args=argv, prog_name="slapgrid", standalone_mode=False)
     except click.exceptions.Exit as exc:
         code = exc.exit_code
-    except click.Abort:
-        click.echo("slapgrid: aborted", err=True)
+    except click.Abort as exc:  # click's word for Ctrl-C (or end of input at a prompt)
+        what = "interrupted" if isinstance(exc.__cause__, KeyboardInterrupt) else "aborted"
+        click.echo(f"slapgrid: {what}", err=True)
         code = ExitStatus.INTERRUPTED
     except click.ClickException as exc:
         exc.show()

@@ -7,10 +7,13 @@ deployment, format, daemon and table-rendering modules it never uses.
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from slapgrid.cli.interrupt import interruptible
 from slapgrid.cli.options import (
     ALL_NODE_OPTIONS,
     BUILD_OPTIONS,
@@ -24,7 +27,13 @@ from slapgrid.cli.options import (
     dry_run_options,
     node_command_body,
 )
+from slapgrid.errors import SlapgridError
 from slapgrid.exit_status import ExitStatus
+
+if TYPE_CHECKING:
+    from slapgrid.node.run_result import RunResult
+
+log = logging.getLogger("slapgrid")
 
 
 def _split(value: str | None) -> frozenset[str]:
@@ -52,12 +61,32 @@ def run_all(context: NodeContext) -> ExitStatus:
 
     config = context.config()
     with SlapClient.from_config(config) as client:
-        results = [
-            software.run_software(config, client),
-            instance.run_instance(config, client),
-            run_report(config, client),
+        statuses = [
+            _offline_is_a_status(
+                lambda: interruptible(
+                    lambda cancel: software.run_software(config, client, cancel=cancel)
+                )
+            ),
+            interruptible(
+                lambda cancel: instance.run_instance(config, client, cancel=cancel)
+            ).status,
+            _offline_is_a_status(lambda: run_report(config, client)),
         ]
-    return next((r.status for r in results if r.status != ExitStatus.OK), ExitStatus.OK)
+    return next((status for status in statuses if status != ExitStatus.OK), ExitStatus.OK)
+
+
+def _offline_is_a_status(run: Callable[[], RunResult]) -> ExitStatus:
+    """A phase's status; an unreachable master is OFFLINE and the next phase still runs.
+
+    The instance phase then starts the services supervisord knows, as it does on its own.
+    """
+    try:
+        return run().status
+    except SlapgridError as exc:
+        if exc.exit_code != ExitStatus.OFFLINE:
+            raise
+        log.warning("%s", exc)
+        return ExitStatus.OFFLINE
 
 
 @click.command("software", cls=SubCommand)
@@ -88,7 +117,11 @@ def software_command(
                 as_json=as_json,
             )
             return 0
-        return software.run_software(config, client, only_sr=_split(only), force=force).status
+        return interruptible(
+            lambda cancel: software.run_software(
+                config, client, only_sr=_split(only), force=force, cancel=cancel
+            )
+        ).status
 
 
 @click.command("instance", cls=SubCommand)
@@ -124,8 +157,10 @@ def instance_command(
             )
             render.plan(actions, as_json=as_json)
             return 0
-        return instance.run_instance(
-            config, client, force=force, only=only_ids, time_budget=time_budget
+        return interruptible(
+            lambda cancel: instance.run_instance(
+                config, client, force=force, only=only_ids, time_budget=time_budget, cancel=cancel
+            )
         ).status
 
 
@@ -278,4 +313,11 @@ def supervisorctl_command(
     from slapgrid.node.instance import run as instance
 
     config = context.config(flags)
-    return instance.supervisor_for(config).supervisorctl(arguments)
+    return supervisorctl_status(instance.supervisor_for(config).supervisorctl(arguments))
+
+
+def supervisorctl_status(code: int) -> int:
+    """supervisorctl's LSB statuses moved to 21-29: its 3 (not running) is not our OFFLINE."""
+    if code == 0:
+        return ExitStatus.OK
+    return ExitStatus.SUPERVISORCTL + code if 0 < code < 10 else ExitStatus.FAILED

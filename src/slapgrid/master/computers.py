@@ -5,7 +5,6 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from slapgrid.master import lookups
-from slapgrid.master.errors import BadRequest
 from slapgrid.master.inputs import ComputerFormat
 from slapgrid.master.stamps import next_stamp, now_us
 from slapgrid.master.tables import (
@@ -18,7 +17,6 @@ from slapgrid.master.tables import (
     UsageRow,
 )
 from slapgrid.master.transaction import Tx
-from slapgrid.slap.documents import SOFTWARE_STATES
 
 
 def ensure(tx: Tx, reference: str) -> ComputerRow:
@@ -62,13 +60,6 @@ def load_configuration(tx: Tx, computer_format: ComputerFormat) -> str:
                 tx.bump(row)
             tx.touch(reference)
     return reference
-
-
-def check_supply(url: str, state: str) -> None:
-    if not url:
-        raise BadRequest("software release URL is empty")
-    if state not in SOFTWARE_STATES:
-        raise BadRequest(f"supply state must be available or destroyed, not {state!r}")
 
 
 def supply(tx: Tx, computer: str, url: str, state: str) -> None:

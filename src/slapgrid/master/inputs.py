@@ -13,8 +13,8 @@ from typing import Any
 
 from slapgrid.master.errors import BadRequest
 from slapgrid.master.tables import DEFAULT_SOFTWARE_TYPE
-from slapgrid.slap import instance_xml, tioxml
-from slapgrid.slap.documents import PARTITION_STATES
+from slapgrid.slap import instance_xml, tioxml, urls
+from slapgrid.slap.documents import DESTROYED, PARTITION_STATES, SOFTWARE_STATES
 from slapgrid.slap.marshal import MAX_DOCUMENT_BYTES
 
 AddressKey = tuple[str, str, str, str, str]  # interface, address, netmask, gateway, network
@@ -36,14 +36,30 @@ class InstanceRequest:
 
 def check_request(request: InstanceRequest) -> tuple[str, dict[str, Any]]:
     """Refuse a malformed request; → (its parameters as instance XML, its filter)."""
-    if not request.software_release:
-        raise BadRequest("software_release is empty")
+    check_software_release(request.software_release)
     if not request.title:
         raise BadRequest("partition_reference is empty")
     if request.state is not None and request.state not in PARTITION_STATES:
         raise BadRequest(f"state must be started, stopped or destroyed, not {request.state!r}")
     parameters = as_xml(dict_param(request.parameters, "parameters"), "parameters")
     return parameters, dict_param(request.filter, "filter")
+
+
+def check_software_release(url: str) -> None:
+    """Refuse, at supply and request time, a URL every node would refuse to build."""
+    try:
+        urls.software_release_url(url)
+    except urls.InvalidURL as exc:
+        raise BadRequest(str(exc)) from None
+
+
+def check_supply(url: str, state: str) -> None:
+    """A supply; destroying a URL supplied before this rule existed stays possible."""
+    if state not in SOFTWARE_STATES:
+        raise BadRequest(f"supply state must be available or destroyed, not {state!r}")
+    if state == DESTROYED and url:
+        return
+    check_software_release(url)
 
 
 def dict_param(value: Any, what: str) -> dict[str, Any]:

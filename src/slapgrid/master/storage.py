@@ -38,6 +38,7 @@ from slapgrid.master.inputs import (
     InstanceRequest,
     as_xml,
     check_request,
+    check_supply,
     check_usage,
     dict_param,
     parse_format,
@@ -170,7 +171,7 @@ class MasterStore:
             return computers.load_configuration(tx, computer_format)
 
     def supply(self, computer: str, url: str, state: str = AVAILABLE) -> None:
-        computers.check_supply(url, state)
+        check_supply(url, state)
         with self._write() as tx:
             computers.supply(tx, computer, url, state)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from slapgrid.errors import ConfigError
+from slapgrid.slap.urls import InvalidURL, normalise_master_url
 
 ENV_VAR = "SLAPOS_CONFIGURATION"
 DEFAULT_LOCATIONS = (Path("/etc/opt/slapos/slapos.cfg"), Path("~/.slapos/slapos.cfg"))
@@ -119,6 +120,14 @@ def parse_size(value: str | int, option: str) -> int:
     return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
 
 
+def parse_master_url(value: str) -> str:
+    """The master URL, normalised; a bad one is a usage error naming the option."""
+    try:
+        return normalise_master_url(value)
+    except InvalidURL as exc:
+        raise ConfigError(f"option 'master_url' (--master-url): {exc}") from None
+
+
 def parse_lines(value: str) -> list[str]:
     return [line.strip() for line in value.splitlines() if line.strip()]
 
@@ -209,8 +218,10 @@ def load_node_config(
         value = _option(values, name)
         return getattr(NodeConfig, name) if value is None else parse_seconds(value, name, zero=zero)
 
+    master_url = str(values["master_url"]).strip()
+    parse_master_url(master_url)  # checked here, not at the first request: names the option
     config = NodeConfig(
-        master_url=str(values["master_url"]).strip(),
+        master_url=master_url,
         computer_id=str(values["computer_id"]).strip(),
         instance_root=Path(values["instance_root"]).expanduser().absolute(),
         software_root=Path(values["software_root"]).expanduser().absolute(),

@@ -48,7 +48,7 @@ INSTANCE_UMASK = 0o027
 SOFTWARE_UMASK = 0o022
 TAIL_BYTES = 64 * 1024
 INHERIT_UMASK = -1  # the child keeps the agent's umask
-CANCEL_GRACE = 5.0  # seconds a cancelled child gets to exit on SIGTERM
+CANCEL_GRACE = 1.5  # seconds a cancelled child gets on SIGTERM: Ctrl-C ends a run within 2 s
 STRAY_GRACE = 1.0  # seconds to keep reading after the child exited
 NOT_CAPTURED = "(output not captured in debug mode)"
 

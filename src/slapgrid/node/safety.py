@@ -12,9 +12,9 @@ import re
 from pathlib import Path
 
 from slapgrid.errors import SlapgridError
+from slapgrid.slap import urls
 
 _PARTITION_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")  # ASCII; fullmatch: no "\n"
-_URL_FORBIDDEN = re.compile(r"[\s\x00-\x1f\x7f;|&$`<>\"'\\]")
 
 
 class UnsafeValueError(SlapgridError):
@@ -29,10 +29,11 @@ def partition_id(value: str) -> str:
 
 
 def software_release_url(value: str) -> str:
-    """A URL or absolute path without whitespace, control or shell characters."""
-    if not isinstance(value, str) or not value or _URL_FORBIDDEN.search(value):
-        raise UnsafeValueError(f"refusing software release URL {value!r} from the master")
-    return value
+    """The URL, if the rule the embedded master also applies (`slap.urls`) accepts it."""
+    try:
+        return urls.software_release_url(value)
+    except urls.InvalidURL as exc:
+        raise UnsafeValueError(f"refusing software release URL from the master: {exc}") from None
 
 
 def buildout_value(name: str, value: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,16 @@ class StateStore:
     def clear_failure(self, key: str) -> None:
         with self._lock:
             if self._data["failures"].pop(key, None) is not None:
+                self._save()
+
+    def keep_failures(self, keys: Collection[str]) -> None:
+        """Forget the failures of every item but `keys`: the others are no longer wanted."""
+        with self._lock:
+            failures = self._data["failures"]
+            stale = [key for key in failures if key not in keys]
+            for key in stale:
+                del failures[key]
+            if stale:
                 self._save()
 
     def record_run(self, kind: str, summary: dict[str, Any]) -> None:

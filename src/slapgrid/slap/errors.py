@@ -1,6 +1,7 @@
 """Failures of a SLAP exchange, typed after the status codes masters answer with."""
 
 from slapgrid.errors import SlapgridError
+from slapgrid.exit_status import ExitStatus
 
 
 class SlapError(SlapgridError):
@@ -13,6 +14,8 @@ class ProtocolError(SlapError):
 
 class ConnectionError(SlapError):
     """The master could not be reached (refused, DNS, TLS, timeout)."""
+
+    exit_code = ExitStatus.OFFLINE
 
 
 class HTTPStatusError(SlapError):
@@ -33,6 +36,8 @@ class ResourceNotReady(HTTPStatusError):
 
 class ServerError(HTTPStatusError):
     """5xx the reference treats as transient (500, 502, 503, 520, 523, 524, 526)."""
+
+    exit_code = ExitStatus.OFFLINE  # the master is down for now, as good as unreachable
 
 
 SERVER_ERROR_STATUSES = frozenset({500, 502, 503, 520, 523, 524, 526})

@@ -11,13 +11,12 @@ refused, never followed: a POST must reach the configured master and no other se
 
 from __future__ import annotations
 
-import ipaddress
 import ssl
 import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin
 
 from slapgrid import __version__
 from slapgrid.slap.errors import (
@@ -30,6 +29,7 @@ from slapgrid.slap.errors import (
     ServerError,
     SlapError,
 )
+from slapgrid.slap.urls import normalise_master_url
 
 # httpx imports its own command line (click, rich, pygments) with the library, and falls
 # back quietly when that fails: blocking it saves every cron run of ours about 0.1 s of
@@ -43,31 +43,6 @@ from slapgrid.slap.deadline import Deadline, DeadlineTransport  # noqa: E402
 MAX_RESPONSE_BYTES = 64 << 20
 CONNECT_RETRIES = 2
 CONNECT_BACKOFF = 0.5
-
-
-def normalise_master_url(url: str) -> str:
-    """Bracket a bare IPv6 host and end with `/`, so `urljoin` keeps any path prefix."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise SlapError(f"master URL must be http(s)://host[:port][/path], not {url!r}")
-    netloc = parts.netloc
-    if "[" not in netloc and netloc.count(":") > 1:
-        netloc = _bracket_ipv6(netloc)
-    path = parts.path if parts.path.endswith("/") else parts.path + "/"
-    return urlunsplit((parts.scheme, netloc, path, "", ""))
-
-
-def _bracket_ipv6(netloc: str) -> str:
-    """`fe80::1` → `[fe80::1]`; a trailing chunk that breaks the address is the port."""
-    userinfo, _, host = netloc.rpartition("@")
-    prefix = f"{userinfo}@" if userinfo else ""
-    for address, port in ((host, ""), tuple(host.rsplit(":", 1))):
-        try:
-            ipaddress.IPv6Address(address)
-        except ValueError:
-            continue
-        return f"{prefix}[{address}]" + (f":{port}" if port else "")
-    return netloc
 
 
 def _error_for(status: int, url: str, body: bytes, location: str | None) -> SlapError:

@@ -15,10 +15,14 @@ from typing import Any
 
 from slapgrid.errors import ConfigError
 from slapgrid.node import layout
-from slapgrid.node.config import parse_bool, parse_int, read_config_file, section
+from slapgrid.node.config import (
+    parse_bool,
+    parse_int,
+    parse_master_url,
+    read_config_file,
+    section,
+)
 from slapgrid.node.format.addresses import DEFAULT_IPV4_NETWORK, DEFAULT_PREFIX_SHIFT, parse_network
-from slapgrid.slap.errors import SlapError
-from slapgrid.slap.transport import normalise_master_url
 
 _NAME = re.compile(r"[a-z_][a-z0-9_-]*")  # fullmatch: no trailing "\n"
 PARTITION_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
@@ -105,10 +109,7 @@ def load_format_config(
         pattern = PARTITION_NAME if name == "partition_base_name" else _NAME
         if not pattern.fullmatch(value):
             raise ConfigError(f"option '{name}': {value!r} is not a usable name")
-    try:
-        master_url = normalise_master_url(str(values["master_url"]).strip())
-    except SlapError as exc:
-        raise ConfigError(f"option 'master_url': {exc}") from None
+    master_url = parse_master_url(str(values["master_url"]))
 
     def optional_file(name: str) -> Path | None:
         value = values.get(name)

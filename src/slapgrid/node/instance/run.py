@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from slapgrid.errors import SlapgridError
+from slapgrid.errors import ConfigError, SlapgridError
 from slapgrid.exit_status import ExitStatus
 from slapgrid.node import layout, lock
 from slapgrid.node.buildout import BuildoutError
@@ -101,7 +101,8 @@ def plan(
 ) -> list[Action]:
     unknown = only - {p.partition_id for p in computer.partitions}
     if unknown:
-        raise SlapgridError(f"unknown partition(s): {', '.join(sorted(unknown))}")
+        listed = ", ".join(sorted(unknown))  # a typo, as --only-sr's: a usage mistake
+        raise ConfigError(f"option --only-cp: the master lists no partition {listed} here")
     observed = {p.partition_id: observe(config, p) for p in computer.partitions}
     return plan_instances(
         computer,
@@ -222,6 +223,9 @@ class InstanceRun:
         job = Deployment(self.config, self.client, self.supervisor, partition, self.cancel)
         result = check_up_to_date(job)
         with self._lock:
+            if self.cancel.is_set():  # promises cut short: nothing was checked
+                self.outcome.postponed.append(pid)
+                return
             self.outcome.up_to_date.append(pid)
         outcome = "failing: " + (result.error_message or "") if result.failed else "ok"
         log.info(

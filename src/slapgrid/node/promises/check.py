@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,6 +34,7 @@ class Checker:
     user: RunAs
     config: Mapping[str, Any]
     python: str = sys.executable
+    cancel: threading.Event | None = None  # set: running promises are killed (Ctrl-C)
 
     @property
     def environment(self) -> dict[str, str]:
@@ -58,6 +60,7 @@ class Checker:
             stdin=stdin,
             timeout=self.timeout,
             timeout_grace=KILL_GRACE,
+            cancel=self.cancel,
         )
 
     def timed_out(self, date: str) -> Verdict:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -86,6 +87,8 @@ def _execute(checker: Checker, promise: PromiseFile) -> PromiseResult | None:
     started = time.monotonic()
     verdict = checker.check(promise, history, date)
     elapsed = time.monotonic() - started
+    if checker.cancel is not None and checker.cancel.is_set():
+        return None  # stopped by the agent: says nothing about the partition
 
     bang_on_failure = verdict.bang_on_failure
     if bang_on_failure is None:  # the promise did not say: keep what it said before
@@ -144,12 +147,14 @@ def run_promises(
     max_workers: int = DEFAULT_WORKERS,
     config: Mapping[str, Any] | None = None,
     python: str | None = None,
+    cancel: threading.Event | None = None,
 ) -> PromiseReport:
     """Run the partition's promises in parallel and report their results.
 
     `uid`/`gid` default to the owner of the partition directory. `config` adds keys to what
     plugins receive (the agent passes partition-id, computer-id, master-url, partition-cert,
     partition-key). `python` runs the plugin runner (default: the agent's interpreter).
+    Setting `cancel` kills the running promises; what they were cut short at is not kept.
     """
     if mode not in MODES:
         raise ValueError(f"unknown promise mode {mode!r}")
@@ -163,7 +168,7 @@ def run_promises(
     if user.file_owner is not None:
         os.chown(result_dir, *user.file_owner)  # monitoring reads it as the owner
     checker = Checker(
-        partition_path, mode, timeout, user, dict(config or {}), python or sys.executable
+        partition_path, mode, timeout, user, dict(config or {}), python or sys.executable, cancel
     )
     workers = min(max_workers, len(promises))
     if workers <= 1:  # most partitions have one promise: no thread to start and join

@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 class ReportError(SlapgridError):
     """The report run could not start, e.g. the master is unreachable."""
 
+    def __init__(self, message: str, exit_code: ExitStatus = ExitStatus.FAILED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code  # OFFLINE when the master is unreachable
+
 
 @dataclass
 class ReportSummary:
@@ -97,7 +101,8 @@ def run_report(
             computer = client.computer()
         except SlapError as exc:
             raise ReportError(
-                f"cannot get the partitions of {config.computer_id} from the master: {exc}"
+                f"cannot get the partitions of {config.computer_id} from the master: {exc}",
+                exc.exit_code,
             ) from None
         plan = plan_report(config, computer)
         summary = ReportSummary(failed=dict(plan.unusable))

@@ -23,14 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from slapgrid.errors import SlapgridError
+from slapgrid.errors import ConfigError, SlapgridError
 from slapgrid.exit_status import ExitStatus
 from slapgrid.node import layout, safety
 from slapgrid.node.buildout import BuildoutError, build_software
 from slapgrid.node.config import NodeConfig
 from slapgrid.node.disk import check_free_space
 from slapgrid.node.files import atomic_write, rotate
-from slapgrid.node.planner import Action, Kind, SoftwareObservation, plan_software
+from slapgrid.node.planner import Action, Cause, Kind, SoftwareObservation, plan_software
 from slapgrid.node.run_result import RunResult
 from slapgrid.node.safety import software_hash
 from slapgrid.node.state import StateStore
@@ -289,11 +289,12 @@ class SoftwareRun:
 
     def remove(self, action: Action) -> Outcome:
         url = action.target
-        directory = layout.software_dir(self.config.software_root, url)
-        with software_lock(self.config, url, self.cancel):
-            if directory.exists():
-                log.info("removing %s (%s)", directory, url, extra={"software": url})
-                remove_tree(directory)
+        if action.cause != Cause.ALREADY_GONE:  # e.g. a URL refused, so never built
+            directory = layout.software_dir(self.config.software_root, url)
+            with software_lock(self.config, url, self.cancel):
+                if directory.exists():
+                    log.info("removing %s (%s)", directory, url, extra={"software": url})
+                    remove_tree(directory)
         self.client.destroyed_software_release(url)
         self.store.clear_failure(url)
         return Outcome(action, True, "removed")
@@ -323,10 +324,11 @@ def plan(
 ) -> list[Action]:
     """What a software run would do, and why; reads the disk, changes nothing."""
     releases = select_releases(computer.software_releases, only_sr)
-    store = store or StateStore(config.software_root)
-    return plan_software(
-        releases, observe(config, releases), store.failures(), time.time(), force=force
-    )
+    listed = {software_hash(release.url) for release in releases}
+    if unknown := [e for e in only_sr if e and not {e, software_hash(e)} & listed]:
+        raise ConfigError(f"option --only-sr: the master does not list {', '.join(unknown)} here")
+    failures = (store or StateStore(config.software_root)).failures()
+    return plan_software(releases, observe(config, releases), failures, time.time(), force=force)
 
 
 def run_software(
@@ -340,12 +342,12 @@ def run_software(
 ) -> RunResult:
     """Process every Software Release the master lists; OK if all succeeded, else FAILED.
 
-    `console` receives each line of build output (prefixed with the SR's short hash);
-    without it the lines are logged at INFO. Setting `cancel` stops running builds (their
-    process trees are killed) and starts no new one.
+    `console` gets each line of build output (else logged); `cancel` kills running builds.
     """
-    store = StateStore(config.software_root)
-    actions = plan(config, client.computer(), force=force, only_sr=only_sr, store=store)
+    store, computer = StateStore(config.software_root), client.computer()
+    if not only_sr:  # releases the master dropped: their failures are retried no more
+        store.keep_failures({release.url for release in computer.software_releases})
+    actions = plan(config, computer, force=force, only_sr=only_sr, store=store)
     run = SoftwareRun(config, client, store, force, console, cancel or threading.Event())
     workers = max(1, min(config.parallel_jobs, sum(action.is_work for action in actions)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="software") as pool:

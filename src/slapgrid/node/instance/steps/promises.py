@@ -36,6 +36,7 @@ def check_promises(job: Deployment, mode: str = TEST) -> PromiseReport:
             "partition-key": str(key_file or ""),
             "partition-cert": str(cert_file or ""),
         },
+        cancel=job.cancel,
     )
 
 
@@ -65,6 +66,8 @@ def promises_after_start(job: Deployment) -> PromiseReport:
 def keep_promises(job: Deployment) -> None:
     """The deployment step: raises PromiseFailure, with the first failure, when one fails."""
     report = promises_after_start(job)
+    if job.cancel.is_set():  # cut short: the deployment must not be marked done
+        raise PromiseFailure("promises stopped: the agent was asked to stop")
     if report.failed:
         raise PromiseFailure(report.error_message or "a promise failed")
 
@@ -73,6 +76,8 @@ def check_up_to_date(job: Deployment) -> PromiseReport:
     """An up-to-date started partition: run due promises, tell the master what changed."""
     pid = job.pid
     result = check_promises(job, ANOMALY)
+    if job.cancel.is_set():  # promises cut short: nothing to tell the master
+        return result
     log_report(result, pid)
     was_error = (job.partition.access_status or "#error").startswith("#error")
     try:
