@@ -19,7 +19,7 @@ from typing import Any
 from slapgrid.node.format.run import run_format
 from slapgrid.node.supervisor.control import Supervisor
 from slapgrid.slap.client import SlapClient
-from support.addresses import free_port
+from support.addresses import free_port, loopback_network
 from support.waiting import wait_for
 
 SOFTWARE = str(Path(__file__).parents[1] / "examples" / "hello" / "software.cfg")
@@ -113,6 +113,7 @@ class Site:
             "software_root": str(self.software_root),
             "partition_amount": partitions,
             "alter_user": False,
+            "ipv4_local_network": loopback_network(),  # services of concurrent tests apart
         }
         assert run_format(None, formatting) == 0
         self.config_file = root / "slapos.cfg"

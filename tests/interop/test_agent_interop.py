@@ -15,7 +15,6 @@ reference's interpreter).
 from __future__ import annotations
 
 import json
-import random
 import shutil
 import subprocess
 import urllib.error
@@ -38,6 +37,7 @@ from slapgrid.node.report.run import run_report
 from slapgrid.node.safety import software_hash
 from slapgrid.node.software.run import run_software
 from slapgrid.slap.client import SlapClient
+from support.addresses import loopback_network
 from support.configs import node_config
 
 pytestmark = pytest.mark.interop
@@ -81,11 +81,6 @@ def refuses(url: str) -> bool:
     return False
 
 
-def local_network() -> str:
-    """A /24 of 127/8 of its own, so that services of concurrent tests never collide."""
-    return f"127.{random.randint(2, 254)}.{random.randint(0, 255)}.0/24"
-
-
 def format_node(master_url: str, computer: str, root: Path, partitions: int) -> None:
     (root / "instance").mkdir()
     (root / "software").mkdir()
@@ -96,7 +91,7 @@ def format_node(master_url: str, computer: str, root: Path, partitions: int) -> 
         "software_root": str(root / "software"),
         "partition_amount": partitions,
         "alter_user": False,
-        "ipv4_local_network": local_network(),
+        "ipv4_local_network": loopback_network(),
     }
     assert run_format(None, options) == 0
 

@@ -249,6 +249,8 @@ class Daemon:
                 ": converging every partition" if converge else "",
                 extra={"decision": "recovered"},
             )
+        if self.snapshot is None:
+            self.schedule.first_view(now)
         change = compare(self.snapshot, event.snapshot)
         self.snapshot = event.snapshot
         if change.empty:

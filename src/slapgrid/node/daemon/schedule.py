@@ -159,6 +159,13 @@ class Schedule:
         if change.destroyed and self.due[Job.REPORT] > now:
             self._set(Job.REPORT, now, f"{', '.join(change.destroyed)} requested destroyed")
 
+    def first_view(self, now: float) -> None:
+        """The watcher's first view of the master is its baseline for changes, but it came
+        after the start-up runs fetched their documents: what changed in between would wait
+        for the periodic runs. Run both lanes once more, as soon as they are free."""
+        for job in (Job.SOFTWARE, Job.INSTANCE):
+            self._set(job, min(self.due[job], now), "first view of the master since start")
+
     def master_back(self, now: float) -> bool:
         """The master answers again: end the back-off, converge everything at once."""
         if not self.master_errors:
