@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from slapgrid.errors import SlapgridError
 from slapgrid.exit_status import ExitStatus
@@ -46,6 +47,7 @@ class Outcome:
     failed: list[tuple[str, str]] = field(default_factory=list)
     promise_failed: list[tuple[str, str]] = field(default_factory=list)
     postponed: list[str] = field(default_factory=list)
+    promises: dict[str, list[dict[str, object]]] = field(default_factory=dict)  # checks
     started_at: float = field(default_factory=time.time)
 
     @property
@@ -72,6 +74,7 @@ class Outcome:
             "failed": self.failed,
             "promise_failed": self.promise_failed,
             "postponed": self.postponed,
+            "promises": self.promises,
             "exit_code": self.status,
         }
 
@@ -99,7 +102,11 @@ def plan(
     unknown = only - {p.partition_id for p in computer.partitions}
     if unknown:
         raise SlapgridError(f"unknown partition(s): {', '.join(sorted(unknown))}")
-    observed = {p.partition_id: observe(config, p) for p in computer.partitions}
+    checks = store.failed_checks()
+    observed = {
+        p.partition_id: replace(observe(config, p), failed_checks=checks.get(p.partition_id))
+        for p in computer.partitions
+    }
     return plan_instances(
         computer,
         observed,
@@ -109,6 +116,7 @@ def plan(
         force=force,
         only=only,
         policy=BackoffPolicy(),
+        redeploy_after=config.promise_failures_before_redeploy,
     )
 
 
@@ -128,6 +136,7 @@ class InstanceRun:
         self.store = StateStore(config.instance_root)
         self.outcome = Outcome()
         self._lock = threading.Lock()
+        self._services_since: dict[str, float] | None = None
 
     def _report_error(self, pid: str, message: str) -> None:
         try:
@@ -160,6 +169,7 @@ class InstanceRun:
             self._fail(partition, str(exc), self.outcome.failed)
         else:
             self.store.clear_failure(pid)
+            self.store.clear_failed_checks(pid)
             with self._lock:
                 self.outcome.done.append(pid)
             log.info(
@@ -214,16 +224,60 @@ class InstanceRun:
             self._fail(partition, str(exc), self.outcome.failed)
 
     def check(self, partition: ComputerPartition) -> None:
-        """An up-to-date started partition: run due promises, report only what changed."""
+        """An up-to-date started partition: run due promises, report only what changed.
+
+        A failing promise is a promise failure of the run (exit 2); each check where one
+        really ran and failed counts towards the redeployment that heals the partition.
+        """
         pid = partition.partition_id
         job = Deployment(self.config, self.client, self.supervisor, partition, self.cancel)
-        result = check_up_to_date(job)
+        result = check_up_to_date(job, self.services_since(pid))
+        now = time.time()
         with self._lock:
             self.outcome.up_to_date.append(pid)
-        outcome = "failing: " + (result.error_message or "") if result.failed else "ok"
-        log.info(
-            "%s up to date, promises %s", pid, outcome, extra={"partition": pid, "action": "check"}
+            self.outcome.promises[pid] = [
+                {"title": r.title, "failed": r.failed, "cached": r.reused, "age": r.age(now)}
+                for r in result.results
+            ]
+        extra = {"partition": pid, "action": "check"}
+        if not result.failed:
+            self.store.clear_failed_checks(pid)
+            log.info("%s up to date, promises ok", pid, extra=extra)
+            return
+        message = result.error_message or "a promise failed"
+        self._record(self.outcome.promise_failed, pid, message)
+        ran = [r for r in result.failures if not r.reused]
+        if not ran:  # served from cache: this check adds nothing to the count
+            log.error("%s up to date, promises failing: %s", pid, message, extra=extra)
+            return
+        checks = self.store.record_failed_check(pid, ran[0].title, message)
+        limit = self.config.promise_failures_before_redeploy
+        heal = f" of {limit} before a redeployment" if limit else ""
+        log.error(
+            "%s up to date, promises failing (%d checks in a row%s): %s",
+            pid,
+            checks.count,
+            heal,
+            message,
+            extra=extra,
         )
+
+    def services_since(self, pid: str) -> float:
+        """When `pid`'s services last (re)started, from one supervisord call per run;
+        `math.inf` (no cached result stands) when one is down or supervisord does not answer.
+        """
+        with self._lock:
+            if self._services_since is None:
+                try:
+                    self._services_since = self.supervisor.running_since()
+                except SlapgridError as exc:
+                    log.warning("cannot read the services' states: %s", exc)
+                    self._services_since = {}
+            since = self._services_since.get(pid)
+        if since is not None:
+            return since
+        # not running in supervisord: down if it has programs, else nothing to restart
+        return math.inf if self.supervisor.partition_conf(pid).exists() else 0.0
 
     def error(self, partition: ComputerPartition, action: Action) -> None:
         pid = partition.partition_id

@@ -35,6 +35,7 @@ from slapgrid.node.promises.cache import (
     decide,
     load_cache,
     read_json,
+    still_fresh,
     write_json,
 )
 from slapgrid.node.promises.check import Checker
@@ -65,7 +66,9 @@ def _load_result(path: Path) -> PromiseResult | None:
         return None
 
 
-def _execute(checker: Checker, promise: PromiseFile) -> PromiseResult | None:
+def _execute(
+    checker: Checker, promise: PromiseFile, fresh_after: float | None
+) -> PromiseResult | None:
     """Run (or skip, or reuse) one promise and record its verdict."""
     try:
         mtime = promise.path.stat().st_mtime
@@ -75,7 +78,8 @@ def _execute(checker: Checker, promise: PromiseFile) -> PromiseResult | None:
     now = time.time()
     cache = load_cache(paths.promise_cache(promise.title), promise, mtime)
     stored = _load_result(paths.promise_result(promise.title))
-    decision = decide(checker.mode, cache, now, stored is not None)
+    usable = stored is not None and still_fresh(stored, cache, fresh_after)
+    decision = decide(checker.mode, cache, now, usable)
     if decision is Decision.SKIP:
         return None
     if decision is Decision.REUSE and stored is not None:
@@ -126,12 +130,20 @@ def _execute(checker: Checker, promise: PromiseFile) -> PromiseResult | None:
 def log_report(report: PromiseReport, partition_id: str) -> None:
     """One line per promise: kept (info), failed or still failing (error)."""
     extra = {"partition": partition_id}
+    now = time.time()
     for result in report.results:
+        cached = ""
+        if result.reused:
+            age = result.age(now)
+            cached = " (cached, " + ("age unknown" if age is None else f"{age:.0f} s old") + ")"
         if not result.failed:
-            log.info("Promise %s kept: %s", result.title, result.message or "", extra=extra)
+            message = result.message or ""
+            log.info("Promise %s kept%s: %s", result.title, cached, message, extra=extra)
         else:
             verb = "still failing" if result.reused else "failed"
-            log.error("Promise %s %s: %s", result.title, verb, result.message, extra=extra)
+            log.error(
+                "Promise %s %s%s: %s", result.title, verb, cached, result.message, extra=extra
+            )
 
 
 def run_promises(
@@ -144,12 +156,14 @@ def run_promises(
     max_workers: int = DEFAULT_WORKERS,
     config: Mapping[str, Any] | None = None,
     python: str | None = None,
+    fresh_after: float | None = None,
 ) -> PromiseReport:
     """Run the partition's promises in parallel and report their results.
 
     `uid`/`gid` default to the owner of the partition directory. `config` adds keys to what
     plugins receive (the agent passes partition-id, computer-id, master-url, partition-cert,
     partition-key). `python` runs the plugin runner (default: the agent's interpreter).
+    `fresh_after`: when the services last (re)started; an older result is never reused.
     """
     if mode not in MODES:
         raise ValueError(f"unknown promise mode {mode!r}")
@@ -166,18 +180,24 @@ def run_promises(
         partition_path, mode, timeout, user, dict(config or {}), python or sys.executable
     )
     workers = min(max_workers, len(promises))
+
+    def execute(promise: PromiseFile) -> PromiseResult | None:
+        return _execute_safely(checker, promise, fresh_after)
+
     if workers <= 1:  # most partitions have one promise: no thread to start and join
-        results = [_execute_safely(checker, promise) for promise in promises]
+        results = [execute(promise) for promise in promises]
     else:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(lambda promise: _execute_safely(checker, promise), promises))
+            results = list(pool.map(execute, promises))
     return PromiseReport(tuple(result for result in results if result is not None))
 
 
-def _execute_safely(checker: Checker, promise: PromiseFile) -> PromiseResult | None:
+def _execute_safely(
+    checker: Checker, promise: PromiseFile, fresh_after: float | None
+) -> PromiseResult | None:
     """A promise the engine cannot even run (or record) is a failed promise, not a crash."""
     try:
-        return _execute(checker, promise)
+        return _execute(checker, promise, fresh_after)
     except Exception as exc:
         log.exception("Promise %s skipped", promise.title)
         return PromiseResult(
