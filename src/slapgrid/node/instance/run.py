@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -24,6 +23,7 @@ from slapgrid.node.config import NodeConfig
 from slapgrid.node.files import atomic_write
 from slapgrid.node.instance.deploy import deploy
 from slapgrid.node.instance.deployment import Deployment, PromiseFailure
+from slapgrid.node.instance.health import ServiceStarts, count_check
 from slapgrid.node.instance.partition import observe
 from slapgrid.node.instance.steps.promises import check_up_to_date
 from slapgrid.node.planner import Action, BackoffPolicy, Cause, Kind, plan_instances
@@ -136,7 +136,7 @@ class InstanceRun:
         self.store = StateStore(config.instance_root)
         self.outcome = Outcome()
         self._lock = threading.Lock()
-        self._services_since: dict[str, float] | None = None
+        self.service_starts = ServiceStarts(supervisor)
 
     def _report_error(self, pid: str, message: str) -> None:
         try:
@@ -224,60 +224,22 @@ class InstanceRun:
             self._fail(partition, str(exc), self.outcome.failed)
 
     def check(self, partition: ComputerPartition) -> None:
-        """An up-to-date started partition: run due promises, report only what changed.
-
-        A failing promise is a promise failure of the run (exit 2); each check where one
-        really ran and failed counts towards the redeployment that heals the partition.
-        """
+        """An up-to-date started partition: run due promises, tell the master what it must
+        know. A failing promise is a promise failure of the run (exit 2) and one more failed
+        check towards the redeployment that heals the partition."""
         pid = partition.partition_id
         job = Deployment(self.config, self.client, self.supervisor, partition, self.cancel)
-        result = check_up_to_date(job, self.services_since(pid))
+        report = check_up_to_date(job, self.service_starts.since(pid))
         now = time.time()
         with self._lock:
             self.outcome.up_to_date.append(pid)
             self.outcome.promises[pid] = [
                 {"title": r.title, "failed": r.failed, "cached": r.reused, "age": r.age(now)}
-                for r in result.results
+                for r in report.results
             ]
-        extra = {"partition": pid, "action": "check"}
-        if not result.failed:
-            self.store.clear_failed_checks(pid)
-            log.info("%s up to date, promises ok", pid, extra=extra)
-            return
-        message = result.error_message or "a promise failed"
-        self._record(self.outcome.promise_failed, pid, message)
-        ran = [r for r in result.failures if not r.reused]
-        if not ran:  # served from cache: this check adds nothing to the count
-            log.error("%s up to date, promises failing: %s", pid, message, extra=extra)
-            return
-        checks = self.store.record_failed_check(pid, ran[0].title, message)
-        limit = self.config.promise_failures_before_redeploy
-        heal = f" of {limit} before a redeployment" if limit else ""
-        log.error(
-            "%s up to date, promises failing (%d checks in a row%s): %s",
-            pid,
-            checks.count,
-            heal,
-            message,
-            extra=extra,
-        )
-
-    def services_since(self, pid: str) -> float:
-        """When `pid`'s services last (re)started, from one supervisord call per run;
-        `math.inf` (no cached result stands) when one is down or supervisord does not answer.
-        """
-        with self._lock:
-            if self._services_since is None:
-                try:
-                    self._services_since = self.supervisor.running_since()
-                except SlapgridError as exc:
-                    log.warning("cannot read the services' states: %s", exc)
-                    self._services_since = {}
-            since = self._services_since.get(pid)
-        if since is not None:
-            return since
-        # not running in supervisord: down if it has programs, else nothing to restart
-        return math.inf if self.supervisor.partition_conf(pid).exists() else 0.0
+        if report.failed:
+            self._record(self.outcome.promise_failed, pid, report.error_message or "")
+        count_check(self.store, pid, report, self.config.promise_failures_before_redeploy)
 
     def error(self, partition: ComputerPartition, action: Action) -> None:
         pid = partition.partition_id
