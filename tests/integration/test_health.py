@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -102,6 +103,8 @@ def deployed(node: Node) -> str:
 @pytest.fixture(autouse=True)
 def serving(node: Node, deployed: str) -> None:
     """Each test starts with the service answering (a busy machine may still be starting it)."""
+    running = ["hello-http-on-watch:RUNNING"]
+    wait_for(lambda: node.processes(deployed) == running, what="the service to run")
     wait_for(lambda: "Hello from" in get(url(node)), what="the service to answer")
 
 
@@ -180,39 +183,50 @@ def test_zero_never_redeploys(node: Node, deployed: str, caplog: pytest.LogCaptu
     assert node.instance() == 0
 
 
-def test_cached_result_says_so_and_never_hides_a_service_dead_since_a_restart(
-    node: Node, deployed: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    pid = deployed
-    alive = node.config.instance_root / pid / "etc/plugin/check_alive.py"
+@pytest.fixture
+def alive_promise(node: Node, deployed: str) -> Iterator[None]:
+    """A promise whose success stands for an hour, run once: its result is now cached."""
+    alive = node.config.instance_root / deployed / "etc/plugin/check_alive.py"
     alive.write_text(ALIVE_PROMISE.format(url=url(node)))
     try:
-        assert node.instance() == 0  # it runs once, then its result stands for an hour
-        with caplog.at_level(logging.INFO, logger="slapgrid"):
-            assert node.instance() == 0
-        assert re.search(r"Promise check_alive kept \(cached, \d+ s old\): answers", caplog.text)
-        run = StateStore(node.config.instance_root).runs()["instance"]
-        checked = {item["title"]: item for item in run["promises"][pid]}
-        assert checked["check_alive"]["cached"] is True and checked["check_alive"]["age"] >= 0
-        assert checked["check_page"]["cached"] is False
-        shown = partition_status(node, pid)["promises"]
-        assert any(re.fullmatch(r"check_alive ok \(cached, \d+ s old\)", line) for line in shown)
-
-        # restarted, then hung at once: supervisord says RUNNING, the cache says it answered
-        program = f"{pid}:hello-http-on-watch"
-        node.supervisor.rpc.call("stopProcess", program)
-        node.supervisor.rpc.call("startProcess", program)
-        service = node.supervisor.process_info(pid)[0].pid
-        os.kill(service, signal.SIGSTOP)
-        try:
-            caplog.clear()
-            with caplog.at_level(logging.INFO, logger="slapgrid"):
-                assert node.instance() == 2
-            assert "Promise check_alive failed" in caplog.text
-            assert "check_alive kept" not in caplog.text
-            assert "Promise 'check_alive.py' failed" in node.status_text(pid)
-        finally:
-            os.kill(service, signal.SIGCONT)
-        assert node.instance() == 0  # it answers again: the check really ran
+        assert node.instance() == 0
+        yield
     finally:
         alive.unlink()
+
+
+def test_a_cached_result_says_so_and_its_age(
+    node: Node, deployed: str, alive_promise: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    pid = deployed
+    with caplog.at_level(logging.INFO, logger="slapgrid"):
+        assert node.instance() == 0
+    assert re.search(r"Promise check_alive kept \(cached, \d+ s old\): answers", caplog.text)
+    run = StateStore(node.config.instance_root).runs()["instance"]
+    checked = {item["title"]: item for item in run["promises"][pid]}
+    assert checked["check_alive"]["cached"] is True and checked["check_alive"]["age"] >= 0
+    assert checked["check_page"]["cached"] is False
+    shown = partition_status(node, pid)["promises"]
+    assert any(re.fullmatch(r"check_alive ok \(cached, \d+ s old\)", line) for line in shown)
+    assert any(re.fullmatch(r"check_page ok \(\d+ s old\)", line) for line in shown)
+
+
+def test_a_cached_success_never_hides_a_service_dead_since_a_restart(
+    node: Node, deployed: str, alive_promise: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    pid = deployed
+    # restarted, then hung at once: supervisord says RUNNING, the cache says it answered
+    program = f"{pid}:hello-http-on-watch"
+    node.supervisor.rpc.call("stopProcess", program)
+    node.supervisor.rpc.call("startProcess", program)
+    service = node.supervisor.process_info(pid)[0].pid
+    os.kill(service, signal.SIGSTOP)
+    try:
+        with caplog.at_level(logging.INFO, logger="slapgrid"):
+            assert node.instance() == 2
+        assert "Promise check_alive failed" in caplog.text
+        assert "check_alive kept" not in caplog.text
+        assert "Promise 'check_alive.py' failed" in node.status_text(pid)
+    finally:
+        os.kill(service, signal.SIGCONT)
+    assert node.instance() == 0  # it answers again: the check really ran

@@ -272,8 +272,8 @@ class Supervisor:
         since: dict[str, float] = {}
         for info in self.rpc.call("getAllProcessInfo"):
             group, state = info["group"], info["statename"]
-            if state == "RUNNING":
-                started = float(info["start"])
+            if state == "RUNNING":  # whole seconds: it may have started up to 1 s later
+                started = float(info["start"]) + 1.0
             elif state == "EXITED" and not info["name"].endswith(SERVICE_SUFFIX):
                 started = 0.0
             else:
