@@ -30,7 +30,7 @@ from slapgrid.node.promises.results import (
     format_date,
     truncate,
 )
-from slapgrid.node.promises.run import last_results
+from slapgrid.node.promises.run import last_results, log_report
 
 NOW = 1_700_000_000.0
 
@@ -303,3 +303,23 @@ def test_result_age() -> None:
     assert result("a", False).age(NOW - 5) == 0.0  # a clock moved back: not negative
     assert replace(result("a", False), date="yesterday").age(NOW) is None
     assert CacheEntry.from_json({**cache().to_json(NOW), "timestamp": NOW}).checked_at == NOW
+
+
+def test_log_report_says_cached_age_and_tolerated_failures(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fresh = result("fresh", False, message="up")
+    cached = replace(result("cached", False, message="up"), reused=True)
+    tolerated = replace(result("legacy", False, message="refused"), tolerated=True)
+    failing = replace(result("down", True, message="refused"), reused=True)
+    with caplog.at_level(logging.INFO, logger="slapgrid.node.promises.run"):
+        log_report(PromiseReport((fresh, cached, tolerated, failing)), "p0")
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+    age = lines[1][1].split("cached, ")[1].split(" s old")[0]
+    assert int(age) >= 0
+    assert lines == [
+        ("INFO", "Promise fresh kept: up"),
+        ("INFO", f"Promise cached kept (cached, {age} s old): up"),
+        ("WARNING", "Promise legacy failed this run, not yet an anomaly: refused"),
+        ("ERROR", f"Promise down still failing (cached, {age} s old): refused"),
+    ]

@@ -97,6 +97,7 @@ class PromiseResult:
     message: str | None
     reused: bool = False
     bang: bool = False
+    tolerated: bool = False  # this run failed, but the promise's verdict does not yet
 
     @property
     def at(self) -> float | None:

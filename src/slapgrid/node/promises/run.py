@@ -119,6 +119,7 @@ def _execute(
         date=date,
         message=truncate(verdict.message),
         bang=checker.mode == ANOMALY and entry.bang_on_failure and verdict.failed,
+        tolerated=verdict.sensed.failed and not verdict.failed,
     )
     write_json(paths.promise_cache(promise.title), entry.to_json(now))
     write_json(  # the partition's monitoring reads it as the owner
@@ -128,7 +129,8 @@ def _execute(
 
 
 def log_report(report: PromiseReport, partition_id: str) -> None:
-    """One line per promise: kept (info), failed or still failing (error)."""
+    """One line per promise: kept (info), failed but tolerated by its verdict (warning),
+    failed or still failing (error); a result served from cache says so, and its age."""
     extra = {"partition": partition_id}
     now = time.time()
     for result in report.results:
@@ -136,7 +138,15 @@ def log_report(report: PromiseReport, partition_id: str) -> None:
         if result.reused:
             age = result.age(now)
             cached = " (cached, " + ("age unknown" if age is None else f"{age:.0f} s old") + ")"
-        if not result.failed:
+        if result.tolerated:  # e.g. a legacy promise, an anomaly after 3 failed runs only
+            message = result.message or ""
+            log.warning(
+                "Promise %s failed this run, not yet an anomaly: %s",
+                result.title,
+                message,
+                extra=extra,
+            )
+        elif not result.failed:
             message = result.message or ""
             log.info("Promise %s kept%s: %s", result.title, cached, message, extra=extra)
         else:
