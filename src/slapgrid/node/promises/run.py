@@ -138,8 +138,8 @@ def log_report(report: PromiseReport, partition_id: str) -> None:
         if result.reused:
             age = result.age(now)
             cached = " (cached, " + ("age unknown" if age is None else f"{age:.0f} s old") + ")"
+        message = result.message or ""
         if result.tolerated:  # e.g. a legacy promise, an anomaly after 3 failed runs only
-            message = result.message or ""
             log.warning(
                 "Promise %s failed this run, not yet an anomaly: %s",
                 result.title,
@@ -147,7 +147,6 @@ def log_report(report: PromiseReport, partition_id: str) -> None:
                 extra=extra,
             )
         elif not result.failed:
-            message = result.message or ""
             log.info("Promise %s kept%s: %s", result.title, cached, message, extra=extra)
         else:
             verb = "still failing" if result.reused else "failed"

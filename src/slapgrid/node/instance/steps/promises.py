@@ -91,9 +91,8 @@ def check_up_to_date(job: Deployment, services_since: float) -> PromiseReport:
     try:
         if result.bang_message:
             job.client.bang(pid, result.bang_message)
-        # a failure that really ran now is told again: the master shows its current message
-        fresh = any(not failure.reused for failure in result.failures)
-        if result.failed and (fresh or not was_error):
+        # a failure is never served from cache here: it ran now, the master gets its message
+        if result.failed:
             job.client.instance_error(pid, result.error_message or "a promise failed")
         elif not result.failed and (was_error or status is None):
             job.client.started(pid)
