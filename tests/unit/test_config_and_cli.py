@@ -52,6 +52,12 @@ def test_file_is_read_and_typed(tmp_path: Path) -> None:
     assert config.extra["download-cache-url"] == "http://cache/"
 
 
+def test_promise_failures_before_redeploy(tmp_path: Path) -> None:
+    assert load_node_config(write_cfg(tmp_path, FULL)).promise_failures_before_redeploy == 3
+    text = FULL.replace("[networkcache]", "promise_failures_before_redeploy = 0\n[networkcache]")
+    assert load_node_config(write_cfg(tmp_path, text)).promise_failures_before_redeploy == 0
+
+
 def test_flags_override_the_file(tmp_path: Path) -> None:
     config = load_node_config(write_cfg(tmp_path, FULL), {"computer_id": "COMP-2", "jobs": None})
     assert config.computer_id == "COMP-2"
@@ -66,6 +72,8 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
         ("key_file = /nonexistent.key\ncert_file = /nonexistent.crt", "option 'key_file'"),
         ("key_file = /nonexistent.key", "must be given together"),
         ("certificate_repository_path = /nonexistent", "certificate_repository_path"),
+        ("promise_failures_before_redeploy = -1", "'promise_failures_before_redeploy' must be 0"),
+        ("promise_failures_before_redeploy = 3x", "'promise_failures_before_redeploy' must be a"),
     ],
 )
 def test_bad_values_name_the_option(tmp_path: Path, line: str, message: str) -> None:

@@ -8,6 +8,7 @@ from slapgrid.node.planner import (
     Action,
     BackoffPolicy,
     Cause,
+    FailedChecks,
     Failure,
     Kind,
     PartitionObservation,
@@ -184,3 +185,57 @@ def test_destruction_only_for_busy_destroyed_present_partitions() -> None:
 def test_backoff_policy_doubles_and_caps() -> None:
     policy = BackoffPolicy(base=10, cap=300)
     assert [policy.delay(n) for n in (1, 2, 3, 6, 99)] == [10, 20, 40, 300, 300]
+
+
+FAILING = FailedChecks(3, "check-web", "Promise 'check-web' failed with output: 502")
+
+
+# fmt: off
+HEALING = [
+    # (name, partition, observation, failure, redeploy_after, kind, cause)
+    ("3 failed checks of 3 redeploy", busy(), deployed(failed_checks=FAILING), None, 3,
+     Kind.DEPLOY, Cause.PROMISE_FAILING),
+    ("more than the limit redeploys", busy(), deployed(failed_checks=FAILING), None, 2,
+     Kind.DEPLOY, Cause.PROMISE_FAILING),
+    ("below the limit only checks", busy(), deployed(failed_checks=FAILING), None, 4,
+     Kind.CHECK, Cause.UP_TO_DATE),
+    ("0 never redeploys", busy(), deployed(failed_checks=FAILING), None, 0,
+     Kind.CHECK, Cause.UP_TO_DATE),
+    ("no failed check", busy(), deployed(), None, 3, Kind.CHECK, Cause.UP_TO_DATE),
+    ("a stopped partition is not healed", busy("stopped"), deployed(failed_checks=FAILING), None,
+     3, Kind.SKIP, Cause.UP_TO_DATE),
+    ("a failed redeployment backs off", busy(), deployed(failed_checks=FAILING),
+     Failure(NOW - 5, 1, "boom", "1700000000000001"), 3, Kind.WAIT, Cause.BACKING_OFF),
+    ("its back-off over, it retries", busy(), deployed(failed_checks=FAILING),
+     Failure(NOW - 60, 1, "boom", "1700000000000001"), 3, Kind.DEPLOY, Cause.RETRY),
+    ("a change of parameters comes first", busy(timestamp="1700000000000002"),
+     deployed(failed_checks=FAILING), None, 3, Kind.DEPLOY, Cause.CHANGED),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(
+    ("partition", "seen", "failure", "limit", "kind", "cause"),
+    [case[1:] for case in HEALING],
+    ids=[case[0] for case in HEALING],
+)
+def test_failing_promise_heals_after_consecutive_checks(  # type: ignore[no-untyped-def]
+    partition, seen, failure, limit, kind, cause
+) -> None:
+    action = plan_partition(
+        partition, seen, failure, NOW, maximum_periodicity=DAY, redeploy_after=limit
+    )
+    assert (action.kind, action.cause) == (kind, cause)
+    if cause == Cause.PROMISE_FAILING:
+        assert action.reason == "promise check-web failed 3 checks in a row: redeploying"
+        assert action.is_work and action.priority == 1
+
+
+def test_instances_pass_the_redeploy_limit_on() -> None:
+    computer = Computer("C", partitions=[busy(pid="failing"), busy(pid="fine")])
+    observed = {"failing": deployed(failed_checks=FAILING), "fine": deployed()}
+    actions = plan_instances(computer, observed, {}, NOW, maximum_periodicity=DAY, redeploy_after=3)
+    assert [(a.target, a.cause) for a in actions] == [
+        ("failing", Cause.PROMISE_FAILING),
+        ("fine", Cause.UP_TO_DATE),
+    ]

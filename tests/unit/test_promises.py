@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from slapgrid.node.layout import PartitionPaths
 from slapgrid.node.promises import plugin_runner as promise_runner
-from slapgrid.node.promises.cache import CacheEntry, Decision, cache_is_current, decide
+from slapgrid.node.promises.cache import (
+    CacheEntry,
+    Decision,
+    cache_is_current,
+    decide,
+    still_fresh,
+)
 from slapgrid.node.promises.check import legacy_verdict
 from slapgrid.node.promises.discovery import PromiseFile, discover
 from slapgrid.node.promises.results import (
@@ -22,7 +30,7 @@ from slapgrid.node.promises.results import (
     format_date,
     truncate,
 )
-from slapgrid.node.promises.run import last_results
+from slapgrid.node.promises.run import last_results, log_report
 
 NOW = 1_700_000_000.0
 
@@ -267,3 +275,51 @@ def test_runner_custom_anomaly_sees_history(tmp_path: Path) -> None:
     assert (verdict.failed, verdict.message) == (True, "3 runs")
     # test mode keeps the default verdict: this run's finding
     assert run_plugin(tmp_path, source, TEST).failed is True
+
+
+def anomaly(failed: bool = False) -> PromiseResult:
+    return replace(result("a", failed), type="Anomaly Result")
+
+
+@pytest.mark.parametrize(
+    ("stored", "checked_at", "fresh_after", "expected"),
+    [
+        (result("a", False), NOW, None, True),  # nothing known of the services: as before
+        (anomaly(), NOW, NOW - 10, True),  # a periodic success since the last start
+        (anomaly(), NOW, NOW, True),
+        (anomaly(), NOW - 0.5, NOW, False),  # checked before the services (re)started
+        (anomaly(), NOW, math.inf, False),  # a service is down: nothing stands for it
+        (result("a", False), NOW, NOW - 10, False),  # the test right after a (re)start
+        (anomaly(failed=True), NOW, NOW - 10, False),  # a failure is checked again
+    ],
+)
+def test_still_fresh(stored, checked_at, fresh_after, expected) -> None:  # type: ignore[no-untyped-def]
+    assert still_fresh(stored, cache(checked_at=checked_at), fresh_after) is expected
+    assert still_fresh(stored, None, fresh_after) is (fresh_after is None)
+
+
+def test_result_age() -> None:
+    assert result("a", False).age(NOW + 42.5) == 42.5
+    assert result("a", False).age(NOW - 5) == 0.0  # a clock moved back: not negative
+    assert replace(result("a", False), date="yesterday").age(NOW) is None
+    assert CacheEntry.from_json({**cache().to_json(NOW), "timestamp": NOW}).checked_at == NOW
+
+
+def test_log_report_says_cached_age_and_tolerated_failures(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fresh = result("fresh", False, message="up")
+    cached = replace(result("cached", False, message="up"), reused=True)
+    tolerated = replace(result("legacy", False, message="refused"), tolerated=True)
+    failing = replace(result("down", True, message="refused"), reused=True)
+    with caplog.at_level(logging.INFO, logger="slapgrid.node.promises.run"):
+        log_report(PromiseReport((fresh, cached, tolerated, failing)), "p0")
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+    age = lines[1][1].split("cached, ")[1].split(" s old")[0]
+    assert int(age) >= 0
+    assert lines == [
+        ("INFO", "Promise fresh kept: up"),
+        ("INFO", f"Promise cached kept (cached, {age} s old): up"),
+        ("WARNING", "Promise legacy failed this run, not yet an anomaly: refused"),
+        ("ERROR", f"Promise down still failing (cached, {age} s old): refused"),
+    ]

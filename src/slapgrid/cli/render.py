@@ -81,7 +81,8 @@ def status(node: NodeStatus, *, as_json: bool) -> None:
             item.deployed_timestamp or "never",
             "\n".join(item.processes),
             "\n".join(item.promises),
-            item.last_error or "",
+            (item.last_error or "")
+            + (f" ({item.failed_checks} checks failed in a row)" if item.failed_checks else ""),
         )
     console.print(partitions)
     if node.daemon is not None:
@@ -93,6 +94,11 @@ def status(node: NodeStatus, *, as_json: bool) -> None:
         console.print(f"agent (slapgrid node, pid {agent.get('pid')}): {line}", markup=False)
     for kind, run in sorted(node.runs.items()):
         facts = [f"{key} {run[key]}" for key in ("exit_code", "duration") if key in run]
-        counts = (("done", "done"), ("up_to_date", "up to date"), ("failed", "failed"))
+        counts = (
+            ("done", "done"),
+            ("up_to_date", "up to date"),
+            ("failed", "failed"),
+            ("promise_failed", "promise failures"),
+        )
         facts += [f"{len(run[key])} {label}" for key, label in counts if key in run]
         console.print(f"last {kind} run: " + ", ".join(facts))

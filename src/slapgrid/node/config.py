@@ -87,6 +87,14 @@ def parse_int(value: str | int, option: str) -> int:
         raise ConfigError(f"option '{option}' must be a whole number, not {value!r}") from None
 
 
+def parse_count(value: str | int, option: str) -> int:
+    """A whole number of times, 0 or more (0 usually turns the behaviour off)."""
+    count = parse_int(value, option)
+    if count < 0:
+        raise ConfigError(f"option '{option}' must be 0 or more, not {value!r}")
+    return count
+
+
 def parse_float(value: str | float, option: str) -> float:
     try:
         return float(str(value).strip())
@@ -160,6 +168,7 @@ class NodeConfig:
     maximal_delay: int = 0
     partition_timeout: float | None = None
     promise_timeout: float = 20.0
+    promise_failures_before_redeploy: int = 3  # failed periodic checks in a row; 0: never
     root_check: bool = False
     forbid_supervisord_automatic_launch: bool = False
     shared_part_list: tuple[str, ...] = ()
@@ -245,6 +254,9 @@ def load_node_config(
             parse_float(timeout, "partition_timeout") if timeout is not None else None
         ),
         promise_timeout=parse_float(values.get("promise_timeout", 20), "promise_timeout"),
+        promise_failures_before_redeploy=parse_count(
+            values.get("promise_failures_before_redeploy", 3), "promise_failures_before_redeploy"
+        ),
         root_check=parse_bool(values.get("root_check", False), "root_check"),
         forbid_supervisord_automatic_launch=parse_bool(
             values.get("forbid_supervisord_automatic_launch", False),

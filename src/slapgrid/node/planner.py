@@ -64,6 +64,7 @@ class Cause(enum.StrEnum):
     SOFTWARE_BUILDING = "software-building"
     SOFTWARE_MISSING = "software-missing"
     NOT_A_PARTITION = "not-a-partition"  # a directory format did not make: never wiped
+    PROMISE_FAILING = "promise-failing"  # failed too many periodic checks in a row: heal
 
 
 # actions that change something; the others are bookkeeping
@@ -78,6 +79,15 @@ class Failure:
     attempts: int
     message: str
     timestamp: str | None = None  # for partitions: the master timestamp that failed
+
+
+@dataclass(frozen=True)
+class FailedChecks:
+    """Consecutive periodic checks of a partition a promise failed, kept across runs."""
+
+    count: int
+    promise: str  # the first failing promise of the last check
+    message: str
 
 
 @dataclass(frozen=True)
@@ -126,6 +136,7 @@ class PartitionObservation:
     periodicity: int | None = None  # the SR's periodicity file, if any
     leftovers: bool = False  # free partition holding agent files
     problem: str | None = None  # why the master's description cannot be used at all
+    failed_checks: FailedChecks | None = None  # periodic checks failed in a row, if any
 
 
 def _ago(seconds: float) -> str:
@@ -251,8 +262,12 @@ def plan_partition(
     maximum_periodicity: int,
     force: bool = False,
     policy: BackoffPolicy = BackoffPolicy(),
+    redeploy_after: int = 0,
 ) -> Action:
-    """The one action `slapgrid instance` takes for this partition, and why."""
+    """The one action `slapgrid instance` takes for this partition, and why.
+
+    `redeploy_after` failed checks in a row redeploy a started partition (0: never).
+    """
     pid, state = partition.partition_id, partition.requested_state
     if seen.problem is not None:
         return Action(Kind.ERROR, pid, Cause.INVALID, seen.problem, state)
@@ -286,6 +301,10 @@ def plan_partition(
     if why is not None:
         cause, reason, priority = why
         return Action(Kind.DEPLOY, pid, cause, reason, state, priority)
+    checks = seen.failed_checks
+    if state == STARTED and checks is not None and 0 < redeploy_after <= checks.count:
+        reason = f"promise {checks.promise} failed {checks.count} checks in a row: redeploying"
+        return Action(Kind.DEPLOY, pid, Cause.PROMISE_FAILING, reason, state, 1)
     if state == STARTED:
         return Action(Kind.CHECK, pid, Cause.UP_TO_DATE, "up to date: promises only", state)
     return Action(Kind.SKIP, pid, Cause.UP_TO_DATE, f"up to date ({STOPPED})", state)
@@ -301,6 +320,7 @@ def plan_instances(
     force: bool = False,
     only: frozenset[str] = frozenset(),
     policy: BackoffPolicy = BackoffPolicy(),
+    redeploy_after: int = 0,
 ) -> list[Action]:
     """One action per partition, changed and failed work first (stable within a priority)."""
     actions = [
@@ -312,6 +332,7 @@ def plan_instances(
             maximum_periodicity=maximum_periodicity,
             force=force,
             policy=policy,
+            redeploy_after=redeploy_after,
         )
         for partition in computer.partitions
         if not only or partition.partition_id in only

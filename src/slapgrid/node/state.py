@@ -1,4 +1,5 @@
-"""The agent's memory across runs: failures for back-off, and the last run for `status`.
+"""The agent's memory across runs: failures for back-off, promise checks failed in a row
+(to heal a partition that keeps failing), and the last run for `status`.
 
 One small JSON file per root (`<root>/.slapgrid/state.json`), rewritten atomically, so a
 crash leaves either the old or the new state and a restart keeps the back-off schedule.
@@ -12,13 +13,14 @@ import time
 from collections.abc import Collection
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from slapgrid.node import layout
 from slapgrid.node.files import atomic_write, read_text
-from slapgrid.node.planner import Failure
+from slapgrid.node.planner import FailedChecks, Failure
 
 MAX_MESSAGE = 2000
+T = TypeVar("T")
 
 
 class StateStore:
@@ -42,14 +44,18 @@ class StateStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(self.path, json.dumps(self._data, indent=1, sort_keys=True), 0o600)
 
-    def failures(self) -> dict[str, Failure]:
+    def _typed(self, name: str, kind: type[T]) -> dict[str, T]:
+        """One section's entries as `kind`; an entry of an older format is skipped."""
         result = {}
-        for key, entry in self._data["failures"].items():
+        for key, entry in self._data.get(name, {}).items():
             try:
-                result[key] = Failure(**entry)
+                result[key] = kind(**entry)
             except TypeError:
                 continue
         return result
+
+    def failures(self) -> dict[str, Failure]:
+        return self._typed("failures", Failure)
 
     def record_failure(self, key: str, message: str, timestamp: str | None = None) -> Failure:
         with self._lock:
@@ -78,6 +84,25 @@ class StateStore:
             for key in stale:
                 del failures[key]
             if stale:
+                self._save()
+
+    def failed_checks(self) -> dict[str, FailedChecks]:
+        return self._typed("failed_checks", FailedChecks)
+
+    def record_failed_check(self, pid: str, promise: str, message: str) -> FailedChecks:
+        """One more periodic check of `pid` failed: the count goes up by one."""
+        with self._lock:
+            checks = self._data.setdefault("failed_checks", {})
+            count = checks.get(pid, {}).get("count", 0) + 1
+            failed = FailedChecks(count, promise, message[-MAX_MESSAGE:])
+            checks[pid] = asdict(failed)
+            self._save()
+            return failed
+
+    def clear_failed_checks(self, pid: str) -> None:
+        """A check passed, or a deployment did: the count starts again from zero."""
+        with self._lock:
+            if self._data.get("failed_checks", {}).pop(pid, None) is not None:
                 self._save()
 
     def record_run(self, kind: str, summary: dict[str, Any]) -> None:

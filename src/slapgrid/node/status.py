@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -12,6 +13,7 @@ from slapgrid.node.config import NodeConfig
 from slapgrid.node.daemon.status_file import read_status as read_daemon_status
 from slapgrid.node.files import read_text
 from slapgrid.node.promises import run as promises
+from slapgrid.node.promises.results import PromiseResult
 from slapgrid.node.state import StateStore
 from slapgrid.node.supervisor.control import Supervisor
 
@@ -24,6 +26,7 @@ class PartitionStatus:
     processes: list[str] = field(default_factory=list)
     promises: list[str] = field(default_factory=list)
     last_error: str | None = None
+    failed_checks: int = 0  # periodic checks failed in a row (a redeployment heals it)
 
 
 @dataclass
@@ -74,10 +77,21 @@ def _software(config: NodeConfig) -> list[SoftwareStatus]:
     return result
 
 
+def promise_line(result: PromiseResult, cached: bool, now: float) -> str:
+    """`check-web ok (cached, 40 s old)`: how old the result is, and whether the last run
+    only served it from cache."""
+    age = result.age(now)
+    facts = (["cached"] if cached else []) + ([] if age is None else [f"{age:.0f} s old"])
+    detail = f" ({', '.join(facts)})" if facts else ""
+    return f"{result.title} {'FAILED' if result.failed else 'ok'}{detail}"
+
+
 def collect(config: NodeConfig) -> NodeStatus:
     store = StateStore(config.instance_root)
     failures = store.failures()
+    checks = store.failed_checks()
     runs = store.runs()
+    now = time.time()
     requested = {item["target"]: item["kind"] for item in runs.get("instance", {}).get("plan", [])}
     supervisor = Supervisor(config.instance_root)
     try:
@@ -92,10 +106,18 @@ def collect(config: NodeConfig) -> NodeStatus:
         processes = []
         if state == "RUNNING":
             processes = [f"{p.name} {p.state}" for p in supervisor.process_info(entry.name)]
+        cached = {
+            item["title"]
+            for item in runs.get("instance", {}).get("promises", {}).get(entry.name, [])
+            if item.get("cached")
+        }
         results = [
-            f"{r.title} {'FAILED' if r.failed else 'ok'}" for r in promises.last_results(entry.path)
+            promise_line(result, result.title in cached, now)
+            for result in promises.last_results(entry.path)
         ]
         failure = failures.get(entry.name)
+        failing = checks.get(entry.name)
+        error = failure.message if failure else failing.message if failing else None
         timestamp = read_text(config.instance_root / entry.name / layout.TIMESTAMP)
         partitions.append(
             PartitionStatus(
@@ -104,7 +126,8 @@ def collect(config: NodeConfig) -> NodeStatus:
                 timestamp.strip() if timestamp else None,
                 processes,
                 results,
-                failure.message.strip().splitlines()[-1] if failure else None,
+                error.strip().splitlines()[-1] if error else None,
+                failing.count if failing else 0,
             )
         )
     return NodeStatus(_software(config), partitions, runs, state, read_daemon_status(config))

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from slapgrid.errors import ConfigError, SlapgridError
 from slapgrid.exit_status import ExitStatus
@@ -23,6 +23,7 @@ from slapgrid.node.config import NodeConfig
 from slapgrid.node.files import atomic_write
 from slapgrid.node.instance.deploy import deploy
 from slapgrid.node.instance.deployment import Deployment, PromiseFailure
+from slapgrid.node.instance.health import ServiceStarts, count_check
 from slapgrid.node.instance.partition import observe
 from slapgrid.node.instance.steps.promises import check_up_to_date
 from slapgrid.node.planner import Action, BackoffPolicy, Cause, Kind, plan_instances
@@ -46,6 +47,7 @@ class Outcome:
     failed: list[tuple[str, str]] = field(default_factory=list)
     promise_failed: list[tuple[str, str]] = field(default_factory=list)
     postponed: list[str] = field(default_factory=list)
+    promises: dict[str, list[dict[str, object]]] = field(default_factory=dict)  # checks
     started_at: float = field(default_factory=time.time)
 
     @property
@@ -72,6 +74,7 @@ class Outcome:
             "failed": self.failed,
             "promise_failed": self.promise_failed,
             "postponed": self.postponed,
+            "promises": self.promises,
             "exit_code": self.status,
         }
 
@@ -103,7 +106,11 @@ def plan(
     if unknown:
         listed = ", ".join(sorted(unknown))  # a typo, as --only-sr's: a usage mistake
         raise ConfigError(f"option --only-cp: the master lists no partition {listed} here")
-    observed = {p.partition_id: observe(config, p) for p in computer.partitions}
+    checks = store.failed_checks()
+    observed = {
+        p.partition_id: replace(observe(config, p), failed_checks=checks.get(p.partition_id))
+        for p in computer.partitions
+    }
     return plan_instances(
         computer,
         observed,
@@ -113,6 +120,7 @@ def plan(
         force=force,
         only=only,
         policy=BackoffPolicy(),
+        redeploy_after=config.promise_failures_before_redeploy,
     )
 
 
@@ -132,6 +140,7 @@ class InstanceRun:
         self.store = StateStore(config.instance_root)
         self.outcome = Outcome()
         self._lock = threading.Lock()
+        self.service_starts = ServiceStarts(supervisor)
 
     def _report_error(self, pid: str, message: str) -> None:
         try:
@@ -164,6 +173,7 @@ class InstanceRun:
             self._fail(partition, str(exc), self.outcome.failed)
         else:
             self.store.clear_failure(pid)
+            self.store.clear_failed_checks(pid)
             with self._lock:
                 self.outcome.done.append(pid)
             log.info(
@@ -218,19 +228,25 @@ class InstanceRun:
             self._fail(partition, str(exc), self.outcome.failed)
 
     def check(self, partition: ComputerPartition) -> None:
-        """An up-to-date started partition: run due promises, report only what changed."""
+        """An up-to-date started partition: run due promises, tell the master what it must
+        know. A failing promise is a promise failure of the run (exit 2) and one more failed
+        check towards the redeployment that heals the partition."""
         pid = partition.partition_id
         job = Deployment(self.config, self.client, self.supervisor, partition, self.cancel)
-        result = check_up_to_date(job)
+        report = check_up_to_date(job, self.service_starts.since(pid))
+        now = time.time()
         with self._lock:
             if self.cancel.is_set():  # promises cut short: nothing was checked
                 self.outcome.postponed.append(pid)
                 return
             self.outcome.up_to_date.append(pid)
-        outcome = "failing: " + (result.error_message or "") if result.failed else "ok"
-        log.info(
-            "%s up to date, promises %s", pid, outcome, extra={"partition": pid, "action": "check"}
-        )
+            self.outcome.promises[pid] = [
+                {"title": r.title, "failed": r.failed, "cached": r.reused, "age": r.age(now)}
+                for r in report.results
+            ]
+        if report.failed:
+            self._record(self.outcome.promise_failed, pid, report.error_message or "")
+        count_check(self.store, pid, report, self.config.promise_failures_before_redeploy)
 
     def error(self, partition: ComputerPartition, action: Action) -> None:
         pid = partition.partition_id

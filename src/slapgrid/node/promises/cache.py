@@ -15,7 +15,14 @@ from typing import Any
 
 from slapgrid.node.files import atomic_write
 from slapgrid.node.promises.discovery import PromiseFile
-from slapgrid.node.promises.results import ANOMALY, DEFAULT_PERIODICITY, MODES, TEST
+from slapgrid.node.promises.results import (
+    ANOMALY,
+    DEFAULT_PERIODICITY,
+    MODES,
+    RESULT_TYPES,
+    TEST,
+    PromiseResult,
+)
 
 HISTORY_LENGTH = 10
 
@@ -36,6 +43,7 @@ class CacheEntry:
     next_run_after: float = 0.0
     bang_on_failure: bool = False
     history: list[list[Any]] = field(default_factory=list)
+    checked_at: float = 0.0  # when it last ran: its result's date, to the microsecond
 
     def to_json(self, now: float) -> dict[str, Any]:
         return {
@@ -65,6 +73,7 @@ class CacheEntry:
             next_run_after=float(data.get("next_run_after", 0.0)),
             bang_on_failure=bool(data.get("bang_on_failure", False)),
             history=[list(item) for item in data.get("history", [])],
+            checked_at=float(data.get("timestamp", 0.0)),
         )
 
 
@@ -85,6 +94,20 @@ def decide(mode: str, cache: CacheEntry | None, now: float, has_result: bool) ->
     if mode == ANOMALY and now < cache.next_run_after and has_result:
         return Decision.REUSE
     return Decision.RUN
+
+
+def still_fresh(stored: PromiseResult, cache: CacheEntry | None, fresh_after: float | None) -> bool:
+    """Whether a stored result may stand for a check made now.
+
+    `fresh_after` is when the partition's services last (re)started (None: any result
+    stands). Only a periodic check's success made since then may: the test right after a
+    (re)start is not reused, so the first check after it always really runs, and a failure
+    is checked again each time, so a recovery shows at once.
+    """
+    if fresh_after is None:
+        return True
+    periodic = stored.type == RESULT_TYPES[ANOMALY] and not stored.failed
+    return periodic and cache is not None and cache.checked_at >= fresh_after
 
 
 def cache_is_current(cache: CacheEntry, promise: PromiseFile, mtime: float) -> bool:

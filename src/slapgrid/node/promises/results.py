@@ -10,6 +10,7 @@ Standard library only: the plugin runner imports this module in every promise pr
 
 from __future__ import annotations
 
+import calendar
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ MODES = (TEST, ANOMALY)
 DEFAULT_PERIODICITY = 2.0  # minutes
 RESULT_TYPES = {TEST: "Test Result", ANOMALY: "Anomaly Result"}
 MESSAGE_LIMIT = 5000
+DATE_FORMAT = "%Y-%m-%dT%H:%M:%S+0000"
 
 
 class Run(NamedTuple):
@@ -95,6 +97,19 @@ class PromiseResult:
     message: str | None
     reused: bool = False
     bang: bool = False
+    tolerated: bool = False  # this run failed, but the promise's verdict does not yet
+
+    @property
+    def at(self) -> float | None:
+        """When the promise ran (epoch seconds); None for a date in another format."""
+        try:
+            return float(calendar.timegm(time.strptime(self.date, DATE_FORMAT)))
+        except ValueError:
+            return None
+
+    def age(self, now: float) -> float | None:
+        at = self.at
+        return None if at is None else max(now - at, 0.0)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -163,4 +178,4 @@ def truncate(message: str | None) -> str | None:
 
 
 def format_date(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S+0000", time.gmtime(epoch))
+    return time.strftime(DATE_FORMAT, time.gmtime(epoch))

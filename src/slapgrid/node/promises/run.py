@@ -36,6 +36,7 @@ from slapgrid.node.promises.cache import (
     decide,
     load_cache,
     read_json,
+    still_fresh,
     write_json,
 )
 from slapgrid.node.promises.check import Checker
@@ -66,7 +67,9 @@ def _load_result(path: Path) -> PromiseResult | None:
         return None
 
 
-def _execute(checker: Checker, promise: PromiseFile) -> PromiseResult | None:
+def _execute(
+    checker: Checker, promise: PromiseFile, fresh_after: float | None
+) -> PromiseResult | None:
     """Run (or skip, or reuse) one promise and record its verdict."""
     try:
         mtime = promise.path.stat().st_mtime
@@ -76,7 +79,8 @@ def _execute(checker: Checker, promise: PromiseFile) -> PromiseResult | None:
     now = time.time()
     cache = load_cache(paths.promise_cache(promise.title), promise, mtime)
     stored = _load_result(paths.promise_result(promise.title))
-    decision = decide(checker.mode, cache, now, stored is not None)
+    usable = stored is not None and still_fresh(stored, cache, fresh_after)
+    decision = decide(checker.mode, cache, now, usable)
     if decision is Decision.SKIP:
         return None
     if decision is Decision.REUSE and stored is not None:
@@ -118,6 +122,7 @@ def _execute(checker: Checker, promise: PromiseFile) -> PromiseResult | None:
         date=date,
         message=truncate(verdict.message),
         bang=checker.mode == ANOMALY and entry.bang_on_failure and verdict.failed,
+        tolerated=verdict.sensed.failed and not verdict.failed,
     )
     write_json(paths.promise_cache(promise.title), entry.to_json(now))
     write_json(  # the partition's monitoring reads it as the owner
@@ -127,14 +132,30 @@ def _execute(checker: Checker, promise: PromiseFile) -> PromiseResult | None:
 
 
 def log_report(report: PromiseReport, partition_id: str) -> None:
-    """One line per promise: kept (info), failed or still failing (error)."""
+    """One line per promise: kept (info), failed but tolerated by its verdict (warning),
+    failed or still failing (error); a result served from cache says so, and its age."""
     extra = {"partition": partition_id}
+    now = time.time()
     for result in report.results:
-        if not result.failed:
-            log.info("Promise %s kept: %s", result.title, result.message or "", extra=extra)
+        cached = ""
+        if result.reused:
+            age = result.age(now)
+            cached = " (cached, " + ("age unknown" if age is None else f"{age:.0f} s old") + ")"
+        message = result.message or ""
+        if result.tolerated:  # e.g. a legacy promise, an anomaly after 3 failed runs only
+            log.warning(
+                "Promise %s failed this run, not yet an anomaly: %s",
+                result.title,
+                message,
+                extra=extra,
+            )
+        elif not result.failed:
+            log.info("Promise %s kept%s: %s", result.title, cached, message, extra=extra)
         else:
             verb = "still failing" if result.reused else "failed"
-            log.error("Promise %s %s: %s", result.title, verb, result.message, extra=extra)
+            log.error(
+                "Promise %s %s%s: %s", result.title, verb, cached, result.message, extra=extra
+            )
 
 
 def run_promises(
@@ -148,6 +169,7 @@ def run_promises(
     config: Mapping[str, Any] | None = None,
     python: str | None = None,
     cancel: threading.Event | None = None,
+    fresh_after: float | None = None,
 ) -> PromiseReport:
     """Run the partition's promises in parallel and report their results.
 
@@ -155,6 +177,7 @@ def run_promises(
     plugins receive (the agent passes partition-id, computer-id, master-url, partition-cert,
     partition-key). `python` runs the plugin runner (default: the agent's interpreter).
     Setting `cancel` kills the running promises; what they were cut short at is not kept.
+    `fresh_after`: when the services last (re)started; an older result is never reused.
     """
     if mode not in MODES:
         raise ValueError(f"unknown promise mode {mode!r}")
@@ -171,18 +194,24 @@ def run_promises(
         partition_path, mode, timeout, user, dict(config or {}), python or sys.executable, cancel
     )
     workers = min(max_workers, len(promises))
+
+    def execute(promise: PromiseFile) -> PromiseResult | None:
+        return _execute_safely(checker, promise, fresh_after)
+
     if workers <= 1:  # most partitions have one promise: no thread to start and join
-        results = [_execute_safely(checker, promise) for promise in promises]
+        results = [execute(promise) for promise in promises]
     else:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(lambda promise: _execute_safely(checker, promise), promises))
+            results = list(pool.map(execute, promises))
     return PromiseReport(tuple(result for result in results if result is not None))
 
 
-def _execute_safely(checker: Checker, promise: PromiseFile) -> PromiseResult | None:
+def _execute_safely(
+    checker: Checker, promise: PromiseFile, fresh_after: float | None
+) -> PromiseResult | None:
     """A promise the engine cannot even run (or record) is a failed promise, not a crash."""
     try:
-        return _execute(checker, promise)
+        return _execute(checker, promise, fresh_after)
     except Exception as exc:
         log.exception("Promise %s skipped", promise.title)
         return PromiseResult(

@@ -10,6 +10,7 @@ rendered by `conf`, the daemon started and stopped by `launch`, spoken to throug
 from __future__ import annotations
 
 import logging
+import math
 import subprocess
 import sys
 import threading
@@ -26,6 +27,7 @@ from slapgrid.node.files import write_if_changed
 from slapgrid.node.layout import SupervisorPaths
 from slapgrid.node.supervisor import launch
 from slapgrid.node.supervisor.conf import (
+    SERVICE_SUFFIX,
     WATCHDOG,
     check_name,
     partition_programs,
@@ -289,6 +291,24 @@ class Supervisor:
             for info in self.rpc.call("getAllProcessInfo")
             if info["group"] == pid
         ]
+
+    def running_since(self) -> dict[str, float]:
+        """When each group's services last (re)started, read with one call; `math.inf` for
+        a group with a program not running (a run-once script that exited is done, not down).
+
+        A promise result older than that describes a process that is gone.
+        """
+        since: dict[str, float] = {}
+        for info in self.rpc.call("getAllProcessInfo"):
+            group, state = info["group"], info["statename"]
+            if state == "RUNNING":  # whole seconds: it may have started up to 1 s later
+                started = float(info["start"]) + 1.0
+            elif state == "EXITED" and not info["name"].endswith(SERVICE_SUFFIX):
+                started = 0.0
+            else:
+                started = math.inf
+            since[group] = max(since.get(group, 0.0), started)
+        return since
 
     def supervisorctl(self, args: Sequence[str]) -> int:
         """Run supervisor's own supervisorctl against this node's daemon; its exit code."""

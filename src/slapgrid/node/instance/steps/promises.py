@@ -2,9 +2,9 @@
 
 After a deployment (test mode) a failing promise fails the deployment (`PromiseFailure`:
 the caller tells the master the error, and the partition is not reported started). An
-up-to-date partition's due promises (anomaly mode) tell the master only what changed:
-a bang when a failing promise allows it, an error when it starts failing, started when it
-recovers.
+up-to-date partition's due promises (anomaly mode) tell the master what it must know:
+a bang when a failing promise allows it, an error whenever a failing promise ran (with its
+message), started when it recovers.
 """
 
 from __future__ import annotations
@@ -23,12 +23,15 @@ START_GRACE = 10.0
 """Seconds services just (re)started get to make their failing promises pass."""
 
 
-def check_promises(job: Deployment, mode: str = TEST) -> PromiseReport:
+def check_promises(
+    job: Deployment, mode: str = TEST, fresh_after: float | None = None
+) -> PromiseReport:
     key_file, cert_file = job.certificate_files()
     return run_promises(
         job.paths.root,
         mode=mode,
         timeout=job.config.promise_timeout,
+        fresh_after=fresh_after,
         config={
             "partition-id": job.pid,
             "computer-id": job.partition.computer_id,
@@ -72,20 +75,31 @@ def keep_promises(job: Deployment) -> None:
         raise PromiseFailure(report.error_message or "a promise failed")
 
 
-def check_up_to_date(job: Deployment) -> PromiseReport:
-    """An up-to-date started partition: run due promises, tell the master what changed."""
+def check_up_to_date(job: Deployment, services_since: float) -> PromiseReport:
+    """An up-to-date started partition: run due promises, tell the master what changed.
+
+    `services_since`: when its services last (re)started (`math.inf` if one is down). A
+    result from before that, or from the deployment, is not reused: a cached success must
+    not hide a service that died since.
+    """
     pid = job.pid
-    result = check_promises(job, ANOMALY)
+    try:
+        deployed_at = job.paths.timestamp.stat().st_mtime
+    except FileNotFoundError:
+        deployed_at = 0.0
+    result = check_promises(job, ANOMALY, max(services_since, deployed_at))
     if job.cancel.is_set():  # promises cut short: nothing to tell the master
         return result
     log_report(result, pid)
-    was_error = (job.partition.access_status or "#error").startswith("#error")
+    status = job.partition.access_status
+    was_error = status is not None and status.startswith("#error")
     try:
         if result.bang_message:
             job.client.bang(pid, result.bang_message)
-        if result.failed and not was_error:
+        # a failure is never served from cache here: it ran now, the master gets its message
+        if result.failed:
             job.client.instance_error(pid, result.error_message or "a promise failed")
-        elif not result.failed and was_error:
+        elif not result.failed and (was_error or status is None):
             job.client.started(pid)
     except SlapError as exc:
         log.warning("could not report promises of %s: %s", pid, exc)
