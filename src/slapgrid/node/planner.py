@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from slapgrid.slap.documents import (
     DESTROYED,
@@ -33,7 +34,8 @@ class Kind(enum.StrEnum):
     # partitions
     DEPLOY = "deploy"  # run buildout, then start or stop as requested
     CHECK = "check"  # up to date and started: run promises (anomaly mode) only
-    STOP = "stop"  # requested destroyed: stop processes, report stopped
+    START = "start"  # up to date but its services are down: start them, check, report
+    STOP = "stop"  # requested destroyed (or stopped, yet running): stop processes, report
     DESTROY = "destroy"  # report run: wipe a destroyed partition, report destroyed
     CLEAN_FREE = "clean-free"  # free partition with agent left-overs
     ERROR = "error"  # cannot be processed: report the reason to the master
@@ -64,10 +66,17 @@ class Cause(enum.StrEnum):
     SOFTWARE_BUILDING = "software-building"
     SOFTWARE_MISSING = "software-missing"
     NOT_A_PARTITION = "not-a-partition"  # a directory format did not make: never wiped
+    SERVICES_DOWN = "services-down"  # requested started, programs not running in supervisord
+    SERVICES_RUNNING = "services-running"  # requested stopped, programs running
 
 
 # actions that change something; the others are bookkeeping
-WORK = frozenset({Kind.BUILD, Kind.REMOVE_SOFTWARE, Kind.DEPLOY, Kind.STOP, Kind.DESTROY})
+WORK = frozenset(
+    {Kind.BUILD, Kind.REMOVE_SOFTWARE, Kind.DEPLOY, Kind.START, Kind.STOP, Kind.DESTROY}
+)
+
+UP_STATES = frozenset({"RUNNING", "STARTING", "BACKOFF"})
+"""supervisord states of a program that runs or is being (re)started by supervisord itself."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +125,31 @@ class SoftwareObservation:
     used_by: tuple[str, ...] = ()  # partitions whose software_release link points here
 
 
+class ProcessState(NamedTuple):
+    """One program of a partition as supervisord reports it."""
+
+    name: str
+    state: str  # supervisord's state name: RUNNING, STOPPED, EXITED, FATAL …
+    description: str  # supervisord's own words: "Not started", "Exited too quickly" …
+    service: bool  # a service (restarted when it exits), not a run-once script
+
+    @property
+    def down(self) -> bool:
+        """Should run and does not; a run-once script that exited has done its job."""
+        return self.state not in UP_STATES and not (self.state == "EXITED" and not self.service)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.state} {self.description})".replace(" )", ")")
+
+
+@dataclass(frozen=True)
+class Services:
+    """A partition's programs: declared by its deployment, and as supervisord runs them."""
+
+    declared: bool  # the partition's supervisord program file exists
+    processes: tuple[ProcessState, ...] = ()  # empty: supervisord does not know the group
+
+
 @dataclass(frozen=True)
 class PartitionObservation:
     exists: bool  # directory under the instance root
@@ -126,6 +160,7 @@ class PartitionObservation:
     periodicity: int | None = None  # the SR's periodicity file, if any
     leftovers: bool = False  # free partition holding agent files
     problem: str | None = None  # why the master's description cannot be used at all
+    services: Services | None = None  # None: supervisord was not asked (dry run, offline)
 
 
 def _ago(seconds: float) -> str:
@@ -286,8 +321,31 @@ def plan_partition(
     if why is not None:
         cause, reason, priority = why
         return Action(Kind.DEPLOY, pid, cause, reason, state, priority)
+    return _up_to_date(pid, state, seen.services)
+
+
+def _up_to_date(pid: str, state: str, services: Services | None) -> Action:
+    """An up-to-date partition: converge its programs to the requested state, else check it.
+
+    The master's desired state rules: programs down (a reboot, a supervisord relaunch, a
+    person's `supervisorctl stop`) are started, programs of a stopped partition stopped.
+    """
     if state == STARTED:
+        if services is not None and services.declared:
+            down = [str(p) for p in services.processes if p.down]
+            if not services.processes:
+                reason = "services not running: supervisord does not know them"
+            elif down:
+                reason = f"services not running: {', '.join(down)}"
+            else:
+                reason = ""
+            if reason:
+                return Action(Kind.START, pid, Cause.SERVICES_DOWN, reason, state, 0)
         return Action(Kind.CHECK, pid, Cause.UP_TO_DATE, "up to date: promises only", state)
+    running = [str(p) for p in services.processes if p.state in UP_STATES] if services else []
+    if running:
+        reason = f"requested {STOPPED}, but running: {', '.join(running)}"
+        return Action(Kind.STOP, pid, Cause.SERVICES_RUNNING, reason, state, 0)
     return Action(Kind.SKIP, pid, Cause.UP_TO_DATE, f"up to date ({STOPPED})", state)
 
 

@@ -24,11 +24,20 @@ from slapgrid.node.files import atomic_write
 from slapgrid.node.instance.deploy import deploy
 from slapgrid.node.instance.deployment import Deployment, PromiseFailure
 from slapgrid.node.instance.partition import observe
-from slapgrid.node.instance.steps.promises import check_up_to_date
-from slapgrid.node.planner import Action, BackoffPolicy, Cause, Kind, plan_instances
+from slapgrid.node.instance.steps.promises import check_up_to_date, keep_promises
+from slapgrid.node.instance.steps.supervise import supervise
+from slapgrid.node.planner import (
+    Action,
+    BackoffPolicy,
+    Cause,
+    Kind,
+    ProcessState,
+    plan_instances,
+)
 from slapgrid.node.run_result import RunResult
 from slapgrid.node.state import StateStore
 from slapgrid.node.supervisor.control import Supervisor
+from slapgrid.node.supervisor.errors import SupervisorError
 from slapgrid.slap.client import SlapClient
 from slapgrid.slap.documents import Computer, ComputerPartition
 from slapgrid.slap.errors import ConnectionError, HTTPStatusError, NotFoundError, SlapError
@@ -93,13 +102,31 @@ def fetch_computer(client: SlapClient) -> Computer:
         raise SlapError(f"the master does not know computer {client.computer_id}: {exc}") from None
 
 
+def read_processes(supervisor: Supervisor) -> dict[str, tuple[ProcessState, ...]] | None:
+    """Every partition's program states, or None (then nothing is started for being down)
+    when supervisord does not answer: it was not launched, or launching is forbidden."""
+    try:
+        return supervisor.process_states()
+    except SupervisorError as exc:
+        log.debug("process states not read: %s", exc)
+        return None
+
+
 def plan(
-    config: NodeConfig, computer: Computer, store: StateStore, *, force: bool, only: frozenset[str]
+    config: NodeConfig,
+    computer: Computer,
+    store: StateStore,
+    *,
+    force: bool,
+    only: frozenset[str],
+    supervisor: Supervisor | None = None,
 ) -> list[Action]:
+    """The run's actions; `supervisor` is read (never launched) for its program states."""
     unknown = only - {p.partition_id for p in computer.partitions}
     if unknown:
         raise SlapgridError(f"unknown partition(s): {', '.join(sorted(unknown))}")
-    observed = {p.partition_id: observe(config, p) for p in computer.partitions}
+    processes = read_processes(supervisor or Supervisor(config.instance_root))
+    observed = {p.partition_id: observe(config, p, processes) for p in computer.partitions}
     return plan_instances(
         computer,
         observed,
@@ -197,7 +224,39 @@ class InstanceRun:
             extra={"partition": pid},
         )
 
-    def stop(self, partition: ComputerPartition) -> None:
+    def start(self, partition: ComputerPartition, action: Action) -> None:
+        """Up to date, services down: start them and check promises as after a deployment."""
+        pid = partition.partition_id
+        log.info(
+            "starting %s: %s",
+            pid,
+            action.reason,
+            extra={"partition": pid, "action": "start", "reason": action.reason},
+        )
+        job = Deployment(self.config, self.client, self.supervisor, partition, self.cancel)
+        started = time.monotonic()
+        try:
+            supervise(job)  # re-adds a group supervisord lost, then starts what is stopped
+            keep_promises(job)
+        except PromiseFailure as exc:
+            self._fail(partition, str(exc), self.outcome.promise_failed)
+        except (SlapgridError, OSError) as exc:
+            self._fail(partition, str(exc), self.outcome.failed)
+        else:
+            try:
+                self.client.started(pid)
+            except SlapError as exc:  # running all the same: the next change reports it
+                log.warning("could not report %s started: %s", pid, exc)
+            with self._lock:
+                self.outcome.done.append(pid)
+            log.info(
+                "%s started in %.1f s",
+                pid,
+                time.monotonic() - started,
+                extra={"partition": pid, "action": "started"},
+            )
+
+    def stop(self, partition: ComputerPartition, action: Action) -> None:
         pid = partition.partition_id
         try:
             self.supervisor.stop_partition(pid)
@@ -206,9 +265,10 @@ class InstanceRun:
             with self._lock:
                 self.outcome.done.append(pid)
             log.info(
-                "%s stopped, waiting for `slapgrid report` to destroy it",
+                "%s stopped: %s",
                 pid,
-                extra={"partition": pid, "action": "stopped"},
+                action.reason,
+                extra={"partition": pid, "action": "stopped", "reason": action.reason},
             )
         except SlapgridError as exc:
             self._fail(partition, str(exc), self.outcome.failed)
@@ -244,7 +304,8 @@ class InstanceRun:
         partitions = {p.partition_id: p for p in computer.partitions}
         handlers: dict[Kind, Callable[[ComputerPartition, Action], None]] = {
             Kind.DEPLOY: self.deploy,
-            Kind.STOP: lambda p, a: self.stop(p),
+            Kind.START: self.start,
+            Kind.STOP: self.stop,
             Kind.CHECK: lambda p, a: self.check(p),
             Kind.ERROR: self.error,
             Kind.CLEAN_FREE: lambda p, a: self.clean_free(p),
@@ -322,7 +383,9 @@ def run_instance(
             return go_offline(config, exc)
         supervisor = supervisor_for(config)
         runner = InstanceRun(config, client, supervisor, cancel=cancel)
-        actions = plan(config, computer, runner.store, force=force, only=frozenset(only))
+        actions = plan(
+            config, computer, runner.store, force=force, only=frozenset(only), supervisor=supervisor
+        )
         outcome = runner.execute(actions, computer, time_budget)
         summarise(outcome)
         runner.store.record_run("instance", outcome.as_dict(actions))

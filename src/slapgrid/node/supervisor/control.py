@@ -23,8 +23,10 @@ from supervisor.xmlrpc import Faults
 import slapgrid
 from slapgrid.node.files import write_if_changed
 from slapgrid.node.layout import SupervisorPaths
+from slapgrid.node.planner import ProcessState
 from slapgrid.node.supervisor import launch
 from slapgrid.node.supervisor.conf import (
+    SERVICE_SUFFIX,
     WATCHDOG,
     check_name,
     partition_programs,
@@ -70,7 +72,7 @@ class Supervisor:
         self.rpc = SupervisorRpc(self.paths.socket, rpc_timeout)
 
     def partition_conf(self, pid: str) -> Path:
-        return self.paths.conf_dir / f"{check_name(pid, 'partition id')}.conf"
+        return self.paths.partition_conf(check_name(pid, "partition id"))
 
     # ----------------------------------------------------------------- files
 
@@ -260,6 +262,17 @@ class Supervisor:
             for info in self.rpc.call("getAllProcessInfo")
             if info["group"] == pid
         ]
+
+    def process_states(self) -> dict[str, tuple[ProcessState, ...]]:
+        """Every group's programs, read with one call: a pass must stay cheap."""
+        groups: dict[str, list[ProcessState]] = {}
+        for info in self.rpc.call("getAllProcessInfo"):
+            name = info["name"]
+            state = ProcessState(
+                name, info["statename"], info["description"], name.endswith(SERVICE_SUFFIX)
+            )
+            groups.setdefault(info["group"], []).append(state)
+        return {group: tuple(states) for group, states in groups.items()}
 
     def supervisorctl(self, args: Sequence[str]) -> int:
         """Run supervisor's own supervisorctl against this node's daemon; its exit code."""
