@@ -218,7 +218,7 @@ CONVERGE_CASES = [
     ("restarting by itself", "started", running(("web-on-watch", "BACKOFF", "")), Kind.CHECK,
      Cause.UP_TO_DATE, "promises only"),
     ("group lost", "started", running(), Kind.START, Cause.SERVICES_DOWN,
-     "supervisord does not know them"),
+     "supervisord runs none of them"),
     ("no programs declared", "started", running(declared=False), Kind.CHECK, Cause.UP_TO_DATE,
      "promises only"),
     ("supervisord not read", "started", deployed(), Kind.CHECK, Cause.UP_TO_DATE, "promises"),

@@ -334,7 +334,7 @@ def _up_to_date(pid: str, state: str, services: Services | None) -> Action:
         if services is not None and services.declared:
             down = [str(p) for p in services.processes if p.down]
             if not services.processes:
-                reason = "services not running: supervisord does not know them"
+                reason = "services not running: supervisord runs none of them"
             elif down:
                 reason = f"services not running: {', '.join(down)}"
             else:

@@ -126,6 +126,8 @@ def plan(
     if unknown:
         raise SlapgridError(f"unknown partition(s): {', '.join(sorted(unknown))}")
     processes = read_processes(supervisor or Supervisor(config.instance_root))
+    if processes is None and supervisor is None and not config.forbid_supervisord_automatic_launch:
+        processes = {}  # a dry run: the real run would launch supervisord, running nothing yet
     observed = {p.partition_id: observe(config, p, processes) for p in computer.partitions}
     return plan_instances(
         computer,
