@@ -79,10 +79,8 @@ def test_reboot_then_one_instance_run_brings_every_started_partition_back(
     assert node.processes(first) == node.processes(second) == [SERVICE]
     assert node.processes(idle) == []  # requested stopped: stays stopped
     messages = [r.getMessage() for r in caplog.records]
-    assert (
-        f"starting {first}: services not running: hello-http-on-watch (STOPPED Not started)"
-        in messages
-    )
+    reason = "services not running: hello-http-on-watch (STOPPED Not started)"
+    assert f"starting {first} (started): {reason}" in messages
     summary = "instance run: 2 done, 0 up to date, 1 skipped, 0 failed, 0 promise failures"
     assert any(m.startswith(summary) for m in messages)
     run = StateStore(node.config.instance_root).runs()["instance"]
@@ -104,7 +102,8 @@ def test_service_stopped_by_hand_comes_back_on_the_next_pass(
     assert node.processes(first) == [SERVICE]
     assert answers(node, "first")
     reason = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("starting"))
-    assert reason.startswith(f"starting {first}: services not running: hello-http-on-watch (STOP")
+    down = "services not running: hello-http-on-watch (STOPPED"
+    assert reason.startswith(f"starting {first} (started): {down}")
     assert node.instance() == 0  # all running: nothing to start, the pass is a check
     assert StateStore(node.config.instance_root).runs()["instance"]["done"] == []
 

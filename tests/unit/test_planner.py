@@ -11,14 +11,13 @@ from slapgrid.node.planner import (
     Failure,
     Kind,
     PartitionObservation,
-    ProcessState,
-    Services,
     SoftwareObservation,
     plan_destruction,
     plan_instances,
     plan_partition,
     plan_software,
 )
+from slapgrid.node.process_states import ProcessState, Services
 from slapgrid.slap.documents import Computer, ComputerPartition, SoftwareRelease
 
 NOW = 1_800_000_000.0

@@ -11,8 +11,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
 
+from slapgrid.node.process_states import UP_STATES, Services
 from slapgrid.slap.documents import (
     DESTROYED,
     PARTITION_STATES,
@@ -75,9 +75,6 @@ WORK = frozenset(
     {Kind.BUILD, Kind.REMOVE_SOFTWARE, Kind.DEPLOY, Kind.START, Kind.STOP, Kind.DESTROY}
 )
 
-UP_STATES = frozenset({"RUNNING", "STARTING", "BACKOFF"})
-"""supervisord states of a program that runs or is being (re)started by supervisord itself."""
-
 
 @dataclass(frozen=True)
 class Failure:
@@ -123,31 +120,6 @@ class SoftwareObservation:
     exists: bool  # the directory is there
     completed: bool  # .completed marker written
     used_by: tuple[str, ...] = ()  # partitions whose software_release link points here
-
-
-class ProcessState(NamedTuple):
-    """One program of a partition as supervisord reports it."""
-
-    name: str
-    state: str  # supervisord's state name: RUNNING, STOPPED, EXITED, FATAL …
-    description: str  # supervisord's own words: "Not started", "Exited too quickly" …
-    service: bool  # a service (restarted when it exits), not a run-once script
-
-    @property
-    def down(self) -> bool:
-        """Should run and does not; a run-once script that exited has done its job."""
-        return self.state not in UP_STATES and not (self.state == "EXITED" and not self.service)
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.state} {self.description})".replace(" )", ")")
-
-
-@dataclass(frozen=True)
-class Services:
-    """A partition's programs: declared by its deployment, and as supervisord runs them."""
-
-    declared: bool  # the partition's supervisord program file exists
-    processes: tuple[ProcessState, ...] = ()  # empty: supervisord does not know the group
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ from pathlib import Path
 from slapgrid.node import layout, safety
 from slapgrid.node.config import NodeConfig
 from slapgrid.node.files import atomic_write, read_text
-from slapgrid.node.planner import PartitionObservation, ProcessState, Services
+from slapgrid.node.planner import PartitionObservation
+from slapgrid.node.process_states import ProcessState, Services
 from slapgrid.slap.documents import ComputerPartition
 
 PARTITION_MODE = 0o750

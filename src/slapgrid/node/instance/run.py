@@ -21,19 +21,12 @@ from slapgrid.node import layout, lock
 from slapgrid.node.buildout import BuildoutError
 from slapgrid.node.config import NodeConfig
 from slapgrid.node.files import atomic_write
-from slapgrid.node.instance.deploy import deploy
+from slapgrid.node.instance.deploy import deploy, start_again
 from slapgrid.node.instance.deployment import Deployment, PromiseFailure
 from slapgrid.node.instance.partition import observe
-from slapgrid.node.instance.steps.promises import check_up_to_date, keep_promises
-from slapgrid.node.instance.steps.supervise import supervise
-from slapgrid.node.planner import (
-    Action,
-    BackoffPolicy,
-    Cause,
-    Kind,
-    ProcessState,
-    plan_instances,
-)
+from slapgrid.node.instance.steps.promises import check_up_to_date
+from slapgrid.node.planner import Action, BackoffPolicy, Cause, Kind, plan_instances
+from slapgrid.node.process_states import ProcessState
 from slapgrid.node.run_result import RunResult
 from slapgrid.node.state import StateStore
 from slapgrid.node.supervisor.control import Supervisor
@@ -169,18 +162,21 @@ class InstanceRun:
             bucket.append((pid, message))
 
     def deploy(self, partition: ComputerPartition, action: Action) -> None:
+        """Deploy; or, for an up-to-date partition whose services are down, start them."""
         pid = partition.partition_id
+        again = action.kind == Kind.START
         log.info(
-            "deploying %s (%s): %s",
+            "%s %s (%s): %s",
+            "starting" if again else "deploying",
             pid,
             action.state,
             action.reason,
-            extra={"partition": pid, "action": "deploy", "reason": action.reason},
+            extra={"partition": pid, "action": action.kind.value, "reason": action.reason},
         )
         job = Deployment(self.config, self.client, self.supervisor, partition, self.cancel)
         started = time.monotonic()
         try:
-            deploy(job)
+            (start_again if again else deploy)(job)
         except PromiseFailure as exc:
             self._fail(partition, str(exc), self.outcome.promise_failed)
         except BuildoutError as exc:
@@ -196,7 +192,7 @@ class InstanceRun:
                 pid,
                 action.state,
                 time.monotonic() - started,
-                extra={"partition": pid, "action": "deployed"},
+                extra={"partition": pid, "action": "started" if again else "deployed"},
             )
 
     def _fail(
@@ -225,38 +221,6 @@ class InstanceRun:
             failure.attempts,
             extra={"partition": pid},
         )
-
-    def start(self, partition: ComputerPartition, action: Action) -> None:
-        """Up to date, services down: start them and check promises as after a deployment."""
-        pid = partition.partition_id
-        log.info(
-            "starting %s: %s",
-            pid,
-            action.reason,
-            extra={"partition": pid, "action": "start", "reason": action.reason},
-        )
-        job = Deployment(self.config, self.client, self.supervisor, partition, self.cancel)
-        started = time.monotonic()
-        try:
-            supervise(job)  # re-adds a group supervisord lost, then starts what is stopped
-            keep_promises(job)
-        except PromiseFailure as exc:
-            self._fail(partition, str(exc), self.outcome.promise_failed)
-        except (SlapgridError, OSError) as exc:
-            self._fail(partition, str(exc), self.outcome.failed)
-        else:
-            try:
-                self.client.started(pid)
-            except SlapError as exc:  # running all the same: the next change reports it
-                log.warning("could not report %s started: %s", pid, exc)
-            with self._lock:
-                self.outcome.done.append(pid)
-            log.info(
-                "%s started in %.1f s",
-                pid,
-                time.monotonic() - started,
-                extra={"partition": pid, "action": "started"},
-            )
 
     def stop(self, partition: ComputerPartition, action: Action) -> None:
         pid = partition.partition_id
@@ -306,7 +270,7 @@ class InstanceRun:
         partitions = {p.partition_id: p for p in computer.partitions}
         handlers: dict[Kind, Callable[[ComputerPartition, Action], None]] = {
             Kind.DEPLOY: self.deploy,
-            Kind.START: self.start,
+            Kind.START: self.deploy,
             Kind.STOP: self.stop,
             Kind.CHECK: lambda p, a: self.check(p),
             Kind.ERROR: self.error,

@@ -23,7 +23,7 @@ from supervisor.xmlrpc import Faults
 import slapgrid
 from slapgrid.node.files import write_if_changed
 from slapgrid.node.layout import SupervisorPaths
-from slapgrid.node.planner import ProcessState
+from slapgrid.node.process_states import ProcessState
 from slapgrid.node.supervisor import launch
 from slapgrid.node.supervisor.conf import (
     SERVICE_SUFFIX,
