@@ -145,9 +145,11 @@ def main() -> None:
     if args.smoke:
         args.partitions, args.rounds = 3, 1
     logging.getLogger("slapgrid").setLevel(logging.ERROR)  # format's and the master's chatter
+    # the stopped agent's long poll, still waiting in the master when it shuts down
+    logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
 
     workdir = reference_env.public_tempdir("bench-reboot-")
-    store = MasterStore(workdir / "master.db")
+    store = MasterStore(workdir / "master.db", default_computer=COMPUTER)
     supervisor = Supervisor(workdir / "instance")
     try:
         with MasterServer(store) as server:

@@ -119,6 +119,28 @@ def test_group_supervisord_lost_is_added_back_and_started(deployed: Node) -> Non
     assert answers(node, "second")
 
 
+def test_service_started_again_but_failing_its_promise_exits_2_and_is_reported(
+    deployed: Node,
+) -> None:
+    node = deployed
+    first = node.partition("first")
+    promise = node.config.instance_root / first / "etc/promise/always-fails"
+    promise.write_text("#!/bin/sh\necho 'disk on fire'\nexit 1\n")
+    promise.chmod(0o755)
+    try:
+        assert node.supervisor.supervisorctl(["stop", f"{first}:*"]) == 0
+        assert node.instance() == 2
+        assert node.processes(first) == [SERVICE]  # started all the same
+        assert node.status_text(first).startswith("#error")
+        assert "disk on fire" in node.status_text(first)
+        run = StateStore(node.config.instance_root).runs()["instance"]
+        assert [pid for pid, _ in run["promise_failed"]] == [first]
+        assert run["exit_code"] == 2
+    finally:
+        promise.unlink()
+    assert node.instance(force=True) == 0
+
+
 def test_reboot_then_the_agent_brings_every_started_partition_back(deployed: Node) -> None:
     node = deployed
     idle = node.partition("idle")
