@@ -37,6 +37,9 @@ from slapgrid.slap.errors import ConnectionError, HTTPStatusError, NotFoundError
 
 log = logging.getLogger(__name__)
 
+WAKE_CALLS = 16
+"""startProcessGroup calls in flight at once when services come back after a reboot."""
+
 
 @dataclass
 class Outcome:
@@ -264,6 +267,21 @@ class InstanceRun:
             paths.timestamp.unlink()
         log.info("%s is free: removed agent left-overs", partition.partition_id)
 
+    def wake(self, pids: list[str]) -> None:
+        """Ask supervisord to start every down partition at once (no waiting): after a
+        reboot all services come up together, not one pool slot after the other, while the
+        START handlers check their promises (and re-add lost groups). supervisord answers
+        each call on a turn of its loop, so the calls go in parallel."""
+
+        def start(pid: str) -> None:
+            try:
+                self.supervisor.start_partition(pid)
+            except SupervisorError as exc:  # its handler tries again, and reports
+                log.debug("%s not started at once: %s", pid, exc, extra={"partition": pid})
+
+        with ThreadPoolExecutor(max_workers=WAKE_CALLS) as pool:
+            list(pool.map(start, pids))
+
     def execute(
         self, actions: list[Action], computer: Computer, time_budget: float | None = None
     ) -> Outcome:
@@ -295,6 +313,7 @@ class InstanceRun:
                     extra={"partition": action.target, "action": action.kind.value},
                 )
         work = [a for a in actions if a.kind in handlers]
+        self.wake([a.target for a in work if a.kind == Kind.START])
         with ThreadPoolExecutor(max_workers=self.config.parallel_jobs) as pool:
             for future in [pool.submit(run, action) for action in work]:
                 future.result()

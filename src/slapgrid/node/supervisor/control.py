@@ -2,7 +2,8 @@
 
 A partition is *started* when its group is known and asked to start, and *stopped* when its
 file is gone and supervisord has forgotten the group. Programs are `autostart=false`: after a
-reboot they come back through a deployment or the offline-mode `start_all()`. The files are
+reboot they come back through the next instance pass (which starts every started partition
+whose programs are down) or the offline-mode `start_all()`. The files are
 rendered by `conf`, the daemon started and stopped by `launch`, spoken to through `rpc`.
 """
 
