@@ -18,6 +18,7 @@ from slapgrid.node.planner import (
     plan_partition,
     plan_software,
 )
+from slapgrid.node.process_states import ProcessState, Services
 from slapgrid.slap.documents import Computer, ComputerPartition, SoftwareRelease
 
 NOW = 1_800_000_000.0
@@ -239,3 +240,70 @@ def test_instances_pass_the_redeploy_limit_on() -> None:
         ("failing", Cause.PROMISE_FAILING),
         ("fine", Cause.UP_TO_DATE),
     ]
+
+
+def running(*processes: tuple[str, str, str], declared: bool = True) -> PartitionObservation:
+    """Deployed, with supervisord's view of its programs (name, state, description)."""
+    states = tuple(
+        ProcessState(name, state, text, name.endswith("-on-watch"))
+        for name, state, text in processes
+    )
+    return deployed(services=Services(declared, states))
+
+
+WEB_UP = ("web-on-watch", "RUNNING", "pid 12, uptime 0:01:00")
+WEB_DOWN = ("web-on-watch", "STOPPED", "Not started")
+
+
+# fmt: off
+CONVERGE_CASES = [
+    # (name, requested state, observation, kind, cause, reason fragment)
+    ("all running", "started", running(WEB_UP), Kind.CHECK, Cause.UP_TO_DATE, "promises only"),
+    ("not started after a reboot", "started", running(WEB_UP, WEB_DOWN), Kind.START,
+     Cause.SERVICES_DOWN, "services not running: web-on-watch (STOPPED Not started)"),
+    ("stopped by hand", "started", running(("web-on-watch", "STOPPED", "Nov 30 00:01 AM")),
+     Kind.START, Cause.SERVICES_DOWN, "web-on-watch (STOPPED Nov 30 00:01 AM)"),
+    ("gave up", "started", running(("web-on-watch", "FATAL", "Exited too quickly")),
+     Kind.START, Cause.SERVICES_DOWN, "(FATAL Exited too quickly)"),
+    ("exited service", "started", running(("web-on-watch", "EXITED", "")), Kind.START,
+     Cause.SERVICES_DOWN, "web-on-watch (EXITED)"),
+    ("run-once script done", "started", running(WEB_UP, ("init", "EXITED", "")), Kind.CHECK,
+     Cause.UP_TO_DATE, "promises only"),
+    ("restarting by itself", "started", running(("web-on-watch", "BACKOFF", "")), Kind.CHECK,
+     Cause.UP_TO_DATE, "promises only"),
+    ("group lost", "started", running(), Kind.START, Cause.SERVICES_DOWN,
+     "supervisord runs none of them"),
+    ("no programs declared", "started", running(declared=False), Kind.CHECK, Cause.UP_TO_DATE,
+     "promises only"),
+    ("supervisord not read", "started", deployed(), Kind.CHECK, Cause.UP_TO_DATE, "promises"),
+    ("stopped stays stopped", "stopped", running(WEB_DOWN), Kind.SKIP, Cause.UP_TO_DATE,
+     "up to date (stopped)"),
+    ("stopped yet running", "stopped", running(WEB_UP), Kind.STOP, Cause.SERVICES_RUNNING,
+     "requested stopped, but running: web-on-watch (RUNNING pid 12"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(
+    ("state", "seen", "kind", "cause", "reason"),
+    [case[1:] for case in CONVERGE_CASES],
+    ids=[case[0] for case in CONVERGE_CASES],
+)
+def test_up_to_date_partition_converges_to_its_requested_state(  # type: ignore[no-untyped-def]
+    state, seen, kind, cause, reason
+) -> None:
+    action = plan_partition(busy(state), seen, None, NOW, maximum_periodicity=DAY)
+    assert (action.kind, action.cause) == (kind, cause)
+    assert reason in action.reason
+    assert action.priority == (0 if action.is_work else 3)
+
+
+def test_services_down_wait_for_a_back_off_and_yield_to_a_deployment() -> None:
+    down = running(WEB_DOWN)
+    failure = Failure(NOW - 5, 1, "boom", "1700000000000001")
+    waiting = plan_partition(busy(), down, failure, NOW, maximum_periodicity=DAY)
+    assert waiting.kind == Kind.WAIT
+    changed = plan_partition(
+        busy(timestamp="1700000000000002"), down, None, NOW, maximum_periodicity=DAY
+    )
+    assert (changed.kind, changed.cause) == (Kind.DEPLOY, Cause.CHANGED)

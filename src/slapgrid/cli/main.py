@@ -35,6 +35,7 @@ COMMANDS = {
     "instance": ("slapgrid.cli.node_cmds", "instance_command"),
     "report": ("slapgrid.cli.node_cmds", "report_command"),
     "format": ("slapgrid.cli.node_cmds", "format_command"),
+    "boot": ("slapgrid.cli.node_cmds", "boot_command"),
     "node": ("slapgrid.cli.node_cmds", "node_command"),
     "plan": ("slapgrid.cli.node_cmds", "plan_command"),
     "status": ("slapgrid.cli.node_cmds", "status_command"),

@@ -1,4 +1,4 @@
-"""Node commands: software, instance, report, format, node, plan, status, supervisorctl.
+"""Node commands: software, instance, report, format, boot, node, plan, status, supervisorctl.
 
 Each command imports the machinery it drives when it runs, not when the CLI loads: a no-op
 `slapgrid software` run from cron is mostly interpreter start-up, and must not pay for the
@@ -222,6 +222,25 @@ def format_command(
     merged = context.merged(flags)
     path = find_config_file(merged.pop("configuration_file", None))
     return run_format(path, {**merged, **format_flags}, dry_run=dry_run)
+
+
+@click.command("boot", cls=SubCommand)
+@apply_all([*LOCATION_OPTIONS, *MASTER_TLS_OPTIONS, CERTIFICATE_REPOSITORY_OPTION])
+@node_command_body
+def boot_command(context: NodeContext, flags: dict[str, Any]) -> ExitStatus:
+    """At machine start: re-apply the format, tell the master, start every started partition.
+
+    Run it once before `slapgrid node` (packaging/slapgrid-boot.service).
+    """
+    from slapgrid.node.boot import run_boot
+    from slapgrid.node.config import find_config_file
+    from slapgrid.slap.client import SlapClient
+
+    config = context.config(flags)
+    merged = context.merged(flags)
+    path = find_config_file(merged.pop("configuration_file", None))
+    with SlapClient.from_config(config) as client:
+        return run_boot(config, client, path, merged)
 
 
 @click.command("node", cls=SubCommand)

@@ -80,6 +80,10 @@ class SupervisorPaths:
     def conf_dir(self) -> Path:
         return self.instance_root / "etc" / "supervisord.conf.d"
 
+    def partition_conf(self, pid: str) -> Path:
+        """A partition's program file: its deployment writes it, a stop removes it."""
+        return self.conf_dir / f"{pid}.conf"
+
     @property
     def socket(self) -> Path:
         return self.instance_root / "sv.sock"

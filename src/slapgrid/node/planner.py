@@ -12,6 +12,7 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from slapgrid.node.process_states import UP_STATES, Services
 from slapgrid.slap.documents import (
     DESTROYED,
     PARTITION_STATES,
@@ -33,7 +34,8 @@ class Kind(enum.StrEnum):
     # partitions
     DEPLOY = "deploy"  # run buildout, then start or stop as requested
     CHECK = "check"  # up to date and started: run promises (anomaly mode) only
-    STOP = "stop"  # requested destroyed: stop processes, report stopped
+    START = "start"  # up to date but its services are down: start them, check, report
+    STOP = "stop"  # requested destroyed (or stopped, yet running): stop processes, report
     DESTROY = "destroy"  # report run: wipe a destroyed partition, report destroyed
     CLEAN_FREE = "clean-free"  # free partition with agent left-overs
     ERROR = "error"  # cannot be processed: report the reason to the master
@@ -65,10 +67,14 @@ class Cause(enum.StrEnum):
     SOFTWARE_MISSING = "software-missing"
     NOT_A_PARTITION = "not-a-partition"  # a directory format did not make: never wiped
     PROMISE_FAILING = "promise-failing"  # failed too many periodic checks in a row: heal
+    SERVICES_DOWN = "services-down"  # requested started, programs not running in supervisord
+    SERVICES_RUNNING = "services-running"  # requested stopped, programs running
 
 
 # actions that change something; the others are bookkeeping
-WORK = frozenset({Kind.BUILD, Kind.REMOVE_SOFTWARE, Kind.DEPLOY, Kind.STOP, Kind.DESTROY})
+WORK = frozenset(
+    {Kind.BUILD, Kind.REMOVE_SOFTWARE, Kind.DEPLOY, Kind.START, Kind.STOP, Kind.DESTROY}
+)
 
 
 @dataclass(frozen=True)
@@ -137,6 +143,7 @@ class PartitionObservation:
     leftovers: bool = False  # free partition holding agent files
     problem: str | None = None  # why the master's description cannot be used at all
     failed_checks: FailedChecks | None = None  # periodic checks failed in a row, if any
+    services: Services | None = None  # None: supervisord was not asked (dry run, offline)
 
 
 def _ago(seconds: float) -> str:
@@ -301,6 +308,9 @@ def plan_partition(
     if why is not None:
         cause, reason, priority = why
         return Action(Kind.DEPLOY, pid, cause, reason, state, priority)
+    converge = _converge_services(pid, state, seen.services)
+    if converge is not None:
+        return converge
     checks = seen.failed_checks
     if state == STARTED and checks is not None and 0 < redeploy_after <= checks.count:
         reason = f"promise {checks.promise} failed {checks.count} checks in a row: redeploying"
@@ -308,6 +318,32 @@ def plan_partition(
     if state == STARTED:
         return Action(Kind.CHECK, pid, Cause.UP_TO_DATE, "up to date: promises only", state)
     return Action(Kind.SKIP, pid, Cause.UP_TO_DATE, f"up to date ({STOPPED})", state)
+
+
+def _converge_services(pid: str, state: str, services: Services | None) -> Action | None:
+    """An up-to-date partition whose programs are not in the requested state, or None.
+
+    The master's desired state rules: programs down (a reboot, a supervisord relaunch, a
+    person's `supervisorctl stop`) are started, programs of a stopped partition stopped.
+    """
+    if services is None:
+        return None
+    if state == STARTED:
+        if not services.declared:
+            return None
+        down = [str(p) for p in services.processes if p.down]
+        if not services.processes:
+            reason = "services not running: supervisord runs none of them"
+        elif down:
+            reason = f"services not running: {', '.join(down)}"
+        else:
+            return None
+        return Action(Kind.START, pid, Cause.SERVICES_DOWN, reason, state, 0)
+    running = [str(p) for p in services.processes if p.state in UP_STATES]
+    if running:
+        reason = f"requested {STOPPED}, but running: {', '.join(running)}"
+        return Action(Kind.STOP, pid, Cause.SERVICES_RUNNING, reason, state, 0)
+    return None
 
 
 def plan_instances(

@@ -3,6 +3,7 @@ profile → buildout → supervise → promises → tell the master → commit.
 
 Each step either completes or raises; `.timestamp` is written by the last step only, so a
 failure anywhere — or a kill — leaves the partition marked for another attempt.
+An up-to-date partition whose services are down only goes through supervise → promises.
 """
 
 from __future__ import annotations
@@ -35,3 +36,11 @@ def deploy(job: Deployment) -> None:
         keep_promises(job)
     tell_master(job)
     commit(job)
+
+
+def start_again(job: Deployment) -> None:
+    """Up to date, services down (a reboot, a stop by hand): start them (re-adding a group
+    supervisord lost), check promises as after a deployment, tell the master."""
+    supervise(job)
+    keep_promises(job)
+    job.client.started(job.pid)

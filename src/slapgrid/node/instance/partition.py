@@ -11,12 +11,14 @@ import fcntl
 import os
 import pwd
 import stat
+from collections.abc import Mapping
 from pathlib import Path
 
 from slapgrid.node import layout, safety
 from slapgrid.node.config import NodeConfig
 from slapgrid.node.files import atomic_write, read_text
 from slapgrid.node.planner import PartitionObservation
+from slapgrid.node.process_states import ProcessState, Services
 from slapgrid.slap.documents import ComputerPartition
 
 PARTITION_MODE = 0o750
@@ -80,8 +82,13 @@ def software_periodicity(software: Path) -> int | None:
         return None
 
 
-def observe(config: NodeConfig, partition: ComputerPartition) -> PartitionObservation:
-    """What is on disk for this partition, as the planner needs it."""
+def observe(
+    config: NodeConfig,
+    partition: ComputerPartition,
+    processes: Mapping[str, tuple[ProcessState, ...]] | None = None,
+) -> PartitionObservation:
+    """What is on disk for this partition, and what supervisord runs of it (`processes`,
+    every group's programs; None when supervisord was not read), as the planner needs it."""
     try:
         paths = layout.partition(config.instance_root, partition.partition_id)
         url = partition.software_release_url
@@ -99,6 +106,10 @@ def observe(config: NodeConfig, partition: ComputerPartition) -> PartitionObserv
     except FileNotFoundError:
         deployed_at = None
     timestamp = read_text(paths.timestamp)
+    services = None
+    if processes is not None:
+        declared = layout.SupervisorPaths(config.instance_root).partition_conf(paths.root.name)
+        services = Services(declared.is_file(), processes.get(paths.root.name, ()))
     built = bool(software and (software / layout.COMPLETED).exists())
     return PartitionObservation(
         exists=True,
@@ -109,6 +120,7 @@ def observe(config: NodeConfig, partition: ComputerPartition) -> PartitionObserv
             url and not built and is_locked(layout.software_lock(config.software_root, url))
         ),
         periodicity=software_periodicity(software) if software else None,
+        services=services,
     )
 
 

@@ -21,20 +21,25 @@ from slapgrid.node import layout, lock
 from slapgrid.node.buildout import BuildoutError
 from slapgrid.node.config import NodeConfig
 from slapgrid.node.files import atomic_write
-from slapgrid.node.instance.deploy import deploy
+from slapgrid.node.instance.deploy import deploy, start_again
 from slapgrid.node.instance.deployment import Deployment, PromiseFailure
 from slapgrid.node.instance.health import ServiceStarts, count_check
 from slapgrid.node.instance.partition import observe
 from slapgrid.node.instance.steps.promises import check_up_to_date
 from slapgrid.node.planner import Action, BackoffPolicy, Cause, Kind, plan_instances
+from slapgrid.node.process_states import ProcessState
 from slapgrid.node.run_result import RunResult
 from slapgrid.node.state import StateStore
 from slapgrid.node.supervisor.control import Supervisor
+from slapgrid.node.supervisor.errors import SupervisorError
 from slapgrid.slap.client import SlapClient
 from slapgrid.slap.documents import Computer, ComputerPartition
 from slapgrid.slap.errors import ConnectionError, HTTPStatusError, NotFoundError, SlapError
 
 log = logging.getLogger(__name__)
+
+WAKE_CALLS = 16
+"""startProcessGroup calls in flight at once when services come back after a reboot."""
 
 
 @dataclass
@@ -99,16 +104,38 @@ def fetch_computer(client: SlapClient) -> Computer:
         raise SlapError(f"the master does not know computer {client.computer_id}: {exc}") from None
 
 
+def read_processes(supervisor: Supervisor) -> dict[str, tuple[ProcessState, ...]] | None:
+    """Every partition's program states, or None (then nothing is started for being down)
+    when supervisord does not answer: it was not launched, or launching is forbidden."""
+    try:
+        return supervisor.process_states()
+    except SupervisorError as exc:
+        log.debug("process states not read: %s", exc)
+        return None
+
+
 def plan(
-    config: NodeConfig, computer: Computer, store: StateStore, *, force: bool, only: frozenset[str]
+    config: NodeConfig,
+    computer: Computer,
+    store: StateStore,
+    *,
+    force: bool,
+    only: frozenset[str],
+    supervisor: Supervisor | None = None,
 ) -> list[Action]:
+    """The run's actions; `supervisor` is read (never launched) for its program states."""
     unknown = only - {p.partition_id for p in computer.partitions}
     if unknown:
         listed = ", ".join(sorted(unknown))  # a typo, as --only-sr's: a usage mistake
         raise ConfigError(f"option --only-cp: the master lists no partition {listed} here")
+    processes = read_processes(supervisor or Supervisor(config.instance_root))
+    if processes is None and supervisor is None and not config.forbid_supervisord_automatic_launch:
+        processes = {}  # a dry run: the real run would launch supervisord, running nothing yet
     checks = store.failed_checks()
     observed = {
-        p.partition_id: replace(observe(config, p), failed_checks=checks.get(p.partition_id))
+        p.partition_id: replace(
+            observe(config, p, processes), failed_checks=checks.get(p.partition_id)
+        )
         for p in computer.partitions
     }
     return plan_instances(
@@ -153,18 +180,21 @@ class InstanceRun:
             bucket.append((pid, message))
 
     def deploy(self, partition: ComputerPartition, action: Action) -> None:
+        """Deploy; or, for an up-to-date partition whose services are down, start them."""
         pid = partition.partition_id
+        again = action.kind == Kind.START
         log.info(
-            "deploying %s (%s): %s",
+            "%s %s (%s): %s",
+            "starting" if again else "deploying",
             pid,
             action.state,
             action.reason,
-            extra={"partition": pid, "action": "deploy", "reason": action.reason},
+            extra={"partition": pid, "action": action.kind.value, "reason": action.reason},
         )
         job = Deployment(self.config, self.client, self.supervisor, partition, self.cancel)
         started = time.monotonic()
         try:
-            deploy(job)
+            (start_again if again else deploy)(job)
         except PromiseFailure as exc:
             self._fail(partition, str(exc), self.outcome.promise_failed)
         except BuildoutError as exc:
@@ -181,7 +211,7 @@ class InstanceRun:
                 pid,
                 action.state,
                 time.monotonic() - started,
-                extra={"partition": pid, "action": "deployed"},
+                extra={"partition": pid, "action": "started" if again else "deployed"},
             )
 
     def _fail(
@@ -211,7 +241,7 @@ class InstanceRun:
             extra={"partition": pid},
         )
 
-    def stop(self, partition: ComputerPartition) -> None:
+    def stop(self, partition: ComputerPartition, action: Action) -> None:
         pid = partition.partition_id
         try:
             self.supervisor.stop_partition(pid)
@@ -220,9 +250,10 @@ class InstanceRun:
             with self._lock:
                 self.outcome.done.append(pid)
             log.info(
-                "%s stopped, waiting for `slapgrid report` to destroy it",
+                "%s stopped: %s",
                 pid,
-                extra={"partition": pid, "action": "stopped"},
+                action.reason,
+                extra={"partition": pid, "action": "stopped", "reason": action.reason},
             )
         except SlapgridError as exc:
             self._fail(partition, str(exc), self.outcome.failed)
@@ -261,13 +292,29 @@ class InstanceRun:
             paths.timestamp.unlink()
         log.info("%s is free: removed agent left-overs", partition.partition_id)
 
+    def wake(self, pids: list[str]) -> None:
+        """Ask supervisord to start every down partition at once (no waiting): after a
+        reboot all services come up together, not one pool slot after the other, while the
+        START handlers check their promises (and re-add lost groups). supervisord answers
+        each call on a turn of its loop, so the calls go in parallel."""
+
+        def start(pid: str) -> None:
+            try:
+                self.supervisor.start_partition(pid)
+            except SupervisorError as exc:  # its handler tries again, and reports
+                log.debug("%s not started at once: %s", pid, exc, extra={"partition": pid})
+
+        with ThreadPoolExecutor(max_workers=WAKE_CALLS) as pool:
+            list(pool.map(start, pids))
+
     def execute(
         self, actions: list[Action], computer: Computer, time_budget: float | None = None
     ) -> Outcome:
         partitions = {p.partition_id: p for p in computer.partitions}
         handlers: dict[Kind, Callable[[ComputerPartition, Action], None]] = {
             Kind.DEPLOY: self.deploy,
-            Kind.STOP: lambda p, a: self.stop(p),
+            Kind.START: self.deploy,
+            Kind.STOP: self.stop,
             Kind.CHECK: lambda p, a: self.check(p),
             Kind.ERROR: self.error,
             Kind.CLEAN_FREE: lambda p, a: self.clean_free(p),
@@ -291,6 +338,7 @@ class InstanceRun:
                     extra={"partition": action.target, "action": action.kind.value},
                 )
         work = [a for a in actions if a.kind in handlers]
+        self.wake([a.target for a in work if a.kind == Kind.START])
         with ThreadPoolExecutor(max_workers=self.config.parallel_jobs) as pool:
             for future in [pool.submit(run, action) for action in work]:
                 future.result()
@@ -347,7 +395,9 @@ def run_instance(
             return go_offline(config, exc)
         supervisor = supervisor_for(config)
         runner = InstanceRun(config, client, supervisor, cancel=cancel)
-        actions = plan(config, computer, runner.store, force=force, only=frozenset(only))
+        actions = plan(
+            config, computer, runner.store, force=force, only=frozenset(only), supervisor=supervisor
+        )
         outcome = runner.execute(actions, computer, time_budget)
         summarise(outcome)
         runner.store.record_run("instance", outcome.as_dict(actions))

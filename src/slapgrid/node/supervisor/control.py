@@ -2,15 +2,15 @@
 
 A partition is *started* when its group is known and asked to start, and *stopped* when its
 file is gone and supervisord has forgotten the group. Programs are `autostart=false`: after a
-reboot they come back through a deployment or the offline-mode `start_all()`. supervisord is
-launched only when a partition has a program file: never to supervise nothing. The files are
+reboot they come back through the next instance pass (which starts every started partition
+whose programs are down) or the offline-mode `start_all()`. supervisord is launched only when
+a partition has a program file: never to supervise nothing. The files are
 rendered by `conf`, the daemon started and stopped by `launch`, spoken to through `rpc`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import subprocess
 import sys
 import threading
@@ -25,6 +25,7 @@ from supervisor.xmlrpc import Faults
 import slapgrid
 from slapgrid.node.files import write_if_changed
 from slapgrid.node.layout import SupervisorPaths
+from slapgrid.node.process_states import ProcessState, running_since
 from slapgrid.node.supervisor import launch
 from slapgrid.node.supervisor.conf import (
     SERVICE_SUFFIX,
@@ -80,7 +81,7 @@ class Supervisor:
         self._launching = threading.Lock()  # parallel deployments launch one daemon
 
     def partition_conf(self, pid: str) -> Path:
-        return self.paths.conf_dir / f"{check_name(pid, 'partition id')}.conf"
+        return self.paths.partition_conf(check_name(pid, "partition id"))
 
     # ----------------------------------------------------------------- files
 
@@ -292,23 +293,24 @@ class Supervisor:
             if info["group"] == pid
         ]
 
-    def running_since(self) -> dict[str, float]:
-        """When each group's services last (re)started, read with one call; `math.inf` for
-        a group with a program not running (a run-once script that exited is done, not down).
-
-        A promise result older than that describes a process that is gone.
-        """
-        since: dict[str, float] = {}
+    def process_states(self) -> dict[str, tuple[ProcessState, ...]]:
+        """Every group's programs, read with one call: a pass must stay cheap."""
+        groups: dict[str, list[ProcessState]] = {}
         for info in self.rpc.call("getAllProcessInfo"):
-            group, state = info["group"], info["statename"]
-            if state == "RUNNING":  # whole seconds: it may have started up to 1 s later
-                started = float(info["start"]) + 1.0
-            elif state == "EXITED" and not info["name"].endswith(SERVICE_SUFFIX):
-                started = 0.0
-            else:
-                started = math.inf
-            since[group] = max(since.get(group, 0.0), started)
-        return since
+            name = info["name"]
+            state = ProcessState(
+                name,
+                info["statename"],
+                info["description"],
+                name.endswith(SERVICE_SUFFIX),
+                float(info["start"]),
+            )
+            groups.setdefault(info["group"], []).append(state)
+        return {group: tuple(states) for group, states in groups.items()}
+
+    def running_since(self) -> dict[str, float]:
+        """When each group's services last (re)started (`running_since` of its programs)."""
+        return {group: running_since(states) for group, states in self.process_states().items()}
 
     def supervisorctl(self, args: Sequence[str]) -> int:
         """Run supervisor's own supervisorctl against this node's daemon; its exit code."""
