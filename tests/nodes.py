@@ -51,6 +51,15 @@ class Node:
     def request(self, title: str = "hello", state: str = "started", **parameters: str):
         return self.client.request(SOFTWARE, title, parameters=parameters, state=state)
 
+    def flags(self) -> list[str]:
+        """The command line's flags for this node: its master, computer and both roots."""
+        config = self.config
+        return [
+            *("--master-url", config.master_url, "--computer-id", config.computer_id),
+            *("--instance-root", str(config.instance_root)),
+            *("--software-root", str(config.software_root)),
+        ]
+
     def instance(self, **kwargs) -> ExitStatus:  # type: ignore[no-untyped-def]
         return run_instance(self.config, self.client, **kwargs).status
 

@@ -56,7 +56,7 @@ def slapgrid(*args: str) -> list[str]:
     return [sys.executable, "-m", "slapgrid", *args]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def deployed(node: Node) -> Node:
     """Two partitions requested started and one stopped, all deployed."""
     node.request("first")

@@ -88,7 +88,7 @@ def failed_checks(node: Node, pid: str) -> int:
     return checks.count if checks else 0
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def deployed(node: Node) -> str:
     node.request(port=PORT)
     assert node.instance() == 0

@@ -152,7 +152,7 @@ def ctrl_c_during_a_slow_promise(node: Node, title: str, change: dict[str, str])
     promise.chmod(0o755)
     if change:
         node.request(title, **change)
-    flags = node_flags(node.config.master_url, node.root)
+    flags = node.flags()
     terminal = Terminal([sys.executable, "-c", ON_A_TERMINAL, "instance", *flags])
     try:
         sleeping = wait_for(
