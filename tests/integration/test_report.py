@@ -21,6 +21,7 @@ from report_site import (
     write,
 )
 from slapgrid.errors import LockedError
+from slapgrid.exit_status import ExitStatus
 from slapgrid.master.server import MasterServer
 from slapgrid.master.storage import InstanceRequest, MasterStore
 from slapgrid.node import layout
@@ -141,7 +142,7 @@ def test_master_unreachable_is_one_clear_error(node: Node, monkeypatch: pytest.M
     with SlapClient(url, COMPUTER_ID) as client, pytest.raises(ReportError) as caught:
         run_report(node.config, client)
     assert str(caught.value).startswith("cannot get the partitions of COMP-1 from the master")
-    assert "\n" not in str(caught.value) and caught.value.exit_code == 1
+    assert "\n" not in str(caught.value) and caught.value.exit_code == ExitStatus.OFFLINE
 
 
 def test_a_running_instance_run_blocks_report(node: Node) -> None:
