@@ -113,7 +113,9 @@ def software_command(
             from slapgrid.cli import render
 
             render.plan(
-                software.plan(config, client.computer(), force=force, only_sr=_split(only)),
+                software.plan_releases(
+                    config, client.computer(), force=force, only_sr=_split(only)
+                ),
                 as_json=as_json,
             )
             return 0
@@ -152,7 +154,7 @@ def instance_command(
             from slapgrid.node.state import StateStore
 
             computer = client.computer()
-            actions = instance.plan(
+            actions = instance.plan_partitions(
                 config, computer, StateStore(config.instance_root), force=force, only=only_ids
             )
             render.plan(actions, as_json=as_json)

@@ -24,7 +24,7 @@ from slapgrid.node.files import atomic_write
 from slapgrid.node.instance.deploy import deploy, start_again
 from slapgrid.node.instance.deployment import Deployment, PromiseFailure
 from slapgrid.node.instance.health import ServiceStarts, count_check
-from slapgrid.node.instance.partition import observe
+from slapgrid.node.instance.partition import observe_partition
 from slapgrid.node.instance.steps.promises import check_up_to_date
 from slapgrid.node.planner import Action, BackoffPolicy, Cause, Kind, plan_instances
 from slapgrid.node.process_states import ProcessState
@@ -43,7 +43,7 @@ WAKE_CALLS = 16
 
 
 @dataclass
-class Outcome:
+class InstanceOutcome:
     """What a run did, for the summary line, the exit code and `slapgrid status`."""
 
     done: list[str] = field(default_factory=list)
@@ -114,7 +114,7 @@ def read_processes(supervisor: Supervisor) -> dict[str, tuple[ProcessState, ...]
         return None
 
 
-def plan(
+def plan_partitions(
     config: NodeConfig,
     computer: Computer,
     store: StateStore,
@@ -134,7 +134,7 @@ def plan(
     checks = store.failed_checks()
     observed = {
         p.partition_id: replace(
-            observe(config, p, processes), failed_checks=checks.get(p.partition_id)
+            observe_partition(config, p, processes), failed_checks=checks.get(p.partition_id)
         )
         for p in computer.partitions
     }
@@ -165,7 +165,7 @@ class InstanceRun:
         self.supervisor = supervisor
         self.cancel = cancel or threading.Event()
         self.store = StateStore(config.instance_root)
-        self.outcome = Outcome()
+        self.outcome = InstanceOutcome()
         self._lock = threading.Lock()
         self.service_starts = ServiceStarts(supervisor)
 
@@ -309,7 +309,7 @@ class InstanceRun:
 
     def execute(
         self, actions: list[Action], computer: Computer, time_budget: float | None = None
-    ) -> Outcome:
+    ) -> InstanceOutcome:
         partitions = {p.partition_id: p for p in computer.partitions}
         handlers: dict[Kind, Callable[[ComputerPartition, Action], None]] = {
             Kind.DEPLOY: self.deploy,
@@ -345,7 +345,7 @@ class InstanceRun:
         return self.outcome
 
 
-def summarise(outcome: Outcome) -> None:
+def summarise(outcome: InstanceOutcome) -> None:
     log.info(
         "instance run: %d done, %d up to date, %d skipped, %d failed, %d promise failures, "
         "%d postponed in %.1f s",
@@ -395,7 +395,7 @@ def run_instance(
             return go_offline(config, exc)
         supervisor = supervisor_for(config)
         runner = InstanceRun(config, client, supervisor, cancel=cancel)
-        actions = plan(
+        actions = plan_partitions(
             config, computer, runner.store, force=force, only=frozenset(only), supervisor=supervisor
         )
         outcome = runner.execute(actions, computer, time_budget)
