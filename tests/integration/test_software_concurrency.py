@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from recording_server import Answer, RecordingServer
-from slapgrid.node.instance.partition import observe
+from slapgrid.node.instance.partition import observe_partition
 from slapgrid.node.safety import software_hash
 from slapgrid.node.software.run import run_software
 from slapgrid.slap.documents import STARTED, ComputerPartition, SoftwareRelease
@@ -66,13 +66,15 @@ def test_a_partition_sees_its_software_being_built(tmp_path: Path) -> None:
     url, server = slow_profile(tmp_path, 2.0)
     (config.instance_root / "slappart0").mkdir(mode=0o750)
     partition = ComputerPartition("C", "slappart0", STARTED, SoftwareRelease(url))
-    assert not observe(config, partition).software_building
+    assert not observe_partition(config, partition).software_building
     with server:
         build = threading.Thread(target=run_software, args=(config, Master(Release(url))))
         build.start()
-        wait_for(lambda: observe(config, partition).software_building, what="the build seen")
+        wait_for(
+            lambda: observe_partition(config, partition).software_building, what="the build seen"
+        )
         build.join(60)
-    seen = observe(config, partition)
+    seen = observe_partition(config, partition)
     assert (seen.software_built, seen.software_building) == (True, False)
 
 

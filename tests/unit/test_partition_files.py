@@ -13,7 +13,7 @@ from slapgrid.errors import LockedError
 from slapgrid.node import layout, lock, safety
 from slapgrid.node.config import NodeConfig
 from slapgrid.node.files import rotate
-from slapgrid.node.instance.partition import observe, render_buildout
+from slapgrid.node.instance.partition import observe_partition, render_buildout
 from slapgrid.node.state import StateStore
 from slapgrid.slap.documents import ComputerPartition, SoftwareRelease
 from support.configs import node_config
@@ -107,16 +107,16 @@ def test_symlinked_partition_leading_outside_is_refused(config: NodeConfig, tmp_
 def test_observation_reads_timestamp_and_software(config: NodeConfig) -> None:
     root = config.instance_root / "slappart0"
     root.mkdir(mode=0o750)
-    assert observe(config, partition()).deployed_timestamp is None
+    assert observe_partition(config, partition()).deployed_timestamp is None
     (root / ".timestamp").write_text("17")
     software = config.software_root / safety.software_hash(SR)
     software.mkdir()
     (software / ".completed").write_text("done")
     (software / "periodicity").write_text("60\n")
-    seen = observe(config, partition())
+    seen = observe_partition(config, partition())
     assert (seen.deployed_timestamp, seen.software_built, seen.periodicity) == ("17", True, 60)
     free = ComputerPartition("COMP-1", "slappart0")
-    assert observe(config, free).leftovers
+    assert observe_partition(config, free).leftovers
 
 
 def test_state_store_counts_attempts_per_timestamp(tmp_path: Path) -> None:

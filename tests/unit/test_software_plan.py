@@ -22,7 +22,7 @@ from slapgrid.node.planner import Kind, plan_software
 from slapgrid.node.safety import UnsafeValueError, software_hash
 from slapgrid.node.software.run import (
     buildout_cfg,
-    observe,
+    observe_releases,
     select_releases,
 )
 from support.configs import node_config
@@ -56,7 +56,7 @@ def config(tmp_path: Path) -> NodeConfig:
 
 def plan(config: NodeConfig, *releases: SimpleNamespace, force: bool = False) -> dict:
     selected = select_releases(releases)
-    actions = plan_software(selected, observe(config, selected), {}, 0.0, force=force)
+    actions = plan_software(selected, observe_releases(config, selected), {}, 0.0, force=force)
     return {action.target: (action.kind, action.reason) for action in actions}
 
 

@@ -8,7 +8,7 @@ deployment, format, daemon and table-rendering modules it never uses.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -31,7 +31,13 @@ from slapgrid.errors import SlapgridError
 from slapgrid.exit_status import ExitStatus
 
 if TYPE_CHECKING:
+    import threading
+
+    from slapgrid.node.config import NodeConfig
+    from slapgrid.node.planner import Action
     from slapgrid.node.run_result import RunResult
+    from slapgrid.slap.client import SlapClient
+    from slapgrid.slap.documents import Computer
 
 log = logging.getLogger("slapgrid")
 
@@ -89,6 +95,27 @@ def _offline_is_a_status(run: Callable[[], RunResult]) -> ExitStatus:
         return ExitStatus.OFFLINE
 
 
+def _plan_or_run(
+    config: NodeConfig,
+    *,
+    dry_run: bool,
+    as_json: bool,
+    plan: Callable[[Computer], Iterable[Action]],
+    run: Callable[[SlapClient, threading.Event], RunResult],
+) -> int:
+    """`software` and `instance`: with `--dry-run`, print the plan made from the master's
+    computer document and change nothing; else the run, which Ctrl-C interrupts cleanly."""
+    from slapgrid.slap.client import SlapClient
+
+    with SlapClient.from_config(config) as client:
+        if dry_run:
+            from slapgrid.cli import render
+
+            render.plan(plan(client.computer()), as_json=as_json)
+            return 0
+        return interruptible(lambda cancel: run(client, cancel)).status
+
+
 @click.command("software", cls=SubCommand)
 @apply_all([*LOCATION_OPTIONS, *MASTER_TLS_OPTIONS, *BUILD_OPTIONS])
 @click.option("--force", "--all", "force", is_flag=True, help="Rebuild even built software.")
@@ -105,23 +132,19 @@ def software_command(
 ) -> int:
     """Build the Software Releases the master wants here, remove the unwanted ones."""
     from slapgrid.node.software import run as software
-    from slapgrid.slap.client import SlapClient
 
     config = context.config(flags)
-    with SlapClient.from_config(config) as client:
-        if dry_run:
-            from slapgrid.cli import render
-
-            render.plan(
-                software.plan(config, client.computer(), force=force, only_sr=_split(only)),
-                as_json=as_json,
-            )
-            return 0
-        return interruptible(
-            lambda cancel: software.run_software(
-                config, client, only_sr=_split(only), force=force, cancel=cancel
-            )
-        ).status
+    return _plan_or_run(
+        config,
+        dry_run=dry_run,
+        as_json=as_json,
+        plan=lambda computer: software.plan_releases(
+            config, computer, force=force, only_sr=_split(only)
+        ),
+        run=lambda client, cancel: software.run_software(
+            config, client, only_sr=_split(only), force=force, cancel=cancel
+        ),
+    )
 
 
 @click.command("instance", cls=SubCommand)
@@ -142,26 +165,21 @@ def instance_command(
 ) -> int:
     """Deploy, start and stop the Computer Partitions as the master requests."""
     from slapgrid.node.instance import run as instance
-    from slapgrid.slap.client import SlapClient
+    from slapgrid.node.state import StateStore
 
     config = context.config(flags)
     only_ids = _split(only)
-    with SlapClient.from_config(config) as client:
-        if dry_run:
-            from slapgrid.cli import render
-            from slapgrid.node.state import StateStore
-
-            computer = client.computer()
-            actions = instance.plan(
-                config, computer, StateStore(config.instance_root), force=force, only=only_ids
-            )
-            render.plan(actions, as_json=as_json)
-            return 0
-        return interruptible(
-            lambda cancel: instance.run_instance(
-                config, client, force=force, only=only_ids, time_budget=time_budget, cancel=cancel
-            )
-        ).status
+    return _plan_or_run(
+        config,
+        dry_run=dry_run,
+        as_json=as_json,
+        plan=lambda computer: instance.plan_partitions(
+            config, computer, StateStore(config.instance_root), force=force, only=only_ids
+        ),
+        run=lambda client, cancel: instance.run_instance(
+            config, client, force=force, only=only_ids, time_budget=time_budget, cancel=cancel
+        ),
+    )
 
 
 @click.command("report", cls=SubCommand)

@@ -19,7 +19,7 @@ def plan_node(config: NodeConfig, computer: Computer) -> list[Action]:
     """Software first, then partitions, then destructions: the order a one-shot run takes."""
     store = StateStore(config.instance_root)
     return [
-        *software.plan(config, computer),
-        *instance.plan(config, computer, store, force=False, only=frozenset()),
+        *software.plan_releases(config, computer),
+        *instance.plan_partitions(config, computer, store, force=False, only=frozenset()),
         *plan_report(config, computer).actions,
     ]

@@ -82,7 +82,7 @@ def software_periodicity(software: Path) -> int | None:
         return None
 
 
-def observe(
+def observe_partition(
     config: NodeConfig,
     partition: ComputerPartition,
     processes: Mapping[str, tuple[ProcessState, ...]] | None = None,

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from slapgrid.errors import ConfigError, SlapgridError
 from slapgrid.exit_status import ExitStatus
@@ -24,7 +24,8 @@ from slapgrid.node.files import atomic_write
 from slapgrid.node.instance.deploy import deploy, start_again
 from slapgrid.node.instance.deployment import Deployment, PromiseFailure
 from slapgrid.node.instance.health import ServiceStarts, count_check
-from slapgrid.node.instance.partition import observe
+from slapgrid.node.instance.outcome import InstanceOutcome
+from slapgrid.node.instance.partition import observe_partition
 from slapgrid.node.instance.steps.promises import check_up_to_date
 from slapgrid.node.planner import Action, BackoffPolicy, Cause, Kind, plan_instances
 from slapgrid.node.process_states import ProcessState
@@ -40,48 +41,6 @@ log = logging.getLogger(__name__)
 
 WAKE_CALLS = 16
 """startProcessGroup calls in flight at once when services come back after a reboot."""
-
-
-@dataclass
-class Outcome:
-    """What a run did, for the summary line, the exit code and `slapgrid status`."""
-
-    done: list[str] = field(default_factory=list)
-    up_to_date: list[str] = field(default_factory=list)  # only their promises ran
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    promise_failed: list[tuple[str, str]] = field(default_factory=list)
-    postponed: list[str] = field(default_factory=list)
-    promises: dict[str, list[dict[str, object]]] = field(default_factory=dict)  # checks
-    started_at: float = field(default_factory=time.time)
-
-    @property
-    def status(self) -> ExitStatus:
-        if self.failed:
-            return ExitStatus.FAILED
-        return ExitStatus.PROMISE_FAILED if self.promise_failed else ExitStatus.OK
-
-    def counts(self) -> dict[str, int]:
-        """How many partitions went each way, for the run's typed result."""
-        fields = ("done", "up_to_date", "skipped", "failed", "promise_failed", "postponed")
-        return {name: len(getattr(self, name)) for name in fields}
-
-    def as_dict(self, actions: Iterable[Action]) -> dict[str, object]:
-        return {
-            "at": self.started_at,
-            "duration": round(time.time() - self.started_at, 3),
-            "plan": [
-                {"kind": a.kind.value, "target": a.target, "reason": a.reason} for a in actions
-            ],
-            "done": self.done,
-            "up_to_date": self.up_to_date,
-            "skipped": self.skipped,
-            "failed": self.failed,
-            "promise_failed": self.promise_failed,
-            "postponed": self.postponed,
-            "promises": self.promises,
-            "exit_code": self.status,
-        }
 
 
 def supervisor_for(config: NodeConfig) -> Supervisor:
@@ -114,7 +73,7 @@ def read_processes(supervisor: Supervisor) -> dict[str, tuple[ProcessState, ...]
         return None
 
 
-def plan(
+def plan_partitions(
     config: NodeConfig,
     computer: Computer,
     store: StateStore,
@@ -134,7 +93,7 @@ def plan(
     checks = store.failed_checks()
     observed = {
         p.partition_id: replace(
-            observe(config, p, processes), failed_checks=checks.get(p.partition_id)
+            observe_partition(config, p, processes), failed_checks=checks.get(p.partition_id)
         )
         for p in computer.partitions
     }
@@ -165,7 +124,7 @@ class InstanceRun:
         self.supervisor = supervisor
         self.cancel = cancel or threading.Event()
         self.store = StateStore(config.instance_root)
-        self.outcome = Outcome()
+        self.outcome = InstanceOutcome()
         self._lock = threading.Lock()
         self.service_starts = ServiceStarts(supervisor)
 
@@ -309,7 +268,7 @@ class InstanceRun:
 
     def execute(
         self, actions: list[Action], computer: Computer, time_budget: float | None = None
-    ) -> Outcome:
+    ) -> InstanceOutcome:
         partitions = {p.partition_id: p for p in computer.partitions}
         handlers: dict[Kind, Callable[[ComputerPartition, Action], None]] = {
             Kind.DEPLOY: self.deploy,
@@ -345,7 +304,7 @@ class InstanceRun:
         return self.outcome
 
 
-def summarise(outcome: Outcome) -> None:
+def summarise(outcome: InstanceOutcome) -> None:
     log.info(
         "instance run: %d done, %d up to date, %d skipped, %d failed, %d promise failures, "
         "%d postponed in %.1f s",
@@ -395,7 +354,7 @@ def run_instance(
             return go_offline(config, exc)
         supervisor = supervisor_for(config)
         runner = InstanceRun(config, client, supervisor, cancel=cancel)
-        actions = plan(
+        actions = plan_partitions(
             config, computer, runner.store, force=force, only=frozenset(only), supervisor=supervisor
         )
         outcome = runner.execute(actions, computer, time_budget)

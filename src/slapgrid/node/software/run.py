@@ -113,7 +113,8 @@ def partitions_by_software(instance_root: Path) -> dict[Path, tuple[str, ...]]:
     return {path: tuple(names) for path, names in users.items()}
 
 
-def observe(config: NodeConfig, releases: Iterable[Any]) -> dict[str, SoftwareObservation]:
+def observe_releases(config: NodeConfig, releases: Iterable[Any]) -> dict[str, SoftwareObservation]:
+    """Each release's directory on disk, as the planner needs it: built, and used by whom."""
     users = partitions_by_software(config.instance_root)
     observed = {}
     for release in releases:
@@ -204,7 +205,9 @@ def software_lock(config: NodeConfig, url: str, cancel: threading.Event) -> Iter
 
 
 @dataclass(frozen=True)
-class Outcome:
+class ReleaseOutcome:
+    """What one action did to one release, for the run record and the exit status."""
+
     action: Action
     ok: bool
     detail: str = ""
@@ -221,7 +224,7 @@ class SoftwareRun:
     console: Callable[[str], None] | None
     cancel: threading.Event
 
-    def execute(self, action: Action) -> Outcome:
+    def execute(self, action: Action) -> ReleaseOutcome:
         url = action.target
         try:
             if action.kind == Kind.BUILD:
@@ -230,7 +233,7 @@ class SoftwareRun:
                 return self.remove(action)
         except Cancelled as exc:
             log.info("%s", exc, extra={"software": url})
-            return Outcome(action, False, str(exc))
+            return ReleaseOutcome(action, False, str(exc))
         except SlapgridError as exc:
             return self.fail(action, exc)
         except Exception as exc:  # a bug must not stop the other releases
@@ -240,9 +243,9 @@ class SoftwareRun:
             return self.fail(action, SlapgridError(f"{url}: {action.reason}"))
         if action.kind == Kind.WAIT:
             log.info("not retrying %s yet: %s", url, action.reason, extra={"software": url})
-            return Outcome(action, False, action.reason)
+            return ReleaseOutcome(action, False, action.reason)
         log.debug("%s: %s", url, action.reason, extra={"software": url})
-        return Outcome(action, True, action.reason)
+        return ReleaseOutcome(action, True, action.reason)
 
     def output(self, url: str) -> Callable[[str], None]:
         if self.console is not None:
@@ -250,13 +253,13 @@ class SoftwareRun:
             return lambda line: self.console(prefix + line)  # type: ignore[misc]
         return lambda line: log.info("%s", line, extra={"software": url})
 
-    def build(self, action: Action) -> Outcome:
+    def build(self, action: Action) -> ReleaseOutcome:
         url = action.target
         directory = layout.software_dir(self.config.software_root, url)
         with software_lock(self.config, url, self.cancel) as lock:
             if (directory / layout.COMPLETED).exists() and not self.force:
                 log.info("%s was built by another run meanwhile", url, extra={"software": url})
-                return Outcome(action, True, "built by another run")
+                return ReleaseOutcome(action, True, "built by another run")
             if self.cancel.is_set():
                 raise Cancelled(f"stopped before building {url}")
             check_free_space(
@@ -285,9 +288,9 @@ class SoftwareRun:
         duration = time.monotonic() - started
         self.store.clear_failure(url)
         log.info("built %s in %.1f s", url, duration, extra={"software": url})
-        return Outcome(action, True, f"built in {duration:.1f} s")
+        return ReleaseOutcome(action, True, f"built in {duration:.1f} s")
 
-    def remove(self, action: Action) -> Outcome:
+    def remove(self, action: Action) -> ReleaseOutcome:
         url = action.target
         if action.cause != Cause.ALREADY_GONE:  # e.g. a URL refused, so never built
             directory = layout.software_dir(self.config.software_root, url)
@@ -297,13 +300,13 @@ class SoftwareRun:
                     remove_tree(directory)
         self.client.destroyed_software_release(url)
         self.store.clear_failure(url)
-        return Outcome(action, True, "removed")
+        return ReleaseOutcome(action, True, "removed")
 
-    def fail(self, action: Action, error: BaseException) -> Outcome:
+    def fail(self, action: Action, error: BaseException) -> ReleaseOutcome:
         url = action.target
         if self.cancel.is_set():  # stopped on purpose: not a failure to remember or report
             log.info("%s: interrupted, left for the next run", url, extra={"software": url})
-            return Outcome(action, False, "interrupted")
+            return ReleaseOutcome(action, False, "interrupted")
         message = error.report if isinstance(error, BuildoutError) else str(error)
         log.error("%s: %s", url, str(error) or type(error).__name__, extra={"software": url})
         self.store.record_failure(url, str(error))
@@ -311,10 +314,10 @@ class SoftwareRun:
             self.client.software_release_error(url, message)
         except SlapError as exc:
             log.warning("could not report the error of %s: %s", url, exc)
-        return Outcome(action, False, str(error))
+        return ReleaseOutcome(action, False, str(error))
 
 
-def plan(
+def plan_releases(
     config: NodeConfig,
     computer: Computer,
     *,
@@ -328,7 +331,9 @@ def plan(
     if unknown := [e for e in only_sr if e and not {e, software_hash(e)} & listed]:
         raise ConfigError(f"option --only-sr: the master does not list {', '.join(unknown)} here")
     failures = (store or StateStore(config.software_root)).failures()
-    return plan_software(releases, observe(config, releases), failures, time.time(), force=force)
+    return plan_software(
+        releases, observe_releases(config, releases), failures, time.time(), force=force
+    )
 
 
 def run_software(
@@ -347,7 +352,7 @@ def run_software(
     store, computer = StateStore(config.software_root), client.computer()
     if not only_sr:  # releases the master dropped: their failures are retried no more
         store.keep_failures({release.url for release in computer.software_releases})
-    actions = plan(config, computer, force=force, only_sr=only_sr, store=store)
+    actions = plan_releases(config, computer, force=force, only_sr=only_sr, store=store)
     run = SoftwareRun(config, client, store, force, console, cancel or threading.Event())
     workers = max(1, min(config.parallel_jobs, sum(action.is_work for action in actions)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="software") as pool:
