@@ -350,7 +350,17 @@ def supervisorctl_command(
     from slapgrid.node.instance import run as instance
 
     config = context.config(flags)
-    return supervisorctl_status(instance.supervisor_for(config).supervisorctl(arguments))
+    supervisor = instance.supervisor_for(config)
+    if not supervisor.is_running():  # never launched just to supervise nothing
+        why = (
+            "forbid_supervisord_automatic_launch is set"
+            if supervisor.has_partitions()
+            else "no partition has programs yet"
+        )
+        click.echo(f"slapgrid: supervisord is not running: {why}", err=True)
+        status_only = not arguments or arguments[0] == "status"
+        return ExitStatus.OK if status_only else ExitStatus.FAILED
+    return supervisorctl_status(supervisor.supervisorctl(arguments))
 
 
 def supervisorctl_status(code: int) -> int:
