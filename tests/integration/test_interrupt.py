@@ -10,6 +10,7 @@ reach: only the agent can stop it.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -47,8 +48,15 @@ class Terminal:
 
     def __init__(self, argv: list[str]) -> None:
         self.master, slave = os.openpty()
+        # A shell at a terminal leaves SIGINT to its default; a run started in the background
+        # (`make test &`, some CI runners) inherits it ignored, and no Ctrl-C would arrive.
         self.child = subprocess.Popen(
-            argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True
+            argv,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         os.close(slave)
         self.output = b""
