@@ -189,8 +189,12 @@ def test_sighup_reloads_the_configuration(site: Site) -> None:
     reloaded = site.agent.event(lambda e: e.get("decision") == "reload", timeout=10)
     assert "instance every 45 s" in reloaded["message"]
     assert site.agent.process.poll() is None
-    status = json.loads((site.instance_root / ".slapgrid" / "daemon.json").read_text())
-    assert status["next"]["instance"] <= time.time() + 45
+    status_file = site.instance_root / ".slapgrid" / "daemon.json"
+
+    def scheduled() -> float | None:  # None while an instance run is under way
+        return json.loads(status_file.read_text())["next"]["instance"]
+
+    assert wait_for(scheduled, what="the next instance run scheduled") <= time.time() + 45
 
 
 def test_master_restart_mid_run_recovers(site: Site) -> None:

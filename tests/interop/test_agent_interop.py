@@ -43,7 +43,6 @@ from support.configs import node_config
 pytestmark = pytest.mark.interop
 
 SOFTWARE = str(Path(__file__).resolve().parents[2] / "examples" / "hello" / "software.cfg")
-TITLE = "hello"
 
 # What a user does with the reference client library: request (and read the answer), or
 # list the computer's partitions. Run by the reference's Python; prints JSON.
@@ -96,12 +95,15 @@ def format_node(master_url: str, computer: str, root: Path, partitions: int) -> 
     assert run_format(None, options) == 0
 
 
-def partition_of(client: SlapClient, instance_root: Path) -> Path:
-    """The directory of the partition hosting the instance `TITLE`."""
+PARTITIONS = 4  # a partition per test that deploys: they pass alone and in any order
+
+
+def partition_of(client: SlapClient, instance_root: Path, title: str) -> Path:
+    """The directory of the partition hosting the instance `title`."""
     for partition in client.computer().partitions:
-        if partition.instance_title == TITLE:
+        if partition.instance_title == title:
             return instance_root / partition.partition_id
-    raise AssertionError(f"no partition hosts {TITLE}")
+    raise AssertionError(f"no partition hosts {title}")
 
 
 def services(partition: Path) -> list[psutil.Process]:
@@ -131,11 +133,17 @@ class OurNode:
         assert result.returncode == 0, result.stderr[-3000:]
         return json.loads(result.stdout)
 
-    def request(self, state: str) -> dict[str, Any]:
-        return self.user("request", SOFTWARE, TITLE, state)
+    def request(self, title: str, state: str) -> dict[str, Any]:
+        return self.user("request", SOFTWARE, title, state)
 
-    def partition(self) -> Path:
-        return partition_of(self.client, self.config.instance_root)
+    def partition(self, title: str) -> Path:
+        return partition_of(self.client, self.config.instance_root, title)
+
+    def deployed(self, title: str) -> str:
+        """`title` requested started and deployed by our agent: its URL."""
+        self.request(title, "started")
+        assert run_instance(self.config, self.client).status == 0
+        return self.request(title, "started")["connection"]["url"]
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +151,7 @@ def our_node(reference_venv: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     root = tmp_path_factory.mktemp("proxy-node")
     computer = "COMP-PROXY"
     with reference_env.reference_proxy(reference_venv, root, computer) as url:
-        format_node(url, computer, root, partitions=2)
+        format_node(url, computer, root, partitions=PARTITIONS)
         config = node_config(
             root,
             master_url=url,
@@ -170,14 +178,14 @@ def test_our_agent_builds_what_the_proxy_supplies(our_node: OurNode) -> None:
 
 
 def test_our_agent_deploys_and_the_reference_client_sees_the_url(our_node: OurNode) -> None:
-    first = our_node.request("started")
+    first = our_node.request("deploys", "started")
     assert first["connection"] == {}
     assert run_instance(our_node.config, our_node.client).status == 0
-    answer = our_node.request("started")
+    answer = our_node.request("deploys", "started")
     assert answer["id"] == first["id"]
     url = answer["connection"]["url"]
-    assert "Hello from hello" in get(url)
-    partition = our_node.partition()
+    assert "Hello from deploys" in get(url)
+    partition = our_node.partition("deploys")
     results = list((partition / ".slapgrid/promise/result").iterdir())
     assert [json.loads(r.read_text())["result"]["failed"] for r in results] == [False]
     # the proxy's timestamp is a float in a string: kept verbatim, so the next run skips
@@ -190,21 +198,21 @@ def test_our_agent_deploys_and_the_reference_client_sees_the_url(our_node: OurNo
 
 
 def test_our_agent_stops_and_starts_as_the_proxy_requests(our_node: OurNode) -> None:
-    url = our_node.request("started")["connection"]["url"]
-    our_node.request("stopped")
+    url = our_node.deployed("stops")
+    our_node.request("stops", "stopped")
     assert run_instance(our_node.config, our_node.client).status == 0
     assert refuses(url)
-    our_node.request("started")
+    our_node.request("stops", "started")
     assert run_instance(our_node.config, our_node.client).status == 0
-    assert "Hello from hello" in get(url)
+    assert "Hello from stops" in get(url)
 
 
 def test_our_agent_destroys_and_the_proxy_frees_the_partition(our_node: OurNode) -> None:
-    partition = our_node.partition()
-    url = our_node.request("started")["connection"]["url"]
+    url = our_node.deployed("destroys")
+    partition = our_node.partition("destroys")
     before = our_node.user("partitions")
     assert before[partition.name] == {"state": "started", "busy": True}
-    our_node.request("destroyed")
+    our_node.request("destroys", "destroyed")
     assert run_instance(our_node.config, our_node.client).status == 0
     assert refuses(url)
     assert run_report(our_node.config, our_node.client).status == 0
@@ -252,11 +260,17 @@ class ReferenceNode:
         assert run.returncode == 0, run.output[-3000:]
         return run
 
-    def request(self, state: str) -> dict[str, str]:
-        return self.client.request(SOFTWARE, TITLE, state=state).connection
+    def request(self, title: str, state: str) -> dict[str, str]:
+        return self.client.request(SOFTWARE, title, state=state).connection
 
-    def partition(self) -> Path:
-        return partition_of(self.client, self.root / "instance")
+    def partition(self, title: str) -> Path:
+        return partition_of(self.client, self.root / "instance", title)
+
+    def deployed(self, title: str) -> str:
+        """`title` requested started and deployed by the reference: its URL."""
+        self.request(title, "started")
+        self.instance()
+        return self.request(title, "started")["url"]
 
     def status(self, partition: Path) -> str:
         return self.store.partition_status(self.computer, partition.name)["text"]
@@ -273,7 +287,7 @@ def reference_node(reference_venv: Path) -> Iterator[ReferenceNode]:
     store = MasterStore(root / "master.db", default_computer=computer)
     try:
         with MasterServer(store) as server, SlapClient(server.url, computer) as client:
-            format_node(server.url, computer, root, partitions=2)
+            format_node(server.url, computer, root, partitions=PARTITIONS)
             reference_env.give_to(user, root / "software", *(root / "instance").glob("slappart*"))
             config = reference_env.write_node_config(
                 root / "slapos.cfg",
@@ -307,35 +321,37 @@ def test_reference_builds_and_our_master_records_it(reference_node: ReferenceNod
 
 def test_reference_deploys_and_our_master_records_it(reference_node: ReferenceNode) -> None:
     node = reference_node
-    assert node.request("started") == {}
+    assert node.request("deploys", "started") == {}
     run = node.instance()
     assert "answered 200" in run.output  # the promise ran
-    partition = node.partition()
+    partition = node.partition("deploys")
     assert node.status(partition) == "#access Instance correctly started"
-    url = node.request("started")["url"]
-    assert "Hello from hello" in get(url)
+    url = node.request("deploys", "started")["url"]
+    assert "Hello from deploys" in get(url)
     assert [p.username() for p in services(partition)] == [node.user]
 
 
 def test_reference_stops_and_starts_as_our_master_requests(reference_node: ReferenceNode) -> None:
     node = reference_node
-    partition = node.partition()
-    url = node.request("stopped")["url"]
+    url = node.deployed("stops")
+    partition = node.partition("stops")
+    node.request("stops", "stopped")
     node.instance()
     assert node.status(partition) == "#access Instance correctly stopped"
     assert refuses(url)
-    node.request("started")
+    node.request("stops", "started")
     node.instance()
     assert node.status(partition) == "#access Instance correctly started"
-    assert "Hello from hello" in get(url)
+    assert "Hello from stops" in get(url)
 
 
 def test_reference_destroys_and_our_master_frees_the_partition(
     reference_node: ReferenceNode,
 ) -> None:
     node = reference_node
-    partition = node.partition()
-    url = node.request("destroyed")["url"]
+    url = node.deployed("destroys")
+    partition = node.partition("destroys")
+    node.request("destroys", "destroyed")
     node.instance()
     assert refuses(url)
     run = node.node("report")
