@@ -151,19 +151,24 @@ def test_discover_plugins_first_sorted_and_filters(tmp_path: Path, caplog) -> No
     plugin, legacy = tmp_path / "etc/plugin", tmp_path / "etc/promise"
     plugin.mkdir(parents=True)
     legacy.mkdir(parents=True)
-    for name in ("b.py", "a.py", "__init__.py", "1bad.py", "notes.txt"):
+    for name in ("b.py", "a.py", "__init__.py", "__init__.pyc", "notes.txt"):
         (plugin / name).write_text("")
+    (plugin / "monitor-httpd-listening-on-tcp.py").write_text(
+        "import sys\nsys.path[0:0] = ['/eggs']\n"
+        "from slapos.grid.promise.generic import GenericPromise\n"
+    )
     for name, mode in (("z", 0o755), ("y", 0o755), ("not-executable", 0o644)):
         (legacy / name).write_text("#!/bin/sh\n")
         (legacy / name).chmod(mode)
     (legacy / "dir").mkdir()
     with caplog.at_level(logging.WARNING):
         found = discover(tmp_path)
-    assert [(p.title, p.plugin) for p in found] == [
-        ("a", True),
-        ("b", True),
-        ("y", False),
-        ("z", False),
+    assert [(p.title, p.plugin, p.generic) for p in found] == [
+        ("a", True, False),
+        ("b", True, False),
+        ("monitor-httpd-listening-on-tcp", True, True),  # the reference takes any *.py
+        ("y", False, False),
+        ("z", False, False),
     ]
     assert "Bad promise file" in caplog.text and "not-executable" in caplog.text
     assert discover(tmp_path / "missing") == []

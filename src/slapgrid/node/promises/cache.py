@@ -123,6 +123,15 @@ def read_json(path: Path) -> Any:
         return None
 
 
+def read_result(path: Path) -> PromiseResult | None:
+    """A stored promise result, None when missing or unreadable."""
+    data = read_json(path)
+    try:
+        return PromiseResult.from_json(data) if isinstance(data, dict) else None
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def write_json(path: Path, data: Any, owner: tuple[int, int] | None = None) -> None:
     """Atomic, so readers (monitoring) never see half a file; `owner` (uid, gid) gets it."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,6 @@ class Checker:
     timeout: float
     user: RunAs
     config: Mapping[str, Any]
-    python: str = sys.executable
     cancel: threading.Event | None = None  # set: running promises are killed (Ctrl-C)
 
     @property
@@ -48,7 +47,11 @@ class Checker:
         }
 
     def run(
-        self, argv: Sequence[str], stdin: bytes | None = None, **env: str
+        self,
+        argv: Sequence[str],
+        stdin: bytes | None = None,
+        timeout: float | None = None,
+        **env: str,
     ) -> process.ProcessResult:
         return process.run(
             argv,
@@ -58,7 +61,7 @@ class Checker:
             umask=process.INHERIT_UMASK,
             environment={**self.environment, **env},
             stdin=stdin,
-            timeout=self.timeout,
+            timeout=self.timeout if timeout is None else timeout,
             timeout_grace=KILL_GRACE,
             cancel=self.cancel,
         )
@@ -90,7 +93,7 @@ class Checker:
             "history": history,
         }
         done = self.run(
-            [self.python, "-s", "-B", "-P", "-m", "slapgrid.node.promises.plugin_runner"],
+            [sys.executable, "-s", "-B", "-P", "-m", "slapgrid.node.promises.plugin_runner"],
             stdin=json.dumps(request).encode(),
             PYTHONPATH=_SOURCE_DIR,
         )

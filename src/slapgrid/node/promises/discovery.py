@@ -12,7 +12,8 @@ from slapgrid.node import layout
 
 log = logging.getLogger(__name__)
 
-_PLUGIN_NAME = re.compile(r"[A-Za-z_]\w*\.py")
+_SLAPOS_IMPORT = re.compile(rb"^[ \t]*(?:from|import)[ \t]+slapos\.", re.MULTILINE)
+"""How a plugin written for slapos.core shows itself (slapgrid's own import slapgrid)."""
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,8 @@ class PromiseFile:
     name: str
     path: Path
     plugin: bool
+    generic: bool = False
+    """A plugin written for slapos.core (`GenericPromise`): the release's launcher runs it."""
 
     @property
     def title(self) -> str:
@@ -29,13 +32,18 @@ class PromiseFile:
 
 
 def discover(partition_path: Path) -> list[PromiseFile]:
-    """Plugins (`etc/plugin/*.py`) then legacy executables (`etc/promise/*`), each sorted."""
+    """Plugins (`etc/plugin/*.py`) then legacy executables (`etc/promise/*`), each sorted.
+
+    Any `*.py` but `__init__*` is a plugin, as for the reference: SlapOS stacks ship names
+    such as `monitor-httpd-listening-on-tcp.py`.
+    """
     paths = layout.PartitionPaths(Path(partition_path))
     found: list[PromiseFile] = []
     plugin_dir = paths.etc("plugin")
     for name in _listdir(plugin_dir):
-        if _PLUGIN_NAME.fullmatch(name) and not name.startswith("__init__"):
-            found.append(PromiseFile(name, plugin_dir / name, plugin=True))
+        if name.endswith(".py") and not name.startswith("__init__"):
+            path = plugin_dir / name
+            found.append(PromiseFile(name, path, plugin=True, generic=_uses_slapos_core(path)))
     legacy_dir = paths.etc("promise")
     for name in _listdir(legacy_dir):
         path = legacy_dir / name
@@ -44,6 +52,13 @@ def discover(partition_path: Path) -> list[PromiseFile]:
         else:
             log.warning("Bad promise file at %s: not an executable file", path)
     return found
+
+
+def _uses_slapos_core(path: Path) -> bool:
+    try:
+        return _SLAPOS_IMPORT.search(path.read_bytes()) is not None
+    except OSError:
+        return False
 
 
 def _listdir(directory: Path) -> list[str]:

@@ -65,7 +65,8 @@ def _sensed(records: Sequence[logging.LogRecord], date: str) -> Run:
     return Run(bool(errors), "\n".join(lines) or None, date)
 
 
-def _load(path: Path) -> type:
+def _load(path: Path) -> tuple[type, dict[str, Any]]:
+    """The plugin's `RunPromise` and its `extra_config_dict` (keys the profile gave it)."""
     name = "slapgrid_promise_" + re.sub(r"\W", "_", path.stem)
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
@@ -76,7 +77,10 @@ def _load(path: Path) -> type:
     cls = getattr(module, "RunPromise", None)
     if not isinstance(cls, type):
         raise ImportError(f"{path.name} defines no RunPromise class")
-    return cls
+    extra = getattr(module, "extra_config_dict", {})
+    if not isinstance(extra, dict):
+        raise TypeError(f"{path.name}: extra_config_dict is not a dict")
+    return cls, extra
 
 
 def _verdict(value: Any, sensed: Run) -> tuple[bool, str | None]:
@@ -106,7 +110,12 @@ def _run(
     mode, date = request["mode"], request["date"]
     said: dict[str, Any] = {"modes": MODES}
     try:
-        promise = _load(path)(request.get("config", {}), logger)
+        cls, extra = _load(path)
+        config = request.get("config", {})
+        clash = sorted(set(extra) & set(config))
+        if clash:  # the agent's keys are not the profile's to change
+            raise ValueError(f"extra_config_dict may not set {', '.join(clash)}")
+        promise = cls({**config, **extra}, logger)
         modes = tuple(m for m in getattr(promise, "modes", MODES) if m in MODES)
         periodicity = float(getattr(promise, "periodicity", DEFAULT_PERIODICITY))
         if not modes or periodicity <= 0:

@@ -99,6 +99,20 @@ class PromiseResult:
     bang: bool = False
     tolerated: bool = False  # this run failed, but the promise's verdict does not yet
 
+    @classmethod
+    def failure(cls, title: str, name: str, path: str, mode: str, message: str) -> PromiseResult:
+        """A promise that could not even be run is a failed one, with why as its message."""
+        return cls(
+            title=title,
+            name=name,
+            path=path,
+            execution_time=0.0,
+            type=RESULT_TYPES[mode],
+            failed=True,
+            date=format_date(time.time()),
+            message=message,
+        )
+
     @property
     def at(self) -> float | None:
         """When the promise ran (epoch seconds); None for a date in another format."""

@@ -1,7 +1,8 @@
 """Promises of a partition: health checks the Software Release ships, run by the agent.
 
 * Plugin promises, `P/etc/plugin/*.py`: a `RunPromise` class (docs/promises.md), each run by
-  slapgrid.node.promises.plugin_runner in its own process.
+  slapgrid.node.promises.plugin_runner in its own process; plugins written for slapos.core
+  (`GenericPromise`) are run by the release's own slapos.core instead (generic.py).
 * Legacy promises, every executable of `P/etc/promise/`: exit 0 means kept, otherwise the
   merged output is the failure message.
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -30,12 +30,14 @@ from typing import Any
 
 from slapgrid.node import layout
 from slapgrid.node.identity import RootGroup, run_as
+from slapgrid.node.promises import generic
 from slapgrid.node.promises.cache import (
     CacheEntry,
     Decision,
     decide,
     load_cache,
     read_json,
+    read_result,
     still_fresh,
     write_json,
 )
@@ -59,14 +61,6 @@ DEFAULT_TIMEOUT = 20.0
 DEFAULT_WORKERS = 8
 
 
-def _load_result(path: Path) -> PromiseResult | None:
-    data = read_json(path)
-    try:
-        return PromiseResult.from_json(data) if isinstance(data, dict) else None
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
 def _execute(
     checker: Checker, promise: PromiseFile, fresh_after: float | None
 ) -> PromiseResult | None:
@@ -78,7 +72,7 @@ def _execute(
     paths = layout.PartitionPaths(checker.partition_path)
     now = time.time()
     cache = load_cache(paths.promise_cache(promise.title), promise, mtime)
-    stored = _load_result(paths.promise_result(promise.title))
+    stored = read_result(paths.promise_result(promise.title))
     usable = stored is not None and still_fresh(stored, cache, fresh_after)
     decision = decide(checker.mode, cache, now, usable)
     if decision is Decision.SKIP:
@@ -167,7 +161,7 @@ def run_promises(
     gid: int | None = None,
     max_workers: int = DEFAULT_WORKERS,
     config: Mapping[str, Any] | None = None,
-    python: str | None = None,
+    software: Path | None = None,
     cancel: threading.Event | None = None,
     fresh_after: float | None = None,
 ) -> PromiseReport:
@@ -175,7 +169,8 @@ def run_promises(
 
     `uid`/`gid` default to the owner of the partition directory. `config` adds keys to what
     plugins receive (the agent passes partition-id, computer-id, master-url, partition-cert,
-    partition-key). `python` runs the plugin runner (default: the agent's interpreter).
+    partition-key). `software`: the partition's Software Release, whose Python and
+    slapos.core run the plugins written for slapos.core.
     Setting `cancel` kills the running promises; what they were cut short at is not kept.
     `fresh_after`: when the services last (re)started; an older result is never reused.
     """
@@ -186,24 +181,37 @@ def run_promises(
     if not promises:
         return PromiseReport()
     user = run_as(partition_path, RootGroup.ALLOW, uid=uid, gid=gid)
-    result_dir = layout.PartitionPaths(partition_path).promise_dir / "result"
-    result_dir.mkdir(parents=True, exist_ok=True)
-    if user.file_owner is not None:
-        os.chown(result_dir, *user.file_owner)  # monitoring reads it as the owner
-    checker = Checker(
-        partition_path, mode, timeout, user, dict(config or {}), python or sys.executable, cancel
-    )
-    workers = min(max_workers, len(promises))
+    checker = Checker(partition_path, mode, timeout, user, dict(config or {}), cancel)
+    plugins = [promise for promise in promises if promise.plugin]
+    # a release of slapos.core plugins only is handed over whole, legacy promises included
+    whole = bool(plugins) and all(promise.generic for promise in plugins)
+    handed = [p for p in promises if p.generic or (whole and not p.plugin)]
+    own = [promise for promise in promises if promise not in handed]
+    if handed:
+        generic.prepare_folders(partition_path, user.file_owner)
+    else:
+        result_dir = layout.PartitionPaths(partition_path).promise_dir / "result"
+        result_dir.mkdir(parents=True, exist_ok=True)
+        if user.file_owner is not None:
+            os.chown(result_dir, *user.file_owner)  # monitoring reads it as the owner
 
-    def execute(promise: PromiseFile) -> PromiseResult | None:
-        return _execute_safely(checker, promise, fresh_after)
+    def execute(batch: list[PromiseFile]) -> list[PromiseResult | None]:
+        if batch is handed:
+            ran = generic.run_generic(
+                checker, handed, software=software, whole_partition=whole, fresh_after=fresh_after
+            )
+            return list(ran)
+        return [_execute_safely(checker, batch[0], fresh_after)]
 
+    batches = [[promise] for promise in own] + ([handed] if handed else [])
+    workers = min(max_workers, len(batches))
     if workers <= 1:  # most partitions have one promise: no thread to start and join
-        results = [execute(promise) for promise in promises]
+        done = [execute(batch) for batch in batches]
     else:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(execute, promises))
-    return PromiseReport(tuple(result for result in results if result is not None))
+            done = list(pool.map(execute, batches))
+    by_title = {result.title: result for results in done for result in results if result}
+    return PromiseReport(tuple(by_title[p.title] for p in promises if p.title in by_title))
 
 
 def _execute_safely(
@@ -214,15 +222,12 @@ def _execute_safely(
         return _execute(checker, promise, fresh_after)
     except Exception as exc:
         log.exception("Promise %s skipped", promise.title)
-        return PromiseResult(
-            title=promise.title,
-            name=promise.name,
-            path=str(promise.path),
-            execution_time=0.0,
-            type=RESULT_TYPES[checker.mode],
-            failed=True,
-            date=format_date(time.time()),
-            message=f"Error: promise could not be run: {exc}",
+        return PromiseResult.failure(
+            promise.title,
+            promise.name,
+            str(promise.path),
+            checker.mode,
+            f"Error: promise could not be run: {exc}",
         )
 
 

@@ -32,6 +32,7 @@ def check_promises(
         mode=mode,
         timeout=job.config.promise_timeout,
         fresh_after=fresh_after,
+        software=job.software,
         config={
             "partition-id": job.pid,
             "computer-id": job.partition.computer_id,
