@@ -91,6 +91,13 @@ def _signature(path: Path) -> tuple[int, int] | None:
     return status.st_ino, status.st_mtime_ns
 
 
+def _written_at(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return float("inf")  # never ran: the launcher runs it anyway
+
+
 def run_generic(
     checker: Checker,
     promises: Sequence[PromiseFile],
@@ -108,9 +115,10 @@ def run_generic(
     paths = layout.PartitionPaths(checker.partition_path)
     before = {p.title: _signature(paths.promise_result(p.title)) for p in promises}
     stored = {p.title: read_result(paths.promise_result(p.title)) for p in promises}
-    force = checker.mode == TEST or any(
-        result is None or fresh_after is None or (result.at or 0.0) < fresh_after
-        for result in stored.values()
+    # a result from before the services last (re)started says nothing of them now
+    force = checker.mode == TEST or (
+        fresh_after is not None
+        and any(_written_at(paths.promise_result(p.title)) < fresh_after for p in promises)
     )
     python = software_python(software)
     if python is None:
