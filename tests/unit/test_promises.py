@@ -154,8 +154,10 @@ def test_discover_plugins_first_sorted_and_filters(tmp_path: Path, caplog) -> No
     for name in ("b.py", "a.py", "__init__.py", "__init__.pyc", "notes.txt"):
         (plugin / name).write_text("")
     (plugin / "monitor-httpd-listening-on-tcp.py").write_text(
-        "import sys\nsys.path[0:0] = ['/eggs']\n"
         "from slapos.grid.promise.generic import GenericPromise\n"
+    )
+    (plugin / "exec-from-file.py").write_text(  # promise.plugin's `file` option
+        "import sys\nsys.path[0:0] = (\n  '/eggs',\n)\nexec(_('/srv/promise.py'))\n"
     )
     for name, mode in (("z", 0o755), ("y", 0o755), ("not-executable", 0o644)):
         (legacy / name).write_text("#!/bin/sh\n")
@@ -166,6 +168,7 @@ def test_discover_plugins_first_sorted_and_filters(tmp_path: Path, caplog) -> No
     assert [(p.title, p.plugin, p.generic) for p in found] == [
         ("a", True, False),
         ("b", True, False),
+        ("exec-from-file", True, True),
         ("monitor-httpd-listening-on-tcp", True, True),  # the reference takes any *.py
         ("y", False, False),
         ("z", False, False),

@@ -12,8 +12,12 @@ from slapgrid.node import layout
 
 log = logging.getLogger(__name__)
 
-_SLAPOS_IMPORT = re.compile(rb"^[ \t]*(?:from|import)[ \t]+slapos\.", re.MULTILINE)
-"""How a plugin written for slapos.core shows itself (slapgrid's own import slapgrid)."""
+_SLAPOS_CORE_PLUGIN = re.compile(
+    rb"^(?:[ \t]*(?:from|import)[ \t]+slapos\.|sys\.path\[0?:0\][ \t]*=)", re.MULTILINE
+)
+"""How a plugin written for slapos.core shows itself: it imports slapos, or puts its release's
+eggs on sys.path as `slapos.cookbook:promise.plugin` writes it (whose `file` option execs the
+real plugin from elsewhere). slapgrid's own plugins need neither."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,7 @@ def discover(partition_path: Path) -> list[PromiseFile]:
 
 def _uses_slapos_core(path: Path) -> bool:
     try:
-        return _SLAPOS_IMPORT.search(path.read_bytes()) is not None
+        return _SLAPOS_CORE_PLUGIN.search(path.read_bytes()) is not None
     except OSError:
         return False
 
