@@ -200,6 +200,29 @@ BAD_CALLS: list[tuple[str, str, dict[str, str], int]] = [
         409,
     ),
     ("POST", "destroyedSoftwareRelease", {"computer_id": COMP, "url": SR}, 409),
+    # what XML cannot carry never reaches the database (every later answer would fail)
+    ("POST", "requestComputerPartition", {**REQUEST, "partition_reference": "a\x01b"}, 400),
+    ("POST", "requestComputerPartition", {**REQUEST, "software_type": "t\ufffe"}, 400),
+    (
+        "POST",
+        "requestComputerPartition",
+        {**REQUEST, "shared_xml": "<marshal><bool>2</bool></marshal>"},
+        400,
+    ),
+    ("GET", "getFullComputerInformation", {"computer_id": "\x1b[31m"}, 400),
+    *(
+        ("POST", "loadComputerConfigurationFromXML", {"xml": dump(definition)}, 400)
+        for definition in (
+            small_computer(COMP, 1) | {"partition_list": [{"reference": name}]}
+            for name in ("..", "a/b", "etc", "var", "x\ny", "", ".hidden")
+        )
+    ),
+    (
+        "POST",
+        "loadComputerConfigurationFromXML",
+        {"xml": dump({"reference": "../C", "partition_list": []})},
+        400,
+    ),
 ]
 
 

@@ -210,7 +210,10 @@ def test_statuses(tree: MasterStore) -> None:
     assert tree.partition_status(COMP, "slappart0")["no_data"] == 1
     tree.report_partition(COMP, "slappart0", "error", log="x" * 100 + "boom")
     status = tree.partition_status(COMP, "slappart0")
-    assert status["text"] == "#error while instanciating: " + ("x" * 76 + "boom")
+    assert status["text"] == "#error while instanciating: " + ("x" * 100 + "boom")  # whole
+    tree.report_partition(COMP, "slappart0", "error", log="y" * 30_000 + "cause")
+    status = tree.partition_status(COMP, "slappart0")
+    assert status["text"] == "#error while instanciating: ..." + ("y" * 19_995 + "cause")
     assert status["no_data_since_5_minutes"] == 0
     tree.report_software(COMP, SR_A, "available")
     assert tree.software_status(COMP, SR_A)["text"] == f"#access software release {SR_A} available"

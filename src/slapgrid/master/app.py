@@ -11,6 +11,7 @@ import contextlib
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -21,7 +22,7 @@ from starlette.routing import Route as StarletteRoute
 
 from slapgrid.master.access_log import AccessLog
 from slapgrid.master.endpoints import text
-from slapgrid.master.errors import MasterError
+from slapgrid.master.errors import BadRequest, MasterError, TooLarge, UnsupportedMediaType
 from slapgrid.master.params import Params
 from slapgrid.master.routes import ROUTES, Handler
 from slapgrid.master.state import MasterState
@@ -29,7 +30,10 @@ from slapgrid.master.storage import MasterStore
 
 log = logging.getLogger("slapgrid.master")
 
-MAX_BODY_BYTES = 64 << 20
+MAX_BODY_BYTES = 16 << 20
+"""Far above any SLAP call (a usage journal of a thousand partitions is a few MB)."""
+MAX_FIELDS = 100
+FORM = "application/x-www-form-urlencoded"
 
 
 def create_app(store: MasterStore) -> Starlette:
@@ -74,11 +78,32 @@ def _endpoint(master: MasterState, handler: Handler) -> Callable[[Request], Awai
 async def _params(request: Request) -> Params:
     """The query string of a GET; the form body of a POST, where `None` means absent."""
     if request.method != "POST":
-        return Params(request.query_params, none_is_absent=False)
+        return Params(request.query_params.multi_items(), none_is_absent=False)
+    kind = request.headers.get("content-type", FORM).split(";")[0].strip().lower()
+    if kind != FORM:  # what every SLAP client sends
+        raise UnsupportedMediaType(f"a SLAP call's body is {FORM}, not {kind}")
+    body = await _body(request)
+    try:  # a byte or an escape that is not UTF-8 is refused, never replaced
+        fields = parse_qsl(
+            body.decode(), keep_blank_values=True, errors="strict", max_num_fields=MAX_FIELDS
+        )
+    except ValueError as exc:
+        raise BadRequest(f"malformed form body: {exc}") from None
+    return Params(fields, none_is_absent=True)
+
+
+async def _body(request: Request) -> bytes:
+    """The body, bounded whether its length is declared or it comes in chunks."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise MasterError(f"body larger than {MAX_BODY_BYTES} bytes")
-    return Params(await request.form(), none_is_absent=True)
+        raise TooLarge(f"body larger than {MAX_BODY_BYTES} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise TooLarge(f"body larger than {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _error(request: Request, status: int, message: str) -> Response:

@@ -34,7 +34,8 @@ class ChangeFeed:
 
     async def wait(self, computer: str, since: int, timeout: float) -> int:
         """The generation, as soon as it differs from `since` or after `timeout` seconds."""
-        event = self._event(computer)  # before reading, so no change slips between
+        await self.generation(computer)  # NotFound for an unknown one: no event kept for it
+        event = self._event(computer)  # before reading again, so no change slips between
         generation = await self.generation(computer)
         if generation == since:
             with contextlib.suppress(TimeoutError):

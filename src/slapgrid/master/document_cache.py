@@ -61,8 +61,10 @@ class DocumentCache:
 
     async def get(self, computer: str) -> CachedDocument:
         """The document of the current generation (`NotFound` for an unknown computer)."""
+        # an unknown computer is refused here, before it costs a lock that would stay
+        generation = await self.generation(computer)
         cached = self._documents.get(computer)
-        if cached is not None and cached.generation == await self.generation(computer):
+        if cached is not None and cached.generation == generation:
             return cached
         async with self._locks.setdefault(computer, asyncio.Lock()):
             cached = self._documents.get(computer)

@@ -25,3 +25,11 @@ class NotFound(MasterError):
 
 class Conflict(MasterError):
     status = 409
+
+
+class TooLarge(MasterError):
+    status = 413
+
+
+class UnsupportedMediaType(MasterError):
+    status = 415

@@ -7,13 +7,13 @@ well-formed data.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from slapgrid.master.errors import BadRequest
 from slapgrid.master.tables import DEFAULT_SOFTWARE_TYPE
-from slapgrid.slap import instance_xml, tioxml, urls
+from slapgrid.slap import instance_xml, names, tioxml, urls
 from slapgrid.slap.documents import DESTROYED, PARTITION_STATES, SOFTWARE_STATES
 from slapgrid.slap.marshal import MAX_DOCUMENT_BYTES
 
@@ -93,6 +93,14 @@ def _text(value: Any, what: str, *, required: bool = False) -> str:
     return value
 
 
+def _name(rule: Callable[[object], str], value: Any, what: str) -> str:
+    """A reference that becomes a name on the node, checked when it is registered."""
+    try:
+        return rule(value)
+    except names.InvalidName as exc:
+        raise BadRequest(f"{what} reference: {exc}") from None
+
+
 # (computer, {partition: address keys}, address, netmask)
 ComputerFormat = tuple[str, dict[str, list[AddressKey]], str | None, str | None]
 
@@ -101,7 +109,7 @@ def parse_format(definition: Any) -> ComputerFormat:
     """Validate `slapos format`'s dict → (computer, {partition: address keys}, addr, mask)."""
     if not isinstance(definition, Mapping):
         raise BadRequest("computer configuration must be a dictionary")
-    reference = _text(definition.get("reference"), "computer reference", required=True)
+    reference = _name(names.computer_reference, definition.get("reference"), "computer")
     partitions = definition.get("partition_list")
     if not isinstance(partitions, list):
         raise BadRequest("computer configuration has no partition_list")
@@ -109,7 +117,7 @@ def parse_format(definition: Any) -> ComputerFormat:
     for entry in partitions:
         if not isinstance(entry, Mapping):
             raise BadRequest("each partition of partition_list must be a dictionary")
-        name = _text(entry.get("reference"), "partition reference", required=True)
+        name = _name(names.partition_reference, entry.get("reference"), "partition")
         tap = entry.get("tap") or {}
         if not isinstance(tap, Mapping):
             raise BadRequest(f"partition {name}: tap must be a dictionary")

@@ -2,26 +2,40 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable
 from typing import Any
 
 from slapgrid.master.errors import BadRequest
-from slapgrid.slap import marshal
+from slapgrid.slap import marshal, xml_text
 from slapgrid.slap.errors import ProtocolError
+
+FREE_TEXT = frozenset({"error_log", "message"})
+"""Fields holding what a node saw (build output, a bang's reason): cleaned, not refused."""
 
 
 class Params:
     """The parameters of one call; `p["name"]` is mandatory, `p.get("name")` is not.
 
     With `none_is_absent`, the literal `None` the reference client sends for absent values
-    counts as absent.
+    counts as absent. A parameter given twice is refused rather than guessed at, and so is
+    a value XML cannot carry, except in free text, which is cleaned.
     """
 
-    def __init__(self, values: Mapping[str, Any], *, none_is_absent: bool) -> None:
+    def __init__(self, items: Iterable[tuple[str, Any]], *, none_is_absent: bool) -> None:
         self._values: dict[str, str] = {}
-        for key, value in values.items():
+        seen: set[str] = set()
+        for key, value in items:
+            if key in seen:
+                raise BadRequest(f"parameter {key!r} is given more than once")
+            seen.add(key)
             if not isinstance(value, str):
                 raise BadRequest(f"parameter {key!r} must be a plain form field")
+            if not xml_text.is_xml_text(key):
+                raise BadRequest("a parameter name holds characters XML cannot carry")
+            if key in FREE_TEXT:
+                value = xml_text.clean(value)
+            elif not xml_text.is_xml_text(value):
+                raise BadRequest(f"parameter {key!r} holds characters XML cannot carry")
             if not (none_is_absent and value == "None"):
                 self._values[key] = value
 

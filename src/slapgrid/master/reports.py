@@ -11,7 +11,12 @@ from slapgrid.master.tables import BUSY, BangRow, PartitionRow, Reported
 from slapgrid.master.transaction import Tx
 from slapgrid.slap.documents import DESTROYED
 
-_ERROR_TAIL = 80
+TEXT_LIMIT = 20_000
+"""Characters of a node's error log or bang message kept: the end, where the cause is."""
+
+
+def bounded(text: str) -> str:
+    return text if len(text) <= TEXT_LIMIT else "..." + text[-TEXT_LIMIT:]
 
 
 def set_status(row: Reported, text: str) -> bool:
@@ -48,7 +53,7 @@ def partition(
     texts = {
         "started": "#access Instance correctly started",
         "stopped": "#access Instance correctly stopped",
-        "error": f"#error while instanciating: {log[-_ERROR_TAIL:]}",
+        "error": f"#error while instanciating: {bounded(log)}",
     }
     row = lookups.busy_row(tx.session, computer, partition)
     if slave_reference:
@@ -61,6 +66,7 @@ def partition(
 def computer_bang(tx: Tx, computer: str, message: str) -> None:
     """Record the bang and make the node re-process every instance it hosts."""
     row = lookups.computer_row(tx.session, computer)
+    message = bounded(message)
     tx.session.add(BangRow(computer=computer, message=message, received_at=now_us()))
     set_status(row, f"#error bang: {message}")
     query = select(PartitionRow).where(
@@ -73,6 +79,6 @@ def computer_bang(tx: Tx, computer: str, message: str) -> None:
 def bang(tx: Tx, computer: str, partition: str, message: str) -> None:
     """Make the node(s) re-process the whole instance tree of this partition."""
     row = lookups.busy_row(tx.session, computer, partition)
-    set_status(row, f"#error bang called: {message}")
+    set_status(row, f"#error bang called: {bounded(message)}")
     for member in lookups.tree(tx.session, row.root_title):
         tx.bump(member)

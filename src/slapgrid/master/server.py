@@ -28,7 +28,9 @@ def bind(host: str, port: int) -> socket.socket:
     host = host.strip("[]")
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # IPPROTO_TCP named: asyncio then sets TCP_NODELAY on every connection, so an answer
+        # (headers and body: two writes) never waits ~40 ms for the client's delayed ACK
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     except OSError as exc:
         raise SlapgridError(f"cannot listen on {host}:{port}: {exc}") from None
     try:

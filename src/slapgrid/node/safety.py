@@ -8,13 +8,10 @@ roots the agent owns, nor inject buildout sections, references or options.
 from __future__ import annotations
 
 import hashlib
-import re
 from pathlib import Path
 
 from slapgrid.errors import SlapgridError
-from slapgrid.slap import urls
-
-_PARTITION_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")  # ASCII; fullmatch: no "\n"
+from slapgrid.slap import names, urls
 
 
 class UnsafeValueError(SlapgridError):
@@ -22,10 +19,11 @@ class UnsafeValueError(SlapgridError):
 
 
 def partition_id(value: str) -> str:
-    """A plain file name: letters, digits, `_ . -`; no `/`, no leading dot, no `..`."""
-    if not isinstance(value, str) or not _PARTITION_ID.fullmatch(value) or ".." in value:
-        raise UnsafeValueError(f"refusing partition id {value!r} from the master")
-    return value
+    """A plain file name (`slap.names`), not one of the agent's names in the instance root."""
+    try:
+        return names.partition_reference(value)
+    except names.InvalidName:
+        raise UnsafeValueError(f"refusing partition id {value!r} from the master") from None
 
 
 def software_release_url(value: str) -> str:

@@ -248,9 +248,16 @@ class _Reader:
         return obj
 
 
+def _bool(text: str | None) -> bool:
+    """xml_marshaller writes 0 or 1; anything else is not a boolean it wrote."""
+    if text not in ("0", "1"):
+        raise ValueError(text)
+    return text == "1"
+
+
 _SCALARS: dict[str, Callable[[str | None], Any]] = {
     "none": lambda text: None,
-    "bool": lambda text: bool(int(text or "")),
+    "bool": _bool,
     "int": lambda text: int(text or ""),
     "long": lambda text: int(text or ""),
     "float": lambda text: float(text or ""),
