@@ -7,6 +7,7 @@ alone.
 from __future__ import annotations
 
 import asyncio
+import resource
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -76,6 +77,12 @@ def test_a_body_that_is_not_a_form_is_refused(master: MasterServer) -> None:
     assert reply.status_code == 415
 
 
+def lower_file_limit() -> None:
+    """The common default: 1,024 open files, unless the master raises it."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
+
+
 def master_process(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     command = [sys.executable, "-m", "slapgrid", "master", "start", "--port", str(port)]
@@ -83,6 +90,7 @@ def master_process(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
         [*command, "--data-dir", str(tmp_path), "--computer-id", COMP],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=lower_file_limit,
     )
     url = f"http://127.0.0.1:{port}/"
 
@@ -178,3 +186,9 @@ def test_a_bang_message_is_cleaned_and_bounded(master: MasterServer) -> None:
     assert text.startswith("#error bang called: ...") and text.endswith("m" * 100)
     assert "\x1b" not in text and len(text) < 20_100
     assert marshal.dumps(master.store.snapshot())  # everything stored is XML text
+
+
+def test_the_master_raises_its_open_file_limit(master_alone: tuple[psutil.Process, str]) -> None:
+    process, _ = master_alone
+    soft, hard = process.rlimit(psutil.RLIMIT_NOFILE)
+    assert soft == hard or soft >= 1 << 20

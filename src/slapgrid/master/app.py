@@ -7,6 +7,7 @@ is logged and leaves the database unchanged (each write is one transaction).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import logging
@@ -22,7 +23,13 @@ from starlette.routing import Route as StarletteRoute
 
 from slapgrid.master.access_log import AccessLog
 from slapgrid.master.endpoints import text
-from slapgrid.master.errors import BadRequest, MasterError, TooLarge, UnsupportedMediaType
+from slapgrid.master.errors import (
+    BadRequest,
+    MasterError,
+    TimedOut,
+    TooLarge,
+    UnsupportedMediaType,
+)
 from slapgrid.master.params import Params
 from slapgrid.master.routes import ROUTES, Handler
 from slapgrid.master.state import MasterState
@@ -33,6 +40,7 @@ log = logging.getLogger("slapgrid.master")
 MAX_BODY_BYTES = 16 << 20
 """Far above any SLAP call (a usage journal of a thousand partitions is a few MB)."""
 MAX_FIELDS = 100
+BODY_TIMEOUT = 30.0
 FORM = "application/x-www-form-urlencoded"
 
 
@@ -98,11 +106,15 @@ async def _body(request: Request) -> bytes:
     if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise TooLarge(f"body larger than {MAX_BODY_BYTES} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise TooLarge(f"body larger than {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT):  # a body sent a byte at a time holds a slot
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise TooLarge(f"body larger than {MAX_BODY_BYTES} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise TimedOut(f"body not received within {BODY_TIMEOUT:g} s") from None
     return b"".join(chunks)
 
 

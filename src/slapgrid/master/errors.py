@@ -27,6 +27,10 @@ class Conflict(MasterError):
     status = 409
 
 
+class TimedOut(MasterError):
+    status = 408
+
+
 class TooLarge(MasterError):
     status = 413
 

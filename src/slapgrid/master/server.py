@@ -15,12 +15,15 @@ import uvicorn
 
 from slapgrid.errors import SlapgridError
 from slapgrid.master.app import create_app
+from slapgrid.master.connections import HEAD_TIMEOUT, guarded_protocol, raise_file_limit
 from slapgrid.master.storage import MasterStore
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
 DEFAULT_COMPUTER_ID = "local_computer"
 DEFAULT_DATABASE = "slapgrid-master.db"
+KEEP_ALIVE = 75.0
+"""Seconds an idle keep-alive connection is kept: longer than a node's polling period."""
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -42,14 +45,15 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _server(store: MasterStore, log_level: str) -> uvicorn.Server:
+def _server(store: MasterStore, log_level: str, head_timeout: float) -> uvicorn.Server:
     config = uvicorn.Config(
         create_app(store),
+        http=guarded_protocol(head_timeout, KEEP_ALIVE),
         log_level=log_level,
         log_config=None,  # keep the caller's logging set-up
         access_log=False,  # the app logs each request itself
         lifespan="on",
-        timeout_keep_alive=75,  # longer than a node's polling period
+        timeout_keep_alive=int(KEEP_ALIVE),
         # open long polls (agents waiting for changes) must not hold a shutdown for 60 s:
         # they are cut, and agents simply ask again
         timeout_graceful_shutdown=2,
@@ -66,10 +70,11 @@ def serve(
     log_level: str = "info",
 ) -> None:
     """Serve the master until interrupted; `computer_id` exists from the start."""
+    raise_file_limit()
     with bind(host, port) as sock:
         store = MasterStore(database, default_computer=computer_id)
         try:
-            _server(store, log_level).run(sockets=[sock])
+            _server(store, log_level, HEAD_TIMEOUT).run(sockets=[sock])
         finally:
             store.close()
 
@@ -84,10 +89,11 @@ class MasterServer:
         port: int = 0,
         *,
         log_level: str = "warning",
+        head_timeout: float = HEAD_TIMEOUT,
     ) -> None:
         self.store = store
         self._socket = bind(host, port)
-        self._server = _server(store, log_level)
+        self._server = _server(store, log_level, head_timeout)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
         )
