@@ -127,3 +127,15 @@ def test_software_release_reports_in_either_field_order(
         master.url + "getSoftwareInstallationStatus", params={"computer_id": COMP, "url": SR}
     )
     assert marshal.loads(status.content)["text"] == f"#error while installing {SR}"
+
+
+def test_a_request_with_only_the_release_and_the_title(master: MasterServer) -> None:
+    """Old clients left out what they did not set: defaults, not 400 or 500."""
+    answer = httpx.post(
+        master.url + "requestComputerPartition",
+        data={"software_release": SR, "partition_reference": "web"},
+    )
+    assert answer.status_code == 200, answer.text
+    instance = marshal.loads(answer.content)
+    assert instance.state["slap_computer_partition_id"] == "slappart0"  # the same instance
+    assert instance.state["_requested_state"] == "started"
