@@ -2,6 +2,10 @@
 
 The computer id is bound at construction; partition-scoped POSTs carry the
 `X-SlapPartition` header that the 1.26.1 proxy uses to know who is asking.
+
+Each call's form is the reference client's, field for field and in its order, with the
+same fields left out (docs/slap-calls.md): masters are tested against that client, so any
+other form is one a master may read differently.
 """
 
 from __future__ import annotations
