@@ -23,6 +23,8 @@ class Recorded:
     query: dict[str, str]
     form: dict[str, str]
     headers: dict[str, str]
+    body: bytes = b""  # as sent: field order and percent-encoding kept
+    raw_query: str = ""
 
 
 @dataclass
@@ -54,13 +56,16 @@ class RecordingServer:
             def _handle(self) -> None:
                 parts = urlsplit(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length).decode("utf-8") if length else ""
+                raw = self.rfile.read(length) if length else b""
+                body = raw.decode("utf-8")
                 recorded = Recorded(
                     method=self.command,
                     path=parts.path,
                     query={k: v[0] for k, v in parse_qs(parts.query).items()},
                     form={k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items()},
                     headers={k.lower(): v for k, v in self.headers.items()},
+                    body=raw,
+                    raw_query=parts.query,
                 )
                 server.requests.append(recorded)
                 route = server.routes.get(parts.path.rsplit("/", 1)[-1], Answer(404, b"unknown"))

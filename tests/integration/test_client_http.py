@@ -6,6 +6,7 @@ import resource
 import socket
 import ssl
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import pytest
 import trustme
@@ -82,19 +83,44 @@ def test_path_prefix_of_master_url_is_kept(server: RecordingServer) -> None:
 PARTITION_AUTH = "X-SlapPartition computer_id=C, computer_partition_id=slappart0"
 
 
+def fields(request: Recorded) -> list[tuple[str, str]]:
+    """The form's fields in the order sent: the reference's order is pinned too."""
+    return parse_qsl(request.body.decode("ascii"), keep_blank_values=True)
+
+
 @pytest.mark.parametrize(
     ("call", "endpoint", "form"),
     [
-        (lambda c: c.building_software_release("u"), "buildingSoftwareRelease", {"url": "u"}),
-        (lambda c: c.available_software_release("u"), "availableSoftwareRelease", {"url": "u"}),
-        (lambda c: c.destroyed_software_release("u"), "destroyedSoftwareRelease", {"url": "u"}),
+        (
+            lambda c: c.building_software_release("u"),
+            "buildingSoftwareRelease",
+            [("url", "u"), ("computer_id", "C")],
+        ),
+        (
+            lambda c: c.available_software_release("u"),
+            "availableSoftwareRelease",
+            [("url", "u"), ("computer_id", "C")],
+        ),
+        (
+            lambda c: c.destroyed_software_release("u"),
+            "destroyedSoftwareRelease",
+            [("url", "u"), ("computer_id", "C")],
+        ),
         (
             lambda c: c.software_release_error("u", "boom"),
             "softwareReleaseError",
-            {"url": "u", "error_log": "boom"},
+            [("url", "u"), ("computer_id", "C"), ("error_log", "boom")],
         ),
-        (lambda c: c.use_computer("<journal/>"), "useComputer", {"use_string": "<journal/>"}),
-        (lambda c: c.computer_bang("Reboot"), "computerBang", {"message": "Reboot"}),
+        (
+            lambda c: c.use_computer("<journal/>"),
+            "useComputer",
+            [("computer_id", "C"), ("use_string", "<journal/>")],
+        ),
+        (
+            lambda c: c.computer_bang("Reboot"),
+            "computerBang",
+            [("computer_id", "C"), ("message", "Reboot")],
+        ),
     ],
 )
 def test_computer_scoped_posts(server: RecordingServer, call, endpoint, form) -> None:  # type: ignore[no-untyped-def]
@@ -103,9 +129,15 @@ def test_computer_scoped_posts(server: RecordingServer, call, endpoint, form) ->
         call(client)
     (request,) = server.requests
     assert request.method == "POST" and request.path == f"/{endpoint}"
-    assert request.form == {"computer_id": "C", **form}
+    assert fields(request) == form
     assert request.headers["content-type"] == "application/x-www-form-urlencoded"
     assert "authorization" not in request.headers
+
+
+def test_an_empty_usage_journal_is_not_sent(server: RecordingServer) -> None:
+    with SlapClient(server.url, "C") as client:
+        client.use_computer("")
+    assert server.requests == []
 
 
 @pytest.mark.parametrize(
@@ -117,7 +149,17 @@ def test_computer_scoped_posts(server: RecordingServer, call, endpoint, form) ->
         (
             lambda c: c.instance_error("slappart0", "it broke"),
             "softwareInstanceError",
-            {"error_log": "it broke", "slave_reference": "None"},
+            {"error_log": "it broke"},  # no slave_reference: not a shared instance
+        ),
+        (
+            lambda c: c.instance_error("slappart0", "it broke", "SHARED-1"),
+            "softwareInstanceError",
+            {"error_log": "it broke", "slave_reference": "SHARED-1"},
+        ),
+        (
+            lambda c: c.rename("slappart0", "new"),
+            "softwareInstanceRename",
+            {"new_name": "new"},
         ),
         (
             lambda c: c.bang("slappart0", "died"),
@@ -155,7 +197,8 @@ def test_partition_scoped_posts_carry_the_partition_header(
         call(client)
     (request,) = server.requests
     assert request.path == f"/{endpoint}"
-    assert request.form == {"computer_id": "C", "computer_partition_id": "slappart0", **extra}
+    ids = [("computer_id", "C"), ("computer_partition_id", "slappart0")]
+    assert fields(request) == [*ids, *extra.items()]
     assert request.headers["authorization"] == PARTITION_AUTH
 
 
@@ -192,15 +235,15 @@ def test_request_by_a_user_sends_all_seven_fields(server: RecordingServer) -> No
         instance = client.request("u", "My Instance", parameters={"n": 1}, shared=False)
     assert instance.partition_id == "slappart1"
     (request,) = server.requests
-    assert request.form == {
-        "software_release": "u",
-        "software_type": "default",
-        "partition_reference": "My Instance",
-        "partition_parameter_xml": marshal.dumps({"n": 1}).decode(),
-        "filter_xml": '<marshal><dictionary id="i2"/></marshal>',
-        "state": "<marshal><none/></marshal>",
-        "shared_xml": "<marshal><bool>0</bool></marshal>",
-    }
+    assert fields(request) == [  # the reference's OpenOrder's order
+        ("software_release", "u"),
+        ("partition_reference", "My Instance"),
+        ("partition_parameter_xml", marshal.dumps({"n": 1}).decode()),
+        ("filter_xml", '<marshal><dictionary id="i2"/></marshal>'),
+        ("software_type", "default"),
+        ("state", "<marshal><none/></marshal>"),
+        ("shared_xml", "<marshal><bool>0</bool></marshal>"),
+    ]
     assert "authorization" not in request.headers
 
 
@@ -210,7 +253,17 @@ def test_request_by_a_partition_names_the_requester(server: RecordingServer) -> 
         client.request("u", "child", state="stopped", shared=True, requester="slappart0")
     (request,) = server.requests
     assert request.headers["authorization"] == PARTITION_AUTH
-    assert request.form["computer_partition_id"] == "slappart0"
+    assert [name for name, _ in fields(request)] == [  # the reference's ComputerPartition's
+        "computer_id",
+        "computer_partition_id",
+        "software_release",
+        "software_type",
+        "partition_reference",
+        "shared_xml",
+        "partition_parameter_xml",
+        "filter_xml",
+        "state",
+    ]
     assert request.form["state"] == "<marshal><string>stopped</string></marshal>"
     assert request.form["shared_xml"] == "<marshal><bool>1</bool></marshal>"
 

@@ -2,6 +2,10 @@
 
 The computer id is bound at construction; partition-scoped POSTs carry the
 `X-SlapPartition` header that the 1.26.1 proxy uses to know who is asking.
+
+Each call's form is the reference client's, field for field and in its order, with the
+same fields left out (docs/slap-calls.md): masters are tested against that client, so any
+other form is one a master may read differently.
 """
 
 from __future__ import annotations
@@ -90,13 +94,15 @@ class SlapClient:
     def _get_document(self, method: str, params: Mapping[str, str]) -> Any:
         return marshal.loads(self.transport.get(method, params))
 
-    def _post(self, method: str, data: Mapping[str, str | None]) -> bytes:
-        return self.transport.post(method, {"computer_id": self.computer_id, **data})
-
     def _post_partition(self, method: str, partition_id: str, **data: str | None) -> bytes:
+        """The partition's ids first, then `data` in order, as the reference's forms are."""
         form = {"computer_id": self.computer_id, "computer_partition_id": partition_id, **data}
         headers = partition_auth_header(self.computer_id, partition_id)
         return self.transport.post(method, form, headers=headers)
+
+    def _post_release(self, method: str, url: str, **data: str) -> bytes:
+        """`url` before `computer_id`: the reference's SoftwareRelease puts them so."""
+        return self.transport.post(method, {"url": url, "computer_id": self.computer_id, **data})
 
     # --- reading -------------------------------------------------------------------
 
@@ -136,16 +142,16 @@ class SlapClient:
     # --- software release reports ----------------------------------------------------
 
     def building_software_release(self, url: str) -> None:
-        self._post("buildingSoftwareRelease", {"url": url})
+        self._post_release("buildingSoftwareRelease", url)
 
     def available_software_release(self, url: str) -> None:
-        self._post("availableSoftwareRelease", {"url": url})
+        self._post_release("availableSoftwareRelease", url)
 
     def destroyed_software_release(self, url: str) -> None:
-        self._post("destroyedSoftwareRelease", {"url": url})
+        self._post_release("destroyedSoftwareRelease", url)
 
     def software_release_error(self, url: str, log: str) -> None:
-        self._post("softwareReleaseError", {"url": url, "error_log": log})
+        self._post_release("softwareReleaseError", url, error_log=log)
 
     # --- partition reports -----------------------------------------------------------
 
@@ -161,19 +167,18 @@ class SlapClient:
     def instance_error(
         self, partition_id: str, log: str, slave_reference: str | None = None
     ) -> None:
+        """`slave_reference` only for a shared instance: the reference leaves it out."""
         self._post_partition(
-            "softwareInstanceError", partition_id, error_log=log, slave_reference=slave_reference
+            "softwareInstanceError", partition_id, error_log=log, **_shared(slave_reference)
         )
 
     def bang(self, partition_id: str, message: str) -> None:
         self._post_partition("softwareInstanceBang", partition_id, message=message)
 
     def rename(self, partition_id: str, new_name: str, slave_reference: str | None = None) -> None:
+        """`slave_reference` only for a shared instance, as `instance_error`."""
         self._post_partition(
-            "softwareInstanceRename",
-            partition_id,
-            new_name=new_name,
-            slave_reference=slave_reference,
+            "softwareInstanceRename", partition_id, new_name=new_name, **_shared(slave_reference)
         )
 
     def set_connection(
@@ -182,10 +187,11 @@ class SlapClient:
         parameters: Mapping[str, Any],
         slave_reference: str | None = None,
     ) -> None:
+        """`slave_reference` always: the literal `None` for the partition's own instance."""
         self._post_partition(
             "setComputerPartitionConnectionXml",
             partition_id,
-            connection_xml=marshal.dumps(dict(parameters)).decode("ascii"),
+            connection_xml=_marshalled(dict(parameters)),
             slave_reference=slave_reference,
         )
 
@@ -193,7 +199,7 @@ class SlapClient:
         self._post_partition(
             "updateComputerPartitionRelatedInstanceList",
             partition_id,
-            instance_reference_xml=marshal.dumps(list(references)).decode("ascii"),
+            instance_reference_xml=_marshalled(list(references)),
         )
 
     # --- requests --------------------------------------------------------------------
@@ -214,19 +220,35 @@ class SlapClient:
 
         Raises `ResourceNotReady` while the master has not allocated it yet.
         """
-        form: dict[str, str | None] = {
-            "software_release": software_release,
-            "software_type": software_type,
-            "partition_reference": reference,
-            "partition_parameter_xml": marshal.dumps(dict(parameters or {})).decode("ascii"),
-            "filter_xml": marshal.dumps(dict(filter or {})).decode("ascii"),
-            "state": marshal.dumps(state).decode("ascii"),
-            "shared_xml": marshal.dumps(bool(shared)).decode("ascii"),
+        encoded = {
+            "partition_parameter_xml": _marshalled(dict(parameters or {})),
+            "filter_xml": _marshalled(dict(filter or {})),
+            "state": _marshalled(state),
+            "shared_xml": _marshalled(bool(shared)),
         }
-        if requester is None:
+        if requester is None:  # the reference's OpenOrder orders its form so
+            form = {
+                "software_release": software_release,
+                "partition_reference": reference,
+                "partition_parameter_xml": encoded["partition_parameter_xml"],
+                "filter_xml": encoded["filter_xml"],
+                "software_type": software_type,
+                "state": encoded["state"],
+                "shared_xml": encoded["shared_xml"],
+            }
             body = self.transport.post("requestComputerPartition", form)
-        else:
-            body = self._post_partition("requestComputerPartition", requester, **form)
+        else:  # and its ComputerPartition so
+            body = self._post_partition(
+                "requestComputerPartition",
+                requester,
+                software_release=software_release,
+                software_type=software_type,
+                partition_reference=reference,
+                shared_xml=encoded["shared_xml"],
+                partition_parameter_xml=encoded["partition_parameter_xml"],
+                filter_xml=encoded["filter_xml"],
+                state=encoded["state"],
+            )
         return SoftwareInstance.from_wire(marshal.loads(body))
 
     # --- computer-level ----------------------------------------------------------------
@@ -238,12 +260,26 @@ class SlapClient:
         )
 
     def use_computer(self, tioxml: str) -> None:
-        self._post("useComputer", {"use_string": tioxml})
+        """An empty journal is not sent at all, as the reference's `reportUsage`."""
+        if tioxml == "":
+            return
+        self.transport.post("useComputer", {"computer_id": self.computer_id, "use_string": tioxml})
 
     def computer_bang(self, message: str) -> None:
-        self._post("computerBang", {"message": message})
+        self.transport.post("computerBang", {"computer_id": self.computer_id, "message": message})
 
     def load_computer_configuration(self, definition: Mapping[str, Any]) -> None:
+        """Only `xml`: the computer is the definition's `reference`."""
         self.transport.post(
-            "loadComputerConfigurationFromXML", {"xml": marshal.dumps(dict(definition)).decode()}
+            "loadComputerConfigurationFromXML", {"xml": _marshalled(dict(definition))}
         )
+
+
+def _marshalled(value: Any) -> str:
+    """A value carried in a form field as an xml_marshaller document (pure ASCII)."""
+    return marshal.dumps(value).decode("ascii")
+
+
+def _shared(slave_reference: str | None) -> dict[str, str]:
+    """The `slave_reference` field of a call about a shared instance, else no field at all."""
+    return {"slave_reference": slave_reference} if slave_reference else {}
