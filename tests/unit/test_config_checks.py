@@ -221,3 +221,18 @@ def test_the_seeds_example_runs_and_warns_once(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     [warning] = done.stderr.splitlines()
     assert "WARNING" in warning and f"[networkcache] in {path}: ignored" in warning
+
+
+def test_the_agent_does_not_repeat_them_on_reload(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from slapgrid.node.daemon.loop import Daemon
+
+    path = write_cfg(tmp_path, "pidfile = /run/x.pid\n[firewall]\n")
+    with caplog.at_level(logging.INFO):
+        daemon = Daemon(lambda: load_node_config(path), lambda config: None)  # type: ignore[arg-type,return-value]
+        daemon._reload()  # SIGHUP, twice
+        daemon._reload()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2 and "[firewall]" in warnings[0] and "pidfile" in warnings[1]
+    assert caplog.text.count("configuration reloaded") == 2

@@ -22,6 +22,7 @@ from slapgrid.cli.options import (
     LOCATION_OPTIONS,
     MASTER_TLS_OPTIONS,
     PATH,
+    REPORT_RUN_OPTIONS,
     NodeContext,
     SubCommand,
     apply_all,
@@ -188,7 +189,7 @@ def instance_command(
 
 @click.command("report", cls=SubCommand)
 @apply_all([*LOCATION_OPTIONS, *MASTER_TLS_OPTIONS, CERTIFICATE_REPOSITORY_OPTION])
-@apply_all([*run_options(hidden=True), *reference_flags.options(reference_flags.ONE_SHOT)])
+@apply_all([*REPORT_RUN_OPTIONS, *reference_flags.options(reference_flags.ONE_SHOT)])
 @dry_run_options
 @node_command_body
 def report_command(

@@ -194,20 +194,18 @@ BUILD_OPTIONS: list[Decorator] = [
         default=None,
         help="Run buildout with -D, its output straight on the terminal.",
     ),
+    click.option("--buildout", type=PATH, help="A buildout script to bootstrap with."),
 ]
 
 
 def run_options(*, hidden: bool = False) -> list[Decorator]:
-    """Options of the reference's every run command (software, instance, report).
+    """Periods of the reference's every run command (software, instance, report).
 
     Shown where they matter (instance, node, the classic run), hidden where the reference
     accepts them and slapgrid has no use for them (software, report): cron lines still work.
     """
     seconds = {"metavar": "SECONDS", "hidden": hidden}
     return [
-        click.option(
-            "--buildout", type=PATH, hidden=hidden, help="The buildout to bootstrap with."
-        ),
         click.option(
             "--maximum-periodicity",
             "--maximum_periodicity",
@@ -230,6 +228,10 @@ def run_options(*, hidden: bool = False) -> list[Decorator]:
             **seconds,
         ),
     ]
+
+
+# report takes every option the reference's report does, and shows none it does not use
+REPORT_RUN_OPTIONS = [click.option("--buildout", type=PATH, hidden=True), *run_options(hidden=True)]
 
 
 ALL_NODE_OPTIONS = [
