@@ -99,7 +99,7 @@ def cli(
     ctx.meta[LOG_SETTINGS] = settings
     settings.apply()
     delayed = daemon or ctx.invoked_subcommand == "node"
-    now = bool(node_flags.get("reference_now")) and delayed
+    now = delayed and bool(reference_flags.given(node_flags, reference_flags.NOW))
     reference_flags.settle(ctx.invoked_subcommand or "slapgrid", node_flags, delayed=delayed)
     ctx.obj = NodeContext(flags=dict(node_flags), now=now)
     if ctx.invoked_subcommand is None:

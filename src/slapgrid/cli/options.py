@@ -68,7 +68,8 @@ def _log_declarations(log_format_default: str | None) -> list[tuple[list[str], d
     return [
         (["-v", "--verbose"], {"count": True, "help": "More output; twice shows HTTP traffic."}),
         (
-            ["--log-file", "--logfile", "--log_file", "log_file"],  # the last two: the reference's
+            # --logfile and --log_file: the reference's spellings
+            ["--log-file", "--logfile", "--log_file", "log_file"],
             {
                 "type": click.Path(dir_okay=False, path_type=Path),
                 "help": "Also write the log to this file.",

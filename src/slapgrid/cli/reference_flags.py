@@ -3,9 +3,10 @@
 A node's cron lines and scripts call `slapos node software --now --pidfile …`. slapgrid
 takes every flag slapos.core 1.26.1's `slapos node software/instance/report/format` takes:
 a flag slapgrid has under another name sets that option; a flag for something slapgrid
-does differently is logged once, saying what slapgrid does instead. None is refused and
-none is silently dropped. They are hidden from `--help` (docs/reference-flags.md lists
-them); the reference's options slapgrid uses as they are (`--promise-timeout`…) are shown.
+does differently is logged in one line, saying what slapgrid does instead. None is an
+"unknown option" and none is silently dropped (format's definition files are refused by
+format itself, as in slapos.cfg). They are hidden from `--help` (docs/reference-flags.md
+lists them); options slapgrid uses as they are (`--promise-timeout`…) are shown.
 """
 
 from __future__ import annotations
@@ -169,6 +170,11 @@ def options(flags: Sequence[ReferenceFlag]) -> list[Decorator]:
 
 
 _ALL = {flag.name: flag for flags in (SOFTWARE, INSTANCE, FORMAT) for flag in flags}
+
+
+def given(values: dict[str, Any], flag: ReferenceFlag) -> Any:
+    """The value click parsed for this flag (None or False: not given)."""
+    return values.get(_PREFIX + flag.name)
 
 
 def settle(command: str, values: dict[str, Any], *, delayed: bool = False) -> None:
