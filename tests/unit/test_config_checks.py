@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,11 +25,7 @@ def write_cfg(tmp_path: Path, extra: str = "") -> Path:
     for name in ("instance", "software"):
         (tmp_path / name).mkdir(exist_ok=True)
     path = tmp_path / "slapos.cfg"
-    text = BASE.format(root=tmp_path)
-    if extra.lstrip().startswith("["):  # a section of its own
-        path.write_text(text + extra)
-    else:
-        path.write_text(text + extra + "\n")
+    path.write_text(BASE.format(root=tmp_path) + extra + "\n")
     return path
 
 
@@ -179,48 +173,6 @@ def test_a_flag_is_named_instead_of_the_file(tmp_path: Path) -> None:
 
 def test_zero_software_interval_is_allowed(tmp_path: Path) -> None:
     assert load_node_config(write_cfg(tmp_path, "software_interval = 0")).software_interval == 0
-
-
-# --- the real command line -------------------------------------------------------------------
-
-
-def slapgrid(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "slapgrid", *argv],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-def test_a_refused_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    path = write_cfg(tmp_path, "maximum_periodicity = -5")
-    done = slapgrid("--cfg", str(path), "instance")
-    assert done.returncode == 2
-    assert done.stderr.splitlines() == [
-        "slapgrid: error: option 'maximum_periodicity' must be a positive whole number of "
-        f"seconds, not '-5' ([slapos] of {path})"
-    ]
-
-
-def test_a_refused_flag_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    done = slapgrid(
-        "--configuration-file", "=", str(write_cfg(tmp_path)), "instance", "--promise-timeout", "0"
-    )
-    assert done.returncode == 2
-    assert done.stderr.splitlines() == [
-        "slapgrid: error: option 'promise_timeout' must be a positive number of seconds, "
-        "not '0' (--promise-timeout)"
-    ]
-
-
-def test_the_seeds_example_runs_and_warns_once(tmp_path: Path) -> None:
-    path = write_cfg(tmp_path, "[networkcache]\ndownload-cache-url = http://c/\n")
-    done = slapgrid("--configuration-file", "=", str(path), "status", "--json")
-    assert done.returncode == 0, done.stderr
-    [warning] = done.stderr.splitlines()
-    assert "WARNING" in warning and f"[networkcache] in {path}: ignored" in warning
 
 
 def test_the_agent_does_not_repeat_them_on_reload(

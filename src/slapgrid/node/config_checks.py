@@ -87,7 +87,11 @@ _REFERENCE_KEYS = {key: reason for reason, keys in REFERENCE_ONLY.items() for ke
 
 
 def used_keys() -> frozenset[str]:
-    """Every [slapos] option some slapgrid command reads: the agent's and format's."""
+    """Every [slapos] option some slapgrid command reads: the agent's and format's.
+
+    Taken from the dataclasses, so that a new option is known once it is a field of
+    `NodeConfig` (or `FormatConfig`); one read from `NodeConfig.extra` must be added here.
+    """
     from slapgrid.node.config import SPELLINGS, NodeConfig
     from slapgrid.node.format.config import FormatConfig
 
