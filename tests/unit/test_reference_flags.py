@@ -119,6 +119,8 @@ def invoke(tmp_path: Path, *argv: str) -> tuple[int, list[str]]:
         (["node", "--maximal_delay", "30"], "maximal_delay", "30"),
         (["instance", "--buildout_debug"], "buildout_debug", True),
         (["software", "--buildout_debug"], "buildout_debug", True),
+        (["node", "--buildout_debug"], "buildout_debug", True),
+        (["--buildout_debug", "instance"], "buildout_debug", True),
         (["--promise-timeout", "7", "instance"], "promise_timeout", "7"),
         (["--maximal_delay", "5"], "maximal_delay", "5"),
         (["--partition_timeout", "5"], "partition_timeout", "5"),

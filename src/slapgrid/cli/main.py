@@ -74,7 +74,7 @@ class LazyGroup(click.Group):
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @apply_all(ALL_NODE_OPTIONS)
-@apply_all(reference_flags.options([*reference_flags.ONE_SHOT, reference_flags.BUILDOUT_DEBUG]))
+@apply_all(reference_flags.options(reference_flags.CLASSIC))
 @log_options
 @click.option(
     "--daemon", is_flag=True, help="Without a command: keep running, like `slapgrid node`."

@@ -270,7 +270,7 @@ def boot_command(context: NodeContext, flags: dict[str, Any]) -> ExitStatus:
 
 @click.command("node", cls=SubCommand)
 @apply_all(ALL_NODE_OPTIONS)
-@apply_all(reference_flags.options(reference_flags.RUN))
+@apply_all(reference_flags.options(reference_flags.NODE))
 @click.option("--now", is_flag=True, help="Skip the random start delay (maximal_delay).")
 @click.option(
     "--status-file",

@@ -100,6 +100,8 @@ BUILDOUT_DEBUG = ReferenceFlag(("--buildout_debug",), "buildout_debug", target="
 # every run command, as the reference's SlapgridCommand (software, instance, report)
 RUN = [PIDFILE, SUPERVISORD_SOCKET, SUPERVISORD_CONF, SIGNATURE_KEY, MAXIMAL_DELAY]
 ONE_SHOT = [*RUN, NOW]  # `slapgrid node` has a --now of its own, which skips the delay
+NODE = [*RUN, BUILDOUT_DEBUG]
+CLASSIC = [*ONE_SHOT, BUILDOUT_DEBUG]  # `slapgrid` alone: software, instance, report
 SOFTWARE = [
     *ONE_SHOT,
     BUILDOUT_DEBUG,
