@@ -61,6 +61,7 @@ def test_defaults_are_not_the_sections_own(tmp_path: Path) -> None:
         ),
         ("[firewall]\nfirewall_cmd = firewall-cmd\n", "[firewall] in {path}: ignored: slapgrid"),
         ("[networkcache]\ndownload-cache-url = http://c/\n", "[networkcache] in {path}: ignored"),
+        ("[collect]\nenable = True\n", "[collect] in {path}: ignored: slapgrid keeps no usage"),
     ],
 )
 def test_features_slapgrid_lacks_get_one_line(tmp_path: Path, extra: str, line: str) -> None:

@@ -57,7 +57,7 @@ REFERENCE_ONLY: dict[str, tuple[str, ...]] = {
     ),
     _BINARY_CACHE: _NETWORKCACHE_KEYS,
     "slapgrid has no instance managers": ("power_user_list",),
-    "slapgrid keeps no collect history (slapos collect); `slapgrid report` measures usage": (
+    "slapgrid keeps no usage history (slapos collect); `slapgrid report` measures usage": (
         "collect_cache",
     ),
     "a command-line flag in slapgrid (--only-sr, --only-cp, --force), not a file option": (
@@ -122,6 +122,11 @@ def review(parser: configparser.ConfigParser, path: Path) -> list[str]:
     if parser.has_section("firewall"):
         lines.append(
             f"[firewall] in {path}: ignored: slapgrid sets no firewall rules for partitions"
+        )
+    if parser.has_section("collect"):  # in the reference's own slapos.cfg.example
+        lines.append(
+            f"[collect] in {path}: ignored: slapgrid keeps no usage history (slapos collect);"
+            " `slapgrid report` measures and sends usage"
         )
     if parser.has_section("networkcache"):
         lines.append(f"[networkcache] in {path}: ignored: {_BINARY_CACHE}")
