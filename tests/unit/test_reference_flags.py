@@ -150,9 +150,8 @@ def test_all_is_force_on_instance_and_software(tmp_path: Path, recorder: Recorde
 @pytest.mark.parametrize(
     ("argv", "overrides", "dry_run"),
     [
-        (["--alter_user", "False"], {"alter_user": False}, False),
-        (["--alter_user", "true"], {"alter_user": True}, False),
-        (["--alter_network", "True"], {"alter_network": True}, False),
+        (["--alter_user", "False"], {"alter_user": "False"}, False),
+        (["--alter_network", "True"], {"alter_network": "True"}, False),
         (["--computer_json", "/tmp/c.json"], {"computer_json": "/tmp/c.json"}, False),
         (["-n"], {}, True),
         (["--dry_run"], {}, True),
@@ -170,10 +169,26 @@ def test_format_spellings(
     assert not any(key.startswith("reference_") for key in call["overrides"])
 
 
-def test_alter_user_takes_true_or_false(tmp_path: Path, recorder: Recorder) -> None:
-    result = CliRunner().invoke(cli, ["format", "--alter_user", "maybe"])
-    assert result.exit_code == 2
-    assert "'maybe' is not True or False" in result.output
+@pytest.mark.parametrize(("word", "value"), [("True", True), ("False", False), ("maybe", None)])
+def test_alter_user_takes_the_references_words(
+    tmp_path: Path, word: str, value: bool | None
+) -> None:
+    from slapgrid.errors import ConfigError
+    from slapgrid.node.format.config import load_format_config
+
+    flags = {
+        "master_url": "http://127.0.0.1:9/",
+        "computer_id": "COMP-1",
+        "instance_root": str(tmp_path),
+        "software_root": str(tmp_path),
+        "partition_amount": 1,
+        "alter_user": word,
+    }
+    if value is None:
+        with pytest.raises(ConfigError, match="option 'alter_user' must be true or false"):
+            load_format_config(None, flags)
+    else:
+        assert load_format_config(None, flags).alter_user is value
 
 
 @pytest.mark.parametrize(

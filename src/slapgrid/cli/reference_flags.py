@@ -124,6 +124,7 @@ INSTANCE = [
     ),
 ]
 FORMAT = [
+    # `--alter_user True`: format reads the word as it reads slapos.cfg, and refuses nonsense
     ReferenceFlag(("--alter_user",), "alter_user", target="alter_user", attrs=_VALUE),
     ReferenceFlag(("--alter_network",), "alter_network", target="alter_network", attrs=_VALUE),
     ReferenceFlag(("--computer_json",), "computer_json", target="computer_json", attrs=_PATH),
@@ -163,7 +164,6 @@ FORMAT = [
         attrs=_VALUE,
     ),
 ]
-_BOOLEANS = {"alter_user", "alter_network"}  # `--alter_user True`: the reference's form
 
 
 def options(flags: Sequence[ReferenceFlag]) -> list[Decorator]:
@@ -191,15 +191,6 @@ def settle(command: str, values: dict[str, Any], *, delayed: bool = False) -> No
             continue
         flag = _ALL[key.removeprefix(_PREFIX)]
         if flag.target is not None:
-            values[flag.target] = _boolean(flag, value) if flag.name in _BOOLEANS else value
+            values[flag.target] = value
         if flag.why is not None and not (delayed and flag.about_delay):
             log.log(flag.level, flag.why.format(command=shown))
-
-
-def _boolean(flag: ReferenceFlag, value: str) -> bool:
-    try:
-        return bool(click.BOOL.convert(value, None, None))
-    except click.BadParameter:
-        raise click.BadParameter(
-            f"{value!r} is not True or False", param_hint=f"'{flag.declarations[0]}'"
-        ) from None
