@@ -189,3 +189,13 @@ def test_the_agent_does_not_repeat_them_on_reload(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 2 and "[firewall]" in warnings[0] and "pidfile" in warnings[1]
     assert caplog.text.count("configuration reloaded") == 2
+
+
+def test_every_option_of_the_agent_has_a_parser() -> None:
+    """A NodeConfig field without a parser would never be read from the file."""
+    import dataclasses
+
+    from slapgrid.node.config import _PARSERS, REQUIRED, NodeConfig
+
+    fields = {field.name for field in dataclasses.fields(NodeConfig)}
+    assert set(_PARSERS) == fields - set(REQUIRED) - {"source", "extra"}
