@@ -10,17 +10,21 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
 from slapgrid import __version__
+from slapgrid.cli import reference_flags
 from slapgrid.cli.logs import LogSettings
 from slapgrid.cli.options import (
     ALL_NODE_OPTIONS,
     LOG_SETTINGS,
     NodeContext,
     apply_all,
+    drop_lone_equals,
     log_options,
 )
 from slapgrid.errors import SlapgridError
@@ -48,6 +52,11 @@ COMMANDS = {
 
 
 class LazyGroup(click.Group):
+    def main(self, args: Sequence[str] | None = None, *rest: Any, **options: Any) -> Any:
+        """Click's entry point, after the seed's `--option = value` form is mended."""
+        given = sys.argv[1:] if args is None else args
+        return super().main(drop_lone_equals(given), *rest, **options)
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
 
@@ -65,6 +74,7 @@ class LazyGroup(click.Group):
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @apply_all(ALL_NODE_OPTIONS)
+@apply_all(reference_flags.options(reference_flags.CLASSIC))
 @log_options
 @click.option(
     "--daemon", is_flag=True, help="Without a command: keep running, like `slapgrid node`."
@@ -88,7 +98,10 @@ def cli(
     settings = LogSettings(verbose, log_file, log_format)
     ctx.meta[LOG_SETTINGS] = settings
     settings.apply()
-    ctx.obj = NodeContext(flags=dict(node_flags))
+    delayed = daemon or ctx.invoked_subcommand == "node"
+    now = delayed and bool(reference_flags.given(node_flags, reference_flags.NOW))
+    reference_flags.settle(ctx.invoked_subcommand or "slapgrid", node_flags, delayed=delayed)
+    ctx.obj = NodeContext(flags=dict(node_flags), now=now)
     if ctx.invoked_subcommand is None:
         from slapgrid.cli.node_cmds import run_all, run_daemon
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from slapgrid.cli import reference_flags
 from slapgrid.cli.interrupt import interruptible
 from slapgrid.cli.options import (
     ALL_NODE_OPTIONS,
@@ -21,11 +22,13 @@ from slapgrid.cli.options import (
     LOCATION_OPTIONS,
     MASTER_TLS_OPTIONS,
     PATH,
+    REPORT_RUN_OPTIONS,
     NodeContext,
     SubCommand,
     apply_all,
     dry_run_options,
     node_command_body,
+    run_options,
 )
 from slapgrid.errors import SlapgridError
 from slapgrid.exit_status import ExitStatus
@@ -51,7 +54,7 @@ def run_daemon(context: NodeContext) -> ExitStatus:
     from slapgrid.cli.node_agent import serve
     from slapgrid.slap.client import SlapClient
 
-    return serve(lambda: context.config(), SlapClient.from_config)
+    return serve(lambda: context.config(), SlapClient.from_config, now=context.now)
 
 
 def run_all(context: NodeContext) -> ExitStatus:
@@ -117,7 +120,8 @@ def _plan_or_run(
 
 
 @click.command("software", cls=SubCommand)
-@apply_all([*LOCATION_OPTIONS, *MASTER_TLS_OPTIONS, *BUILD_OPTIONS])
+@apply_all([*LOCATION_OPTIONS, *MASTER_TLS_OPTIONS, *BUILD_OPTIONS, *run_options(hidden=True)])
+@apply_all(reference_flags.options(reference_flags.SOFTWARE))
 @click.option("--force", "--all", "force", is_flag=True, help="Rebuild even built software.")
 @click.option("--only-sr", "--only", "only", help="Comma-separated URLs or MD5s to process.")
 @dry_run_options
@@ -149,6 +153,7 @@ def software_command(
 
 @click.command("instance", cls=SubCommand)
 @apply_all(ALL_NODE_OPTIONS)
+@apply_all(reference_flags.options(reference_flags.INSTANCE))
 @click.option("--force", is_flag=True, help="Deploy every partition, even if up to date.")
 @click.option("--only-cp", "--only", "only", help="Comma-separated partition ids to process.")
 @dry_run_options
@@ -184,6 +189,7 @@ def instance_command(
 
 @click.command("report", cls=SubCommand)
 @apply_all([*LOCATION_OPTIONS, *MASTER_TLS_OPTIONS, CERTIFICATE_REPOSITORY_OPTION])
+@apply_all([*REPORT_RUN_OPTIONS, *reference_flags.options(reference_flags.ONE_SHOT)])
 @dry_run_options
 @node_command_body
 def report_command(
@@ -228,6 +234,7 @@ _FORMAT_OPTIONS = [
 
 @click.command("format", cls=SubCommand)
 @apply_all([*LOCATION_OPTIONS, *MASTER_TLS_OPTIONS, *_FORMAT_OPTIONS])
+@apply_all(reference_flags.options(reference_flags.FORMAT))
 @click.option("--dry-run", is_flag=True, help="Print what would be done and change nothing.")
 @node_command_body
 def format_command(
@@ -263,6 +270,7 @@ def boot_command(context: NodeContext, flags: dict[str, Any]) -> ExitStatus:
 
 @click.command("node", cls=SubCommand)
 @apply_all(ALL_NODE_OPTIONS)
+@apply_all(reference_flags.options(reference_flags.NODE))
 @click.option("--now", is_flag=True, help="Skip the random start delay (maximal_delay).")
 @click.option(
     "--status-file",
@@ -299,7 +307,10 @@ def node_command(
 
     overrides = {**flags, "status_file": status_file, "metrics_port": metrics_port}
     return serve(
-        lambda: context.config(overrides), SlapClient.from_config, now=now, progress=progress
+        lambda: context.config(overrides),
+        SlapClient.from_config,
+        now=now or context.now,
+        progress=progress,
     )
 
 

@@ -7,7 +7,8 @@ same spelling and help everywhere. Nothing heavy is imported: `slapgrid --help` 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,30 @@ def apply_all(options: list[Decorator]) -> Decorator:
     return decorate
 
 
+# --- `--option = value`: the seed's example ---------------------------------------------------
+
+_OPTION = re.compile(r"--?[A-Za-z][\w-]*")
+_VERBATIM = ("--", "supervisorctl")  # what follows goes elsewhere unchanged
+
+
+def drop_lone_equals(args: Sequence[str]) -> list[str]:
+    """`--configuration-file = slapos.cfg` reads as `--configuration-file slapos.cfg`.
+
+    The seed's documented example puts spaces around `=`. Only a lone `=` right after an
+    option (a `-x` or `--name` without a value of its own) and before another argument is
+    dropped; nothing after `--` or `supervisorctl` is touched.
+    """
+    kept: list[str] = []
+    for index, arg in enumerate(args):
+        if arg in _VERBATIM:
+            return kept + list(args[index:])
+        after_option = index > 0 and _OPTION.fullmatch(args[index - 1]) is not None
+        if arg == "=" and after_option and index + 1 < len(args):
+            continue
+        kept.append(arg)
+    return kept
+
+
 # --- -v, --log-file, --log-format: before or after the subcommand --------------------------
 
 LOG_SETTINGS = "slapgrid.log"  # key in click's ctx.meta, shared by every context of a run
@@ -43,7 +68,8 @@ def _log_declarations(log_format_default: str | None) -> list[tuple[list[str], d
     return [
         (["-v", "--verbose"], {"count": True, "help": "More output; twice shows HTTP traffic."}),
         (
-            ["--log-file"],
+            # --logfile and --log_file: the reference's spellings
+            ["--log-file", "--logfile", "--log_file", "log_file"],
             {
                 "type": click.Path(dir_okay=False, path_type=Path),
                 "help": "Also write the log to this file.",
@@ -107,6 +133,7 @@ class NodeContext:
     """The node options the group parsed; subcommands merge theirs on top (after wins)."""
 
     flags: dict[str, Any] = field(default_factory=dict)
+    now: bool = False  # `slapgrid --now node`, `slapgrid --now --daemon`: no start delay
 
     def merged(self, flags: dict[str, Any] | None = None) -> dict[str, Any]:
         return {**self.flags, **{k: v for k, v in (flags or {}).items() if v is not None}}
@@ -168,12 +195,52 @@ BUILD_OPTIONS: list[Decorator] = [
         default=None,
         help="Run buildout with -D, its output straight on the terminal.",
     ),
+    click.option("--buildout", type=PATH, help="A buildout script to bootstrap with."),
 ]
+
+
+def run_options(*, hidden: bool = False) -> list[Decorator]:
+    """Periods of the reference's every run command (software, instance, report).
+
+    Shown where they matter (instance, node, the classic run), hidden where the reference
+    accepts them and slapgrid has no use for them (software, report): cron lines still work.
+    """
+    seconds = {"metavar": "SECONDS", "hidden": hidden}
+    return [
+        click.option(
+            "--maximum-periodicity",
+            "--maximum_periodicity",
+            "maximum_periodicity",
+            help="Redeploy a partition at least this often [86400].",
+            **seconds,
+        ),
+        click.option(
+            "--promise-timeout",
+            "--promise_timeout",
+            "promise_timeout",
+            help="Time one promise may take [20].",
+            **seconds,
+        ),
+        click.option(
+            "--partition-timeout",
+            "--partition_timeout",
+            "partition_timeout",
+            help="Time one partition's buildout may take [none].",
+            **seconds,
+        ),
+    ]
+
+
+# report takes every option the reference's report does, and shows none it does not use
+REPORT_RUN_OPTIONS = [click.option("--buildout", type=PATH, hidden=True), *run_options(hidden=True)]
+
+
 ALL_NODE_OPTIONS = [
     *LOCATION_OPTIONS,
     *MASTER_TLS_OPTIONS,
     CERTIFICATE_REPOSITORY_OPTION,
     *BUILD_OPTIONS,
+    *run_options(),
 ]
 
 _NODE_OPTION_NAMES = (
@@ -188,6 +255,11 @@ _NODE_OPTION_NAMES = (
     "certificate_repository_path",
     "jobs",
     "buildout_debug",
+    "buildout",
+    "maximum_periodicity",
+    "promise_timeout",
+    "partition_timeout",
+    "maximal_delay",  # the reference's --maximal-delay
 )
 
 
@@ -201,8 +273,12 @@ def node_command_body(function: Callable[..., int]) -> Callable[..., None]:
     """Split node flags from command flags, load the config, exit with the function's code."""
 
     @functools.wraps(function)
-    @click.pass_obj
-    def wrapper(obj: NodeContext, **kwargs: Any) -> None:
+    @click.pass_context
+    def wrapper(ctx: click.Context, **kwargs: Any) -> None:
+        from slapgrid.cli.reference_flags import settle
+
+        obj: NodeContext = ctx.ensure_object(NodeContext)
+        settle(ctx.info_name or "", kwargs, delayed=ctx.info_name == "node")
         flags = {name: kwargs.pop(name) for name in _NODE_OPTION_NAMES if name in kwargs}
         code = function(obj, flags, **kwargs)
         raise SystemExit(code)

@@ -10,7 +10,7 @@ import configparser
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,7 +106,18 @@ def parse_seconds(value: str | float, option: str, *, zero: bool = False) -> flo
     """A period: positive and finite (`zero` allows 0, which turns a periodic run off)."""
     seconds = parse_float(value, option)
     if seconds < 0 or (seconds == 0 and not zero) or not math.isfinite(seconds):
-        raise ConfigError(f"option '{option}' must be a positive number of seconds")
+        what = "0 or a positive number" if zero else "a positive number"
+        raise ConfigError(f"option '{option}' must be {what} of seconds, not {value!r}")
+    return seconds
+
+
+def parse_period(value: str | int, option: str) -> int:
+    """A whole, positive number of seconds (`maximum_periodicity`): 0 or less means nothing."""
+    seconds = parse_int(value, option)
+    if seconds <= 0:
+        raise ConfigError(
+            f"option '{option}' must be a positive whole number of seconds, not {value!r}"
+        )
     return seconds
 
 
@@ -195,6 +206,55 @@ class NodeConfig:
 REQUIRED = ("master_url", "computer_id", "instance_root", "software_root")
 
 
+def _seconds_or_zero(value: str | float, option: str) -> float:
+    return parse_seconds(value, option, zero=True)
+
+
+def _lines(value: str, option: str) -> tuple[str, ...]:
+    return tuple(parse_lines(value))
+
+
+def _text(value: Any, option: str) -> str:
+    return str(value)
+
+
+def _expanded_path(value: Any, option: str) -> Path:
+    return Path(str(value)).expanduser()
+
+
+# every optional [slapos] option: its parser (unset or empty: the NodeConfig default)
+_PARSERS: dict[str, Callable[[Any, str], Any]] = {
+    "key_file": _expanded_path,
+    "cert_file": _expanded_path,
+    "master_ca_file": _expanded_path,
+    "certificate_repository_path": _expanded_path,
+    "buildout": _text,
+    "buildout_debug": parse_bool,
+    "software_min_free_space": parse_size,
+    "instance_min_free_space": parse_size,
+    "maximum_periodicity": parse_period,
+    "maximal_delay": parse_count,
+    "partition_timeout": parse_seconds,
+    "promise_timeout": parse_seconds,
+    "promise_failures_before_redeploy": parse_count,
+    "root_check": parse_bool,
+    "forbid_supervisord_automatic_launch": parse_bool,
+    "shared_part_list": _lines,
+    "build_time_part_list": _lines,
+    "instance_storage_home": _text,
+    "ipv4_global_network": _text,
+    "jobs": parse_count,
+    "instance_interval": parse_seconds,
+    "report_interval": parse_seconds,
+    "software_interval": _seconds_or_zero,
+    "poll_interval": parse_seconds,
+    "status_file": _expanded_path,
+    "metrics_port": parse_port,
+}
+SPELLINGS = {"partition_timeout": ("partition_timeout", "partition-timeout")}
+"""Options the reference also reads under another name; the first present wins."""
+
+
 def load_node_config(
     path: Path | None,
     overrides: Mapping[str, Any] | None = None,
@@ -203,13 +263,18 @@ def load_node_config(
 ) -> NodeConfig:
     """Merge `[slapos]`, `[networkcache]` and the flags (flags win), then validate.
 
-    `overrides` holds the command-line values; `None` means "not given".
+    `overrides` holds the command-line values; `None` means "not given". A bad value is
+    refused naming the option and where it came from (the file, or the flag). What the
+    file sets that slapgrid does not do is logged once per process (`config_checks`).
     """
+    from slapgrid.node import config_checks
+
     parser = read_config_file(path) if path is not None else None
     values: dict[str, Any] = {**section(parser, "slapos"), **section(parser, "networkcache")}
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            values[key] = value
+    given = {key: value for key, value in (overrides or {}).items() if value is not None}
+    values.update(given)
+    if parser is not None and path is not None:
+        config_checks.warn_once(config_checks.review(parser, path))
 
     missing = [name for name in REQUIRED if values.get(name) in (None, "")]
     if missing:
@@ -217,62 +282,37 @@ def load_node_config(
         flags = ", ".join("--" + name.replace("_", "-") for name in missing)
         raise ConfigError(f"missing mandatory option(s){where}: {', '.join(missing)} ({flags})")
 
-    def optional_path(name: str) -> Path | None:
-        value = values.get(name)
-        return Path(value).expanduser() if value not in (None, "") else None
+    def origin(name: str) -> str:
+        if name in given:
+            return "--" + name.replace("_", "-")
+        where = (
+            "networkcache"
+            if parser is not None and parser.has_option("networkcache", name)
+            else "slapos"
+        )
+        return f"[{where}] of {path}"
 
-    timeout = _option(values, "partition_timeout", "partition-timeout")
-
-    def seconds(name: str, *, zero: bool = False) -> float:
-        value = _option(values, name)
-        return getattr(NodeConfig, name) if value is None else parse_seconds(value, name, zero=zero)
+    def parsed(name: str) -> Any:
+        value = _option(values, *SPELLINGS.get(name, (name,)))
+        if value is None:
+            return getattr(NodeConfig, name)
+        try:
+            return _PARSERS[name](value, name)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} ({origin(name)})") from None
 
     master_url = str(values["master_url"]).strip()
-    parse_master_url(master_url)  # checked here, not at the first request: names the option
+    try:  # checked here, not at the first request: names the option
+        parse_master_url(master_url)
+    except ConfigError as exc:  # the message names the flag already
+        where = "" if "master_url" in given else f" ({origin('master_url')})"
+        raise ConfigError(f"{exc}{where}") from None
     config = NodeConfig(
         master_url=master_url,
         computer_id=str(values["computer_id"]).strip(),
         instance_root=Path(values["instance_root"]).expanduser().absolute(),
         software_root=Path(values["software_root"]).expanduser().absolute(),
-        key_file=optional_path("key_file"),
-        cert_file=optional_path("cert_file"),
-        master_ca_file=optional_path("master_ca_file"),
-        certificate_repository_path=optional_path("certificate_repository_path"),
-        buildout=values.get("buildout") or None,
-        buildout_debug=parse_bool(values.get("buildout_debug", False), "buildout_debug"),
-        software_min_free_space=parse_size(
-            values.get("software_min_free_space", "1000M"), "software_min_free_space"
-        ),
-        instance_min_free_space=parse_size(
-            values.get("instance_min_free_space", "1000M"), "instance_min_free_space"
-        ),
-        maximum_periodicity=parse_int(
-            values.get("maximum_periodicity", 86400), "maximum_periodicity"
-        ),
-        maximal_delay=parse_int(values.get("maximal_delay", 0), "maximal_delay"),
-        partition_timeout=(
-            parse_float(timeout, "partition_timeout") if timeout is not None else None
-        ),
-        promise_timeout=parse_float(values.get("promise_timeout", 20), "promise_timeout"),
-        promise_failures_before_redeploy=parse_count(
-            values.get("promise_failures_before_redeploy", 3), "promise_failures_before_redeploy"
-        ),
-        root_check=parse_bool(values.get("root_check", False), "root_check"),
-        forbid_supervisord_automatic_launch=parse_bool(
-            values.get("forbid_supervisord_automatic_launch", False),
-            "forbid_supervisord_automatic_launch",
-        ),
-        shared_part_list=tuple(parse_lines(values.get("shared_part_list", ""))),
-        build_time_part_list=tuple(parse_lines(values.get("build_time_part_list", ""))),
-        instance_storage_home=values.get("instance_storage_home", ""),
-        ipv4_global_network=values.get("ipv4_global_network", ""),
-        jobs=parse_int(values.get("jobs", 0), "jobs"),
-        instance_interval=seconds("instance_interval"),
-        report_interval=seconds("report_interval"),
-        software_interval=seconds("software_interval", zero=True),
-        poll_interval=seconds("poll_interval"),
-        status_file=optional_path("status_file"),
-        metrics_port=parse_port(_option(values, "metrics_port") or 0, "metrics_port"),
+        **{name: parsed(name) for name in _PARSERS},
         source=path,
         extra={k: str(v) for k, v in values.items() if isinstance(v, str)},
     )

@@ -1,0 +1,77 @@
+"""The real command line: a refused configuration is one line and exit 2, warnings one each.
+
+Unit tests (tests/unit/test_config_checks.py, test_reference_flags.py) cover every case;
+these run `python -m slapgrid` as a user would, to see exactly what reaches stderr.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BASE = """\
+[slapos]
+master_url = http://127.0.0.1:9/
+computer_id = COMP-1
+instance_root = {root}/instance
+software_root = {root}/software
+"""
+
+
+def write_cfg(tmp_path: Path, extra: str = "") -> Path:
+    for name in ("instance", "software"):
+        (tmp_path / name).mkdir(exist_ok=True)
+    path = tmp_path / "slapos.cfg"
+    path.write_text(BASE.format(root=tmp_path) + extra + "\n")
+    return path
+
+
+def slapgrid(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "slapgrid", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_refused_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    path = write_cfg(tmp_path, "maximum_periodicity = -5")
+    done = slapgrid("--cfg", str(path), "instance")
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "slapgrid: error: option 'maximum_periodicity' must be a positive whole number of "
+        f"seconds, not '-5' ([slapos] of {path})"
+    ]
+
+
+def test_a_refused_flag_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    done = slapgrid(
+        "--configuration-file", "=", str(write_cfg(tmp_path)), "instance", "--promise-timeout", "0"
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "slapgrid: error: option 'promise_timeout' must be a positive number of seconds, "
+        "not '0' (--promise-timeout)"
+    ]
+
+
+def test_the_seeds_example_runs_and_warns_once(tmp_path: Path) -> None:
+    path = write_cfg(tmp_path, "[networkcache]\ndownload-cache-url = http://c/\n")
+    done = slapgrid("--configuration-file", "=", str(path), "status", "--json")
+    assert done.returncode == 0, done.stderr
+    [warning] = done.stderr.splitlines()
+    assert "WARNING" in warning and f"[networkcache] in {path}: ignored" in warning
+
+
+def test_a_reference_flag_is_explained_in_one_line(tmp_path: Path) -> None:
+    done = slapgrid("status", "--cfg", str(write_cfg(tmp_path)), "--json")
+    assert done.returncode == 0 and done.stderr == ""
+    done = slapgrid(
+        "--pidfile", "/run/slapgrid-cp.pid", "status", "--cfg", str(write_cfg(tmp_path))
+    )
+    assert done.returncode == 0
+    [line] = done.stderr.splitlines()
+    assert "WARNING" in line and "--pidfile: no pid file is written" in line
