@@ -3,12 +3,14 @@ child process, against a live embedded master over HTTP and the node's real supe
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 
+import psutil
 import pytest
 
 from nodes import COMPUTER, Node, get
@@ -104,6 +106,20 @@ def test_promise_of_an_unknown_partition_is_one_line(deployed: tuple[Node, str])
     done = slapgrid("promise", *node.flags(), "slappart9")
     assert done.returncode == ExitStatus.USAGE
     assert "no partition slappart9" in one_line_error(done)
+    flags = node.flags()
+    flags[flags.index(node.config.master_url)] = f"http://127.0.0.1:{free_port()}/"
+    offline = slapgrid("promise", *flags)
+    assert offline.returncode == ExitStatus.OFFLINE
+    assert "cannot connect" in one_line_error(offline)
+
+
+def test_promise_skips_a_stopped_partition_and_says_so(deployed: tuple[Node, str]) -> None:
+    node, pid = deployed
+    node.request(state="stopped")
+    assert node.instance() == ExitStatus.OK
+    done = slapgrid("promise", *node.flags(), pid)
+    assert done.returncode == ExitStatus.OK, done.stderr
+    assert done.stdout == f"{pid}: skipped, requested stopped: no promise to keep\n"
 
 
 # --- start, stop, restart, status, tail ------------------------------------------------------
@@ -151,7 +167,7 @@ def test_tail_shows_and_follows_a_process_log(deployed: tuple[Node, str]) -> Non
         [sys.executable, "-m", "slapgrid", "tail", *node.flags(), f"{pid}:{SERVICE}"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        start_new_session=True,  # its supervisorctl child ends with it, as on Ctrl-C
+        start_new_session=True,  # out of reach of the test's own signals
     )
     try:
         assert follow.stdout is not None
@@ -166,8 +182,15 @@ def test_tail_shows_and_follows_a_process_log(deployed: tuple[Node, str]) -> Non
         requests = seen.count(b"GET / ")
         get(url)
         wait_for(lambda: printed(b"GET / ", requests + 1), what="tail -f to show a new line")
+        supervisorctl = psutil.Process(follow.pid).children()
+        assert supervisorctl
+        follow.terminate()  # SIGTERM to slapgrid alone, as `timeout` sends it
+        assert follow.wait(timeout=30) == 128 + signal.SIGTERM
+        psutil.wait_procs(supervisorctl, timeout=15)
+        assert not any(child.is_running() for child in supervisorctl)
     finally:
-        os.killpg(follow.pid, signal.SIGINT)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(follow.pid, signal.SIGKILL)
         follow.wait(timeout=30)
 
 

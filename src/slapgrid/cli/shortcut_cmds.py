@@ -11,7 +11,9 @@ supervisorctl's `status` of them (`slapgrid status all`: every process).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import signal
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import click
@@ -66,7 +68,24 @@ def _supervisorctl(
     else:
         selected = names.expand(targets, groups)
     arguments = [verb, *before, *selected]
-    return supervisorctl_status(supervisor.supervisorctl(arguments))
+    with _signals_end_supervisorctl():
+        return supervisorctl_status(supervisor.supervisorctl(arguments))
+
+
+@contextlib.contextmanager
+def _signals_end_supervisorctl() -> Iterator[None]:
+    """SIGTERM or SIGHUP (a `timeout`, a closed terminal) raise here, and the waiting
+    `subprocess.run` then kills its supervisorctl: a `tail -f` never outlives us."""
+
+    def end(signum: int, _: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {number: signal.signal(number, end) for number in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _verb(verb: str, summary: str) -> click.Command:
