@@ -145,6 +145,17 @@ def test_prune_removes_only_what_nothing_uses(site: Site) -> None:
     assert (again.returncode, again.stdout) == (ExitStatus.OK, "nothing to prune\n")
 
 
+def test_an_additional_software_directory_keeps_its_shared_parts(site: Site) -> None:
+    other = site.root / "other-software"
+    (other / ("e" * 32)).mkdir(parents=True)
+    (other / ("e" * 32) / ".installed.cfg").write_text(f"x = {site.shared}/orphan/4444\n")
+    done = slapgrid("prune", *site.flags, "--additional-software-directory", str(other))
+    assert done.returncode == ExitStatus.OK, done.stderr
+    assert (site.shared / "orphan/4444").exists()
+    assert not (site.shared / "perl/3333").exists()
+    assert (other / ("e" * 32)).exists()
+
+
 def test_without_the_master_only_shared_parts_are_pruned(site: Site) -> None:
     flags = list(site.flags)
     flags[flags.index("--master-url") + 1] = f"http://127.0.0.1:{free_port()}/"

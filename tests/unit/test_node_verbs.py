@@ -87,6 +87,16 @@ def test_a_shared_part_used_by_a_kept_part_or_an_instance_stays() -> None:
     assert reasons["i/4444"] == "used by an instance"
 
 
+def test_an_additional_software_root_keeps_the_parts_it_uses() -> None:
+    parts = (SharedPart("zlib/1111"),)
+    other = (SoftwareDir(C, None, ("/shared/zlib/1111",)),)
+    [verdict] = [
+        v for v in decide(observed(shared=parts, other_software=other)) if v.kind == "shared-part"
+    ]
+    assert (verdict.remove, verdict.reason) == (False, f"used by software {C} (additional)")
+    assert C not in {v.target for v in decide(observed(other_software=other))}  # never pruned
+
+
 def test_a_part_naming_itself_is_not_its_own_user() -> None:
     parts = (SharedPart("a/1111", ('{"location": "/shared/a/1111"}',)),)
     assert removed(decide(observed(shared=parts, software=()))) == {"a/1111"}

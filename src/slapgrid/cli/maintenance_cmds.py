@@ -5,6 +5,7 @@ Each parses, calls one function, prints what it did and returns its status.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -80,8 +81,17 @@ def promise_command(
 @click.command("prune", cls=SubCommand)
 @apply_all([*LOCATION_OPTIONS, *MASTER_TLS_OPTIONS])
 @click.option("--dry-run", is_flag=True, help="List what would go, and why; remove nothing.")
+@click.option(
+    "--additional-software-directory",
+    "other_software",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Another software root whose releases' shared parts stay (repeatable).",
+)
 @node_command_body
-def prune_command(context: NodeContext, flags: dict[str, Any], dry_run: bool) -> ExitStatus:
+def prune_command(
+    context: NodeContext, flags: dict[str, Any], dry_run: bool, other_software: tuple[Path, ...]
+) -> ExitStatus:
     """Remove Software Releases and shared parts nothing uses any more.
 
     A release goes only when the master does not list it here and no partition uses it;
@@ -93,7 +103,7 @@ def prune_command(context: NodeContext, flags: dict[str, Any], dry_run: bool) ->
 
     config = context.config(flags)
     with SlapClient.from_config(config) as client:
-        result = run_prune(config, client, dry_run=dry_run)
+        result = run_prune(config, client, dry_run=dry_run, other_software=other_software)
     if result.offline_reason:
         reason = result.offline_reason
         click.echo(f"slapgrid: master unreachable, no release pruned: {reason}", err=True)

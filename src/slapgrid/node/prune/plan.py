@@ -8,8 +8,9 @@ A Software Release directory is removed only when all of these hold:
   by the master.
 
 A shared part (`<shared root>/<name>/<hash>`) is removed when its hash appears in nothing
-that stays: the `.installed.cfg` and `bin/*` of the software kept, the signature files of
-the other shared parts kept, the instances' own buildout files and nested software roots.
+that stays: the `.installed.cfg` and `bin/*` of the software kept (and of any additional
+software root), the signature files of the other shared parts kept, the instances' own
+buildout files and nested software roots.
 Parts only other unused parts refer to go in the same pass (the reference needs one run
 per level).
 """
@@ -54,6 +55,7 @@ class Observed:
     master: Mapping[str, str] | None  # software dir name → requested state; None: not asked
     used_by: Mapping[str, tuple[str, ...]]  # software dir name → partitions using it
     instance_signatures: tuple[str, ...] = ()  # partitions' buildout files, nested software
+    other_software: tuple[SoftwareDir, ...] = ()  # `--additional-software-directory`
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,11 @@ def _shared(
         (f"software {s.name}", text) for s in kept_software for text in s.signatures
     ]
     fixed += [("an instance", text) for text in observed.instance_signatures]
+    fixed += [
+        (f"software {s.name} (additional)", text)
+        for s in observed.other_software
+        for text in s.signatures
+    ]
     unused: set[str] = set()
     verdicts: dict[str, Verdict] = {}
     while True:

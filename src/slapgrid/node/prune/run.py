@@ -15,7 +15,7 @@ import fcntl
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -118,8 +118,14 @@ def ask_master(client: SlapClient | None) -> tuple[Computer | None, str | None]:
         return None, str(exc)
 
 
-def observe(config: NodeConfig, computer: Computer | None) -> Observed:
-    """What `decide` needs from the disk and the master's document (None: not had)."""
+def observe(
+    config: NodeConfig, computer: Computer | None, other_software: Sequence[Path] = ()
+) -> Observed:
+    """What `decide` needs from the disk and the master's document (None: not had).
+
+    `other_software`: software roots of other nodes sharing the shared parts (the
+    reference's `--additional-software-directory`); whatever their releases use stays.
+    """
     master: dict[str, str] | None = None
     master_users: dict[str, list[str]] = {}
     if computer is not None:
@@ -138,15 +144,18 @@ def observe(config: NodeConfig, computer: Computer | None) -> Observed:
             users.setdefault(target.name, []).extend(pids)
     signatures = _instance_signatures(config.instance_root)
     for item in software:  # a partition's buildout naming the directory uses it too
-        for pid_text in signatures:
-            if item.name in pid_text and item.name not in users:
-                users[item.name] = ["an instance's buildout"]
+        if item.name not in users and any(item.name in text for text in signatures):
+            users[item.name] = ["an instance's buildout"]
+    for root in other_software:
+        if not root.is_dir():
+            log.warning("additional software directory %s does not exist", root)
     return Observed(
         software,
         _shared_parts(shared_root(config)),
         master,
         {name: tuple(dict.fromkeys(pids)) for name, pids in users.items()},
         signatures,
+        tuple(item for root in other_software for item in _software_dirs(root)),
     )
 
 
@@ -187,7 +196,13 @@ def _remove(config: NodeConfig, verdict: Verdict) -> None:
     remove_tree(path)
 
 
-def run_prune(config: NodeConfig, client: SlapClient | None, *, dry_run: bool) -> PruneResult:
+def run_prune(
+    config: NodeConfig,
+    client: SlapClient | None,
+    *,
+    dry_run: bool,
+    other_software: Sequence[Path] = (),
+) -> PruneResult:
     """Decide, then (unless `dry_run`) remove; a removal that fails is logged, status FAILED.
 
     The master is asked first: its releases' locks are held too, so a build it just asked
@@ -196,12 +211,12 @@ def run_prune(config: NodeConfig, client: SlapClient | None, *, dry_run: bool) -
     computer, offline = ask_master(client)
     status = ExitStatus.OFFLINE if offline else ExitStatus.OK
     if dry_run:
-        return PruneResult(decide(observe(config, computer)), status, offline)
+        return PruneResult(decide(observe(config, computer, other_software)), status, offline)
     names = {s.name for s in _software_dirs(config.software_root)}
     if computer is not None:
         names |= {software_hash(release.url) for release in computer.software_releases}
     with _builds_held(config, sorted(names)):
-        result = PruneResult(decide(observe(config, computer)), status, offline)
+        result = PruneResult(decide(observe(config, computer, other_software)), status, offline)
         for index, verdict in enumerate(result.verdicts):
             if verdict.remove:
                 try:
