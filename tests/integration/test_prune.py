@@ -141,6 +141,7 @@ def test_prune_removes_only_what_nothing_uses(site: Site) -> None:
     assert not any(path.exists() for path in gone_paths(site))
     assert all(path.exists() for path in kept_paths(site))
     assert outside.exists() and (site.software / "notes").exists()
+    assert (site.software / ("f" * 32)).is_symlink()
     again = slapgrid("prune", *site.flags)
     assert (again.returncode, again.stdout) == (ExitStatus.OK, "nothing to prune\n")
 

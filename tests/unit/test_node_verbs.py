@@ -39,6 +39,7 @@ def test_a_release_the_master_does_not_list_and_nobody_uses_goes() -> None:
 @pytest.mark.parametrize(
     ("changes", "why"),
     [
+        ({"software": (SoftwareDir(B, None, linked=True),)}, "a symlink"),
         ({"used_by": {B: ("slappart3",)}}, "used by slappart3"),
         ({"master": {A: "available", B: "destroyed"}}, "slapgrid software"),
         ({"master": None}, "master was not reached"),

@@ -107,7 +107,7 @@ start_command = _verb(
 stop_command = _verb(
     "stop",
     "Stop processes: `slappart0`, `slappart0:PROCESS`, or every one.\n\n"
-    "Until the next instance pass or `slapgrid node` pass, which starts again every "
+    "For a while: the next instance pass (or `slapgrid node`) starts again every "
     "partition the master wants started.",
 )
 restart_command = _verb(
@@ -139,7 +139,11 @@ def _status_of(
 
 
 def _status_command() -> click.Command:
-    """The node status view with optional targets: its own options are kept as they are."""
+    """The node status view, plus optional targets.
+
+    Built around `node_cmds.status_command` rather than by editing it: the view keeps its
+    options, and whatever they become, as they are.
+    """
     own = {"verbose", "log_file", "log_format"}  # SubCommand adds them again
 
     def callback(targets: tuple[str, ...], **kwargs: Any) -> Any:

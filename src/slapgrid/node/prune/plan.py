@@ -34,6 +34,7 @@ class SoftwareDir:
     name: str  # the MD5 of its URL
     url: str | None  # from its buildout.cfg, when readable
     signatures: tuple[str, ...] = ()  # its .installed.cfg and bin/* texts
+    linked: bool = False  # a symlink named as a release: read, never removed
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,8 @@ def _software(software: SoftwareDir, observed: Observed) -> Verdict:
     def verdict(remove: bool, reason: str) -> Verdict:
         return Verdict(Kind.SOFTWARE, software.name, remove, reason, software.url)
 
+    if software.linked:
+        return verdict(False, "a symlink: prune never removes or follows one")
     if users := observed.used_by.get(software.name):
         return verdict(False, f"used by {', '.join(users)}")
     if observed.master is None:

@@ -64,12 +64,12 @@ def _software_dirs(root: Path) -> tuple[SoftwareDir, ...]:
     found = []
     with contextlib.suppress(FileNotFoundError):
         for entry in sorted(root.iterdir()):
-            if not _RELEASE_NAME.fullmatch(entry.name) or entry.is_symlink() or not entry.is_dir():
+            if not _RELEASE_NAME.fullmatch(entry.name) or not entry.is_dir():
                 continue
             match = _EXTENDS.search(_read(entry / layout.SOFTWARE_PROFILE) or "")
             url = match.group(1).replace("$$", "$") if match else None
             signatures = _texts(iter([entry / ".installed.cfg", *sorted(entry.glob("bin/*"))]))
-            found.append(SoftwareDir(entry.name, url, signatures))
+            found.append(SoftwareDir(entry.name, url, signatures, entry.is_symlink()))
     return tuple(found)
 
 
@@ -164,10 +164,17 @@ def _builds_held(config: NodeConfig, names: list[str]) -> Iterator[None]:
     """Every release's build lock (as `software_lock` takes it), or LockedError at once."""
     descriptors = []
     try:
+        with contextlib.suppress(OSError):  # an unwritable root: the open below says so
+            layout.software_dir_lock(config.software_root, "x").parent.mkdir(
+                parents=True, exist_ok=True
+            )
         for name in names:
             path = layout.software_dir_lock(config.software_root, name)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:
+                raise SlapgridError(f"cannot take the build lock {path}: {exc}") from None
             descriptors.append(descriptor)
             try:
                 fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
