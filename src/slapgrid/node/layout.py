@@ -30,7 +30,12 @@ def software_dir(software_root: Path, url: str) -> Path:
 
 def software_lock(software_root: Path, url: str) -> Path:
     """The lock a run holds while it builds or removes this Software Release."""
-    return software_root / AGENT_DIR / "locks" / f"{safety.software_hash(url)}.lock"
+    return software_dir_lock(software_root, safety.software_hash(url))
+
+
+def software_dir_lock(software_root: Path, name: str) -> Path:
+    """The same lock, by the release's directory name (`slapgrid prune` knows no URL)."""
+    return software_root / AGENT_DIR / "locks" / f"{name}.lock"
 
 
 def build_log(software: Path) -> Path:

@@ -92,10 +92,18 @@ def check_up_to_date(job: Deployment, services_since: float) -> PromiseReport:
     if job.cancel.is_set():  # promises cut short: nothing to tell the master
         return result
     log_report(result, pid)
+    tell_master(job, result, bang=True)
+    return result
+
+
+def tell_master(job: Deployment, result: PromiseReport, *, bang: bool) -> None:
+    """The error with the first failure's message, or started when the partition recovers
+    (or was never told); a bang first when `bang` and a failing promise asks for one."""
+    pid = job.pid
     status = job.partition.access_status
     was_error = status is not None and status.startswith("#error")
     try:
-        if result.bang_message:
+        if bang and result.bang_message:
             job.client.bang(pid, result.bang_message)
         # a failure is never served from cache here: it ran now, the master gets its message
         if result.failed:
@@ -104,4 +112,3 @@ def check_up_to_date(job: Deployment, services_since: float) -> PromiseReport:
             job.client.started(pid)
     except SlapError as exc:
         log.warning("could not report promises of %s: %s", pid, exc)
-    return result

@@ -1,0 +1,1 @@
+"""`slapgrid prune`: unused Software Releases and shared parts, removed safely."""
