@@ -1,0 +1,238 @@
+"""A bounded, seeded fuzz of every endpoint: no 5xx, a refusal commits nothing, and every
+computer stays readable.
+
+Each case starts from a well-formed call and mutates it: values swapped for hostile ones,
+parameters dropped, repeated or added, a forged requester header. `SLAPGRID_FUZZ_SEED` and
+`SLAPGRID_FUZZ_CASES` replay or widen a run; a failure names the seed and the case.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from master_site import served, small_computer
+from slapgrid.master.routes import ROUTES
+from slapgrid.master.server import MasterServer
+from slapgrid.slap import marshal
+from slapgrid.slap.changes import CHANGES_PATH
+from slapgrid.slap.client import SlapClient
+
+pytestmark = pytest.mark.integration
+
+COMP = "COMP-FUZZ"
+SR = "https://example.com/software/fuzz/software.cfg"
+SEED = int(os.environ.get("SLAPGRID_FUZZ_SEED", "20261130"))
+CASES = int(os.environ.get("SLAPGRID_FUZZ_CASES", "2000"))
+PARTITIONS = 60  # room for the instances the fuzz manages to request
+
+
+def dump(value: Any) -> str:
+    return marshal.dumps(value).decode()
+
+
+JOURNAL = (
+    '<?xml version="1.0"?><journal><transaction type="Sale Packing List"><title>t</title>'
+    "<start_date></start_date><stop_date></stop_date><reference>COMP-FUZZ</reference>"
+    "<currency></currency><payment_mode></payment_mode><category></category>"
+    '<arrow type="Administration"><source></source><destination></destination></arrow>'
+    "<movement><resource>CPU</resource><title>t</title><reference>slappart0</reference>"
+    "<quantity>1</quantity><price>0</price><VAT>None</VAT><category>None</category>"
+    "</movement></transaction></journal>"
+)
+PARTITION = {"computer_id": COMP, "computer_partition_id": "slappart0"}
+VALID: dict[str, dict[str, str]] = {
+    "getFullComputerInformation": {"computer_id": COMP},
+    "getComputerInformation": {"computer_id": COMP},
+    CHANGES_PATH: {"computer_id": COMP, "since": "0", "timeout": "0"},
+    "registerComputerPartition": {
+        "computer_reference": COMP,
+        "computer_partition_reference": "slappart0",
+    },
+    "getComputerPartitionCertificate": PARTITION,
+    "getHostingSubscriptionIpList": PARTITION,
+    "getComputerStatus": {"computer_id": COMP},
+    "getComputerPartitionStatus": PARTITION,
+    "getSoftwareInstallationStatus": {"computer_id": COMP, "url": SR},
+    "getHateoasUrl": {},
+    "buildingSoftwareRelease": {"url": SR, "computer_id": COMP},
+    "availableSoftwareRelease": {"url": SR, "computer_id": COMP},
+    "destroyedSoftwareRelease": {"url": SR, "computer_id": COMP},
+    "softwareReleaseError": {"url": SR, "computer_id": COMP, "error_log": "boom"},
+    "startedComputerPartition": PARTITION,
+    "stoppedComputerPartition": PARTITION,
+    "softwareInstanceError": {**PARTITION, "error_log": "boom"},
+    "destroyedComputerPartition": PARTITION,
+    "softwareInstanceBang": {**PARTITION, "message": "bang"},
+    "computerBang": {"computer_id": COMP, "message": "bang"},
+    "useComputer": {"computer_id": COMP, "use_string": JOURNAL},
+    "requestComputerPartition": {
+        "software_release": SR,
+        "software_type": "default",
+        "partition_reference": "child",
+        "partition_parameter_xml": dump({"a": "1"}),
+        "filter_xml": dump({}),
+        "state": dump(None),
+        "shared_xml": dump(False),
+        **PARTITION,
+    },
+    "softwareInstanceRename": {**PARTITION, "new_name": "renamed"},
+    "setComputerPartitionConnectionXml": {**PARTITION, "connection_xml": dump({"url": "x"})},
+    "updateComputerPartitionRelatedInstanceList": {
+        **PARTITION,
+        "instance_reference_xml": dump(["child"]),
+    },
+    "supplySupply": {"url": SR, "computer_id": COMP, "state": "available"},
+    "loadComputerConfigurationFromXML": {"xml": dump(small_computer(COMP, PARTITIONS))},
+}
+HOSTILE: list[str] = [
+    "",
+    "None",
+    "none",
+    "0",
+    "-1",
+    "1e309",
+    "nan",
+    "\x00",
+    "a\x01b",
+    "\x1b[31mred\x1b[0m",
+    "\ufffe",
+    "é\u202e",
+    "..",
+    "../etc",
+    "/etc/passwd",
+    "etc",
+    "a\nb",
+    "x" * 5000,
+    "${buildout:directory}",
+    "slappart1",
+    "slappart99",
+    "COMP-OTHER",
+    SR,
+    "http://",
+    "ftp://example.com/x",
+    "https://example.com/a b",
+    "<marshal><bool>2</bool></marshal>",
+    "<marshal><int>99999999999999999999999999</int></marshal>",
+    "<marshal><dict><string>k</string></dict></marshal>",
+    "<marshal>" * 200,
+    "<?xml version='1.0'?><!DOCTYPE m [<!ENTITY a 'b'>]><marshal><string>&a;</string></marshal>",
+    "<x/>",
+    dump(None),
+    dump(True),
+    dump(3),
+    dump("started"),
+    dump("destroyed"),
+    dump([1, "2", None]),
+    dump({"a": {"b": [1, 2.5]}}),
+    dump({"computer_guid": "COMP-OTHER"}),
+    dump({"reference": COMP, "partition_list": [{"reference": ".."}]}),
+    dump(small_computer(COMP, 1)),
+    dump(small_computer("COMP-NEW", 2)),
+    "<journal/>",
+    JOURNAL.replace("slappart0", "\ue000"),
+]
+TAINTS = [
+    "\x00",
+    "\x01",
+    "\x08",
+    "\x0b",
+    "\x1b[31m",
+    "\x7f",
+    "\ufffe",
+    "\uffff",
+    "\u202e",
+    "\n",
+    "\t",
+]
+NAMES = sorted({name for params in VALID.values() for name in params} | {"extra", "xml"})
+
+
+def mutate(rng: random.Random, path: str) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    params = list(VALID[path].items())
+    headers: dict[str, str] = {}
+    for _ in range(1 if rng.random() < 0.7 else rng.randint(2, 3)):
+        roll = rng.random()
+        if roll < 0.4 and params:
+            index = rng.randrange(len(params))
+            params[index] = (params[index][0], rng.choice(HOSTILE))
+        elif roll < 0.65 and params:  # a well-formed value with one bad character in it
+            index = rng.randrange(len(params))
+            name, value = params[index]
+            cut = rng.randint(0, len(value))
+            params[index] = (name, value[:cut] + rng.choice(TAINTS) + value[cut:])
+        elif roll < 0.75 and params:
+            params.pop(rng.randrange(len(params)))
+        elif roll < 0.85 and params:
+            params.append((rng.choice(params)[0], rng.choice(HOSTILE)))
+        elif roll < 0.92:
+            params.append((rng.choice(NAMES), rng.choice(HOSTILE)))
+        else:
+            who = rng.choice(["slappart1", "slappart99", "\x01", ""])
+            headers["Authorization"] = (
+                f"X-SlapPartition computer_id={COMP}, computer_partition_id={who}"
+            )
+    if path == CHANGES_PATH:  # a long poll must not hold the run: waits stay short
+        params = [(k, "0" if k == "timeout" and _long(v) else v) for k, v in params]
+    return params, headers
+
+
+def _long(value: str) -> bool:
+    try:
+        return float(value) > 0.5
+    except ValueError:
+        return False
+
+
+@pytest.fixture
+def master(tmp_path: Path) -> Iterator[MasterServer]:
+    with served(tmp_path, COMP) as server:
+        with SlapClient(server.url, COMP) as node:
+            node.load_computer_configuration(small_computer(COMP, PARTITIONS))
+            node.supply(SR)
+            node.request(SR, "root")
+        yield server
+
+
+def test_fuzz_every_endpoint(master: MasterServer) -> None:
+    rng = random.Random(SEED)
+    routes = {route.path: route.method for route in ROUTES}
+    assert set(routes) == set(VALID), "every route has a well-formed call to start from"
+    before = master.store.snapshot()
+    statuses: dict[int, int] = {}
+    with httpx.Client(base_url=master.url, timeout=30) as client:
+        for case in range(CASES):
+            path = rng.choice(sorted(routes))
+            params, headers = mutate(rng, path)
+            where = f"seed {SEED}, case {case}: {routes[path]} /{path} {params!r} {headers!r}"
+            if routes[path] == "GET":
+                reply = client.get(path, params=params, headers=headers)
+            else:
+                reply = client.post(path, data=_form(params), headers=headers)
+            statuses[reply.status_code] = statuses.get(reply.status_code, 0) + 1
+            assert reply.status_code < 500, f"{where} → {reply.status_code} {reply.text}"
+            after = master.store.snapshot()
+            if reply.status_code >= 400:
+                assert after == before, f"{where}: refused ({reply.status_code}) but committed"
+            before = after
+    assert statuses.get(200, 0) > CASES // 20, statuses  # the fuzz reaches past the checks
+    for computer in master.store.computer_ids():  # every computer still answers
+        reply = httpx.get(
+            master.url + "getFullComputerInformation", params={"computer_id": computer}
+        )
+        assert reply.status_code == 200, (computer, reply.text)
+        assert marshal.loads(reply.content) is not None
+
+
+def _form(params: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """The form httpx sends: a field given twice is a list."""
+    form: dict[str, list[str]] = {}
+    for name, value in params:
+        form.setdefault(name, []).append(value)
+    return form
