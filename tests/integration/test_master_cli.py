@@ -86,7 +86,6 @@ def test_kill_9_after_acknowledged_writes_loses_nothing(tmp_path: Path) -> None:
 
 def test_user_and_master_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with served(tmp_path, COMP) as master, SlapClient(master.url, COMP) as node:
-        monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
         monkeypatch.setenv("SLAPGRID_MASTER_URL", master.url)
         monkeypatch.setenv("SLAPOS_CLIENT_CONFIGURATION", str(tmp_path / "absent.cfg"))
         (tmp_path / "absent.cfg").write_text("[slapos]\n")
@@ -112,10 +111,14 @@ def test_user_and_master_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         assert result.exit_code == 0, result.output
         shown = json.loads(result.output)
         assert shown["connection"] == {"url": "https://web", "ports": [1, 2]}
-        assert shown["partition"] == "slappart0"
-        assert "web" in runner.invoke(show_command, []).output
+        assert shown["parameters"] == {"port": 8080, "names": ["a", "b"]}
+        assert (shown["partition"], shown["software_release"]) == ("slappart0", SR)
+        listed = json.loads(runner.invoke(show_command, ["--json"]).output)
+        assert listed == [shown]
+        table = runner.invoke(show_command, []).output
+        assert all(word in table for word in ("web", "started", "slappart0"))
         result = runner.invoke(show_command, ["nope"])
-        assert result.exit_code != 0 and "was not requested" in str(result.exception)
+        assert result.exit_code != 0 and "no instance 'nope'" in str(result.exception)
         result = runner.invoke(request_command, ["x", SR, "--parameter", "novalue"])
         assert result.exit_code == 2
 

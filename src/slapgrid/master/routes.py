@@ -15,6 +15,7 @@ from starlette.responses import Response
 from slapgrid.master import endpoints, polled
 from slapgrid.master.params import Params
 from slapgrid.master.state import MasterState
+from slapgrid.slap import instance_trees
 from slapgrid.slap.changes import CHANGES_PATH
 
 Handler = Callable[[MasterState, Params, Request], Response | Awaitable[Response]]
@@ -40,6 +41,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "getComputerPartitionStatus", endpoints.partition_status),
     Route("GET", "getSoftwareInstallationStatus", endpoints.software_status),
     Route("GET", "getHateoasUrl", endpoints.hateoas),
+    Route("POST", instance_trees.LIST_PATH, endpoints.instance_tree_list),
+    Route("POST", instance_trees.GET_PATH, endpoints.instance_tree),
     # what nodes report
     Route("POST", "buildingSoftwareRelease", endpoints.software_report("building")),
     Route("POST", "availableSoftwareRelease", endpoints.software_report("available")),

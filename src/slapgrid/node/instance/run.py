@@ -24,7 +24,7 @@ from slapgrid.node.files import atomic_write
 from slapgrid.node.instance.deploy import deploy, start_again
 from slapgrid.node.instance.deployment import Deployment, PromiseFailure
 from slapgrid.node.instance.health import ServiceStarts, count_check
-from slapgrid.node.instance.outcome import InstanceOutcome
+from slapgrid.node.instance.outcome import InstanceOutcome, instance_names
 from slapgrid.node.instance.partition import observe_partition
 from slapgrid.node.instance.steps.promises import check_up_to_date
 from slapgrid.node.planner import Action, BackoffPolicy, Cause, Kind, plan_instances
@@ -359,5 +359,6 @@ def run_instance(
         )
         outcome = runner.execute(actions, computer, time_budget)
         summarise(outcome)
-        runner.store.record_run("instance", outcome.as_dict(actions))
+        record = outcome.as_dict(actions, instance_names(computer))
+        runner.store.record_run("instance", record)
         return RunResult(outcome.status, outcome.counts(), failures=runner.store.failures())
