@@ -119,6 +119,10 @@ def test_user_and_master_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         assert all(word in table for word in ("web", "started", "slappart0"))
         result = runner.invoke(show_command, ["nope"])
         assert result.exit_code != 0 and "no instance 'nope'" in str(result.exception)
+        result = runner.invoke(request_command, ["[b]x", SR, "-p", "note=[buildout] [/b]"])
+        assert result.exit_code == 0, result.output
+        shown_text = runner.invoke(show_command, ["[b]x"]).output
+        assert "[b]x: started" in shown_text and "[buildout] [/b]" in shown_text
         result = runner.invoke(request_command, ["x", SR, "--parameter", "novalue"])
         assert result.exit_code == 2
 

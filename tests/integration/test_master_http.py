@@ -372,3 +372,19 @@ def test_ipv6_loopback(tmp_path: Path) -> None:
         assert server.url.startswith("http://[::1]:")
         assert client.computer().computer_id == COMP
     store.close()
+
+
+def test_instance_trees_over_json(master: MasterServer, node: SlapClient) -> None:
+    """The jIO calls `slapgrid show` makes: JSON in, JSON out, errors as statuses."""
+    node.load_computer_configuration(small_computer(COMP, 2))
+    node.request(SR, "web", parameters={"port": "80"})
+    [listed] = node.instance_trees()
+    assert listed == node.instance_tree("web")
+    assert (listed["title"], listed["parameters"]) == ("web", {"port": "80"})
+    with pytest.raises(NotFoundError, match="no instance tree 'nope'"):
+        node.instance_tree("nope")
+    url = master.url + "slapos.get.v0.instance_tree"
+    for body in (b"[1]", b"{not json", b'{"title": 3}'):
+        answer = httpx.post(url, content=body, headers={"Content-Type": "application/json"})
+        assert answer.status_code == 400, body
+    assert httpx.get(url).status_code == 405

@@ -101,6 +101,8 @@ def _print_instance(summary: dict[str, Any], as_json: bool) -> None:
             )
             continue
         table = Table(what, "value")
+        for column in table.columns:
+            column.overflow = "fold"  # values are copied from here: never cut
         for key, value in sorted(summary[what].items()):
             table.add_row(escape(key), escape(_text(value)))
         console.print(table)
@@ -114,6 +116,8 @@ def _print_list(summaries: list[dict[str, Any]], as_json: bool) -> None:
         click.echo("no instances requested on this master")
         return
     table = Table("name", "state", "software release", "type", "where")
+    for column in table.columns:
+        column.overflow = "fold"  # long URLs wrap inside their column, never cut
     for item in summaries:
         where = f"{item['computer']}/{item['partition']}" if item["partition"] else "-"
         kind = item["software_type"] + (" (shared)" if item["shared"] else "")
