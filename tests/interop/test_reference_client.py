@@ -114,3 +114,40 @@ def test_slapgrid_show_reads_what_the_reference_client_requested(
     assert web == ours[1]
     assert web["parameters"] == {"n": "1", "s": "a&b<c>&lt;"}
     assert (web["computer"], web["state"]) == (computer, "started")
+
+
+def reference_service(reference_venv: Path, config: Path, *args: str) -> Any:
+    """`slapos service …` of the reference client; it prints one JSON document."""
+    result = subprocess.run(
+        [str(reference_venv / "bin" / "slapos"), "service", *args, "--cfg", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return json.loads(result.stdout[result.stdout.index("{") :])
+
+
+def test_reference_service_list_and_info_read_our_master(
+    reference_venv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Our HATEOAS subset: the reference client lists and shows what `slapgrid show` does."""
+    (tmp_path / "client.cfg").write_text("[slapos]\n")
+    monkeypatch.setenv("SLAPOS_CLIENT_CONFIGURATION", str(tmp_path / "client.cfg"))
+    store = MasterStore(tmp_path / "ours.db", default_computer="COMP-OURS")
+    with MasterServer(store) as server:
+        run_scenario(reference_venv / "bin" / "python", server.url, "COMP-OURS")
+        config = tmp_path / "reference-client.cfg"
+        config.write_text(f"[slapconsole]\n[slapos]\nmaster_url = {server.url}\n")
+        listed = reference_service(reference_venv, config, "list")
+        info = reference_service(reference_venv, config, "info", "web")
+        ours = {item["name"]: item for item in shown_by_slapgrid(server.url, monkeypatch)}
+    store.close()
+    assert listed == {name: item["software_release"] for name, item in ours.items()}
+    assert info["software-url"] == ours["web"]["software_release"]
+    assert info["requested-state"] == ours["web"]["state"]
+    assert info["instance-parameters"] == ours["web"]["parameters"]
+    # of a json-in-xml connection the reference shows `_` alone, we merge it with the rest
+    connection = ours["web"]["connection"]
+    assert info["connection-parameters"] == {"k": [1, 2]} and connection["k"] == [1, 2]
+    assert info["shared"] is False

@@ -13,6 +13,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from slapgrid.master import hateoas
 from slapgrid.master.errors import BadRequest, NotFound
 from slapgrid.master.inputs import InstanceRequest
 from slapgrid.master.params import Params
@@ -64,8 +65,29 @@ def hosting_ip_list(master: MasterState, p: Params, _: Request) -> Response:
     return xml(master.store.hosting_ip_list(p["computer_id"], p["computer_partition_id"]))
 
 
-def hateoas(master: MasterState, p: Params, _: Request) -> Response:
-    raise NotFound("this master has no HATEOAS API")
+def hateoas_url(master: MasterState, p: Params, request: Request) -> Response:
+    """Where the reference client's navigator starts (`slapos service list`/`info`)."""
+    return text(str(request.base_url).rstrip("/") + "/" + hateoas.PATH)
+
+
+def hateoas_navigation(master: MasterState, p: Params, request: Request) -> Response:
+    """The root document, an instance-tree search, or one tree's view (`mode`)."""
+    mode = p.get("mode")
+    if mode is None:
+        return JSONResponse(hateoas.root_document(str(request.base_url)))
+    if mode == "search":
+        title = hateoas.searched_title(p["query"])
+        if title is None:
+            return JSONResponse(hateoas.search_result(master.store.instance_trees()))
+        try:
+            found = [master.store.instance_tree(title)]
+        except NotFound:
+            found = []
+        return JSONResponse(hateoas.search_result(found))
+    if mode == "traverse":
+        title = hateoas.traversed_title(p["relative_url"])
+        return JSONResponse(hateoas.tree_view(master.store.instance_tree(title)))
+    raise BadRequest(f"unhandled mode: {mode}")
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
