@@ -99,3 +99,11 @@ def test_a_broken_reference_xml_is_one_line(tmp_path: Path) -> None:
 
 def test_the_stored_ipv6_network_is_the_computers(reference: dict[str, Any]) -> None:
     assert resolve_ipv6(config(3), reference) == IPv6Interface("2001:db8:42::1/64")
+
+
+def test_the_account_of_a_rootless_format_never_becomes_a_partition_user() -> None:
+    cfg = config(1, alter_user=False)
+    rootless = plan_format(cfg, None, Host(ALICE, resolve_ipv6(cfg, None))).definition
+    assert rootless["partition_list"][0]["user"]["name"] == "alice"
+    users = [p["user"]["name"] for p in plan(rootless, amount=1).definition["partition_list"]]
+    assert users == ["slapuser0"]

@@ -103,7 +103,7 @@ def status(node: NodeStatus, *, as_json: bool, out: Console | None = None) -> No
     out.print(partitions)
     if node.daemon is not None:
         agent = node.daemon
-        since = _ago(agent.get("updated_at"), now, "ever")
+        since = _ago(agent.get("updated_at"), now, "an unknown time")
         line = summary_line(agent, now) if agent["alive"] else f"not running since {since}"
         out.print(f"agent (slapgrid node, pid {agent.get('pid')}): {line}", markup=False)
     for kind, run in sorted(node.runs.items()):

@@ -24,9 +24,16 @@ def _inside(value: Any, network: IPv6Network) -> bool:
 
 
 def user_name(entry: Mapping[str, Any], default: str) -> str:
-    """The stored user, unless it is root or not a usable name: its files stay its own."""
+    """The stored partition user, so that its files stay its own.
+
+    Only a user format made for the partition (in the software user's group, as both
+    formats make them) is kept: a rootless format stores the account that ran it, and
+    that account must never become a partition user.
+    """
     stored = entry.get("user")
-    name = stored.get("name") if isinstance(stored, dict) else None
+    if not isinstance(stored, dict) or not stored.get("additional_group_list"):
+        return default
+    name = stored.get("name")
     if isinstance(name, str) and name != "root" and _USER.fullmatch(name):
         return name
     return default
