@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from master_site import partition, served, small_computer
+from recording_server import Answer, RecordingServer
 from slapgrid.cli.master_cmds import master_group
 from slapgrid.cli.user_cmds import request_command, show_command, supply_command
 from slapgrid.slap.client import SlapClient
@@ -135,3 +136,21 @@ def test_user_and_master_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         }
         result = runner.invoke(master_group, ["show", "--database", master.store.url])
         assert result.exit_code == 0 and "slappart0" in result.output
+
+
+def test_show_explains_masters_that_cannot_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One line, no traceback: a master without the listing, and the proxy's 403."""
+    (tmp_path / "client.cfg").write_text("[slapos]\n")
+    monkeypatch.setenv("SLAPOS_CLIENT_CONFIGURATION", str(tmp_path / "client.cfg"))
+    forbidden = Answer(403, b'{"status": 403, "title": "No instance tree x found."}')
+    with RecordingServer(routes={"slapos.get.v0.instance_tree": forbidden}) as server:
+        monkeypatch.setenv("SLAPGRID_MASTER_URL", server.url)
+        listed = CliRunner().invoke(show_command, [])
+        shown = CliRunner().invoke(show_command, ["x"])
+    assert listed.exit_code == 1
+    assert str(listed.exception) == (
+        f"{server.url} does not list instances (no jIO instance_tree_list)"
+    )
+    assert (shown.exit_code, str(shown.exception)) == (1, f"no instance 'x' on {server.url}")
