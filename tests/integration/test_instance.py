@@ -46,6 +46,10 @@ def test_started_instance_serves_and_publishes(
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert any(r.getMessage().startswith("Promise check-hello-http kept") for r in caplog.records)
     pid = node.partition()
+    # buildout's lines say whose they are, in the text and as a field
+    output = [r.getMessage() for r in caplog.records if r.name == "slapgrid.node.buildout"]
+    assert output and all(line.startswith(f"[{pid}] ") for line in output)
+    assert f"[{pid}] Installing hello-http." in output
     url = node.url()
     assert "Hello from hello" in get(url)
     assert node.processes(pid) == ["hello-http-on-watch:RUNNING"]
@@ -88,16 +92,22 @@ def test_parameter_change_redeploys(node: Node, hello: str) -> None:
     assert node.processes(pid) == ["hello-http-on-watch:RUNNING"]
 
 
-def test_failing_buildout_is_reported_with_its_log_and_backs_off(node: Node, hello: str) -> None:
+def test_failing_buildout_is_reported_with_its_log_and_backs_off(
+    node: Node, hello: str, caplog: pytest.LogCaptureFixture
+) -> None:
     pid = hello
     node.request(port="not-a-port")
-    assert node.instance() == 1
+    with caplog.at_level(logging.INFO, logger="slapgrid"):
+        assert node.instance() == 1
+    log = node.config.instance_root / pid / ".slapgrid/log/instance.log"
+    [error] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert error.startswith(f"{pid} failed: ") and error.endswith(f"(see {log})")
+    assert "must be a TCP port" in error
     status = node.status_text(pid)
     assert status.startswith("#error")
     error_log = (node.config.instance_root / pid / f".slapgrid-{pid}-error.log").read_text()
     assert "must be a TCP port" in error_log
     assert not (node.config.instance_root / pid / ".timestamp").exists()
-    log = node.config.instance_root / pid / ".slapgrid/log/instance.log"
     size = log.stat().st_size
     assert node.instance() == 0  # within back-off: not retried, not failed again
     assert log.stat().st_size == size

@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from master_site import partition, served, small_computer
+from recording_server import Answer, RecordingServer
 from slapgrid.cli.master_cmds import master_group
 from slapgrid.cli.user_cmds import request_command, show_command, supply_command
 from slapgrid.slap.client import SlapClient
@@ -86,7 +87,6 @@ def test_kill_9_after_acknowledged_writes_loses_nothing(tmp_path: Path) -> None:
 
 def test_user_and_master_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with served(tmp_path, COMP) as master, SlapClient(master.url, COMP) as node:
-        monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
         monkeypatch.setenv("SLAPGRID_MASTER_URL", master.url)
         monkeypatch.setenv("SLAPOS_CLIENT_CONFIGURATION", str(tmp_path / "absent.cfg"))
         (tmp_path / "absent.cfg").write_text("[slapos]\n")
@@ -112,10 +112,18 @@ def test_user_and_master_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         assert result.exit_code == 0, result.output
         shown = json.loads(result.output)
         assert shown["connection"] == {"url": "https://web", "ports": [1, 2]}
-        assert shown["partition"] == "slappart0"
-        assert "web" in runner.invoke(show_command, []).output
+        assert shown["parameters"] == {"port": 8080, "names": ["a", "b"]}
+        assert (shown["partition"], shown["software_release"]) == ("slappart0", SR)
+        listed = json.loads(runner.invoke(show_command, ["--json"]).output)
+        assert listed == [shown]
+        table = runner.invoke(show_command, []).output
+        assert all(word in table for word in ("web", "started", "slappart0"))
         result = runner.invoke(show_command, ["nope"])
-        assert result.exit_code != 0 and "was not requested" in str(result.exception)
+        assert result.exit_code != 0 and "no instance 'nope'" in str(result.exception)
+        result = runner.invoke(request_command, ["[b]x", SR, "-p", "note=[buildout] [/b]"])
+        assert result.exit_code == 0, result.output
+        shown_text = runner.invoke(show_command, ["[b]x"]).output
+        assert "[b]x: started" in shown_text and "[buildout] [/b]" in shown_text
         result = runner.invoke(request_command, ["x", SR, "--parameter", "novalue"])
         assert result.exit_code == 2
 
@@ -128,3 +136,21 @@ def test_user_and_master_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         }
         result = runner.invoke(master_group, ["show", "--database", master.store.url])
         assert result.exit_code == 0 and "slappart0" in result.output
+
+
+def test_show_explains_masters_that_cannot_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One line, no traceback: a master without the listing, and the proxy's 403."""
+    (tmp_path / "client.cfg").write_text("[slapos]\n")
+    monkeypatch.setenv("SLAPOS_CLIENT_CONFIGURATION", str(tmp_path / "client.cfg"))
+    forbidden = Answer(403, b'{"status": 403, "title": "No instance tree x found."}')
+    with RecordingServer(routes={"slapos.get.v0.instance_tree": forbidden}) as server:
+        monkeypatch.setenv("SLAPGRID_MASTER_URL", server.url)
+        listed = CliRunner().invoke(show_command, [])
+        shown = CliRunner().invoke(show_command, ["x"])
+    assert listed.exit_code == 1
+    assert str(listed.exception) == (
+        f"{server.url} does not list instances (no jIO instance_tree_list)"
+    )
+    assert (shown.exit_code, str(shown.exception)) == (1, f"no instance 'x' on {server.url}")

@@ -146,7 +146,10 @@ BAD_CALLS: list[tuple[str, str, dict[str, str], int]] = [
     ("GET", "requestComputerPartition", {}, 405),
     ("GET", "getFullComputerInformation", {}, 400),
     ("GET", "getFullComputerInformation", {"computer_id": "NOPE"}, 404),
-    ("GET", "getHateoasUrl", {}, 404),
+    ("GET", "hateoas", {"mode": "search", "query": 'title:="x"'}, 400),
+    ("GET", "hateoas", {"mode": "traverse", "relative_url": "/etc/passwd"}, 400),
+    ("GET", "hateoas", {"mode": "traverse", "relative_url": "instance_tree/nope"}, 404),
+    ("GET", "hateoas", {"mode": "edit"}, 400),
     ("GET", "registerComputerPartition", {"computer_reference": COMP}, 400),
     (
         "GET",
@@ -395,3 +398,30 @@ def test_ipv6_loopback(tmp_path: Path) -> None:
         assert server.url.startswith("http://[::1]:")
         assert client.computer().computer_id == COMP
     store.close()
+
+
+def test_instance_trees_over_json(master: MasterServer, node: SlapClient) -> None:
+    """The jIO calls `slapgrid show` makes: JSON in, JSON out, errors as statuses."""
+    node.load_computer_configuration(small_computer(COMP, 2))
+    node.request(SR, "web", parameters={"port": "80"})
+    [listed] = node.instance_trees()
+    assert listed == node.instance_tree("web")
+    assert (listed["title"], listed["parameters"]) == ("web", {"port": "80"})
+    with pytest.raises(NotFoundError, match="no instance tree 'nope'"):
+        node.instance_tree("nope")
+    url = master.url + "slapos.get.v0.instance_tree"
+    for body in (b"[1]", b"{not json", b'{"title": 3}'):
+        answer = httpx.post(url, content=body, headers={"Content-Type": "application/json"})
+        assert answer.status_code == 400, body
+    assert httpx.get(url).status_code == 405
+    # the HATEOAS subset the reference client navigates (`slapos service list`)
+    root = httpx.get(master.url + "getHateoasUrl").text
+    assert root == master.url + "hateoas"
+    links = httpx.get(root).json()["_links"]
+    search = links["raw_search"]["href"].split("?")[0]
+    query = 'portal_type:"Instance Tree" AND validation_state:validated AND title:="web"'
+    rows = httpx.get(search, params={"mode": "search", "query": query}).json()
+    [row] = rows["_embedded"]["contents"]
+    assert (row["title"], row["url_string"]) == ("web", SR)
+    view = httpx.get(search, params={"mode": "traverse", "relative_url": row["relative_url"]})
+    assert view.json()["_embedded"]["_view"]["my_reference"]["default"] == "web"

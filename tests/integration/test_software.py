@@ -6,6 +6,7 @@ The master of `run_software` is a small recorder of the five calls a software ru
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -65,13 +66,26 @@ def test_built_software_is_not_rebuilt_nor_reported(hello: SimpleNamespace) -> N
     ],
 )
 def test_failing_software_is_reported_and_not_completed(
-    tmp_path: Path, name: str, text: str | None, expected: str
+    tmp_path: Path,
+    name: str,
+    text: str | None,
+    expected: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     config = make_config(tmp_path)
     url = profile(tmp_path, name, text) if text is not None else str(tmp_path / name)
     good = profile(tmp_path, "good.cfg", TINY)
     master = Master(Release(url), Release(good))
-    assert run_software(config, master).status == 1
+    with caplog.at_level(logging.INFO, logger="slapgrid"):
+        assert run_software(config, master).status == 1
+    # the ERROR line says why and where the whole log is
+    [error] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    build_log = software_dir(config, url) / ".slapgrid" / "build.log"
+    assert error.startswith(f"{url}: ") and expected in error
+    assert error.endswith(f"(see {build_log})") and "exit code" not in error
+    # each build line carries the release's short hash
+    output = [r.getMessage() for r in caplog.records if getattr(r, "software", None) == good]
+    assert f"[{software_hash(good)[:8]}] Installing hello." in output
     assert ("building", url) in master.calls and ("error", url) in master.calls
     assert ("available", url) not in master.calls
     assert expected in master.errors[url]

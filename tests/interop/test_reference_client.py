@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from slapgrid.cli.user_cmds import show_command
 from slapgrid.master.server import MasterServer
 from slapgrid.master.storage import MasterStore
 
@@ -79,3 +81,73 @@ def test_reference_client_sees_the_same_on_both_masters(
     assert all(isinstance(p["timestamp"], int) for p in busy(ours))
     assert all(isinstance(p["timestamp"], str) for p in busy(theirs))
     assert ours["root_after"]["timestamp"] > ours["registered"]["timestamp"]
+
+
+def shown_by_slapgrid(url: str, monkeypatch: pytest.MonkeyPatch, *args: str) -> Any:
+    monkeypatch.setenv("SLAPGRID_MASTER_URL", url)
+    result = CliRunner().invoke(show_command, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_slapgrid_show_reads_what_the_reference_client_requested(
+    reference_python: Path,
+    reference_proxy: tuple[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No local memory: `show` lists and reads instances another tool requested, on both."""
+    (tmp_path / "client.cfg").write_text("[slapos]\n")
+    monkeypatch.setenv("SLAPOS_CLIENT_CONFIGURATION", str(tmp_path / "client.cfg"))
+    proxy_url, computer = reference_proxy
+    run_scenario(reference_python, proxy_url, computer)
+    theirs = shown_by_slapgrid(proxy_url, monkeypatch)
+    store = MasterStore(tmp_path / "ours.db", default_computer=computer)
+    with MasterServer(store) as server:
+        run_scenario(reference_python, server.url, computer)
+        ours = shown_by_slapgrid(server.url, monkeypatch)
+        web = shown_by_slapgrid(server.url, monkeypatch, "web")
+    store.close()
+
+    assert [item["name"] for item in theirs] == ["frontend", "web"]
+    assert ours == theirs
+    assert web == ours[1]
+    assert web["parameters"] == {"n": "1", "s": "a&b<c>&lt;"}
+    assert (web["computer"], web["state"]) == (computer, "started")
+
+
+def reference_service(reference_venv: Path, config: Path, *args: str) -> Any:
+    """`slapos service …` of the reference client; it prints one JSON document."""
+    result = subprocess.run(
+        [str(reference_venv / "bin" / "slapos"), "service", *args, "--cfg", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return json.loads(result.stdout[result.stdout.index("{") :])
+
+
+def test_reference_service_list_and_info_read_our_master(
+    reference_venv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Our HATEOAS subset: the reference client lists and shows what `slapgrid show` does."""
+    (tmp_path / "client.cfg").write_text("[slapos]\n")
+    monkeypatch.setenv("SLAPOS_CLIENT_CONFIGURATION", str(tmp_path / "client.cfg"))
+    store = MasterStore(tmp_path / "ours.db", default_computer="COMP-OURS")
+    with MasterServer(store) as server:
+        run_scenario(reference_venv / "bin" / "python", server.url, "COMP-OURS")
+        config = tmp_path / "reference-client.cfg"
+        config.write_text(f"[slapconsole]\n[slapos]\nmaster_url = {server.url}\n")
+        listed = reference_service(reference_venv, config, "list")
+        info = reference_service(reference_venv, config, "info", "web")
+        ours = {item["name"]: item for item in shown_by_slapgrid(server.url, monkeypatch)}
+    store.close()
+    assert listed == {name: item["software_release"] for name, item in ours.items()}
+    assert info["software-url"] == ours["web"]["software_release"]
+    assert info["requested-state"] == ours["web"]["state"]
+    assert info["instance-parameters"] == ours["web"]["parameters"]
+    # of a json-in-xml connection the reference shows `_` alone, we merge it with the rest
+    connection = ours["web"]["connection"]
+    assert info["connection-parameters"] == {"k": [1, 2]} and connection["k"] == [1, 2]
+    assert info["shared"] is False

@@ -15,7 +15,6 @@ from slapgrid.errors import ConfigError
 from slapgrid.node.config import find_config_file, load_node_config, parse_size
 from slapgrid.slap.client import SlapClient
 from slapgrid.user.client_config import DEFAULT_MASTER_URL, find_client_config, load_client_config
-from slapgrid.user.requests import InstanceRequest, RequestStore
 
 
 def write_cfg(tmp_path: Path, body: str) -> Path:
@@ -289,25 +288,3 @@ def test_client_from_a_configuration(tmp_path: Path) -> None:
     node = load_node_config(write_cfg(tmp_path, FULL))
     with SlapClient.from_config(node) as client:
         assert (client.computer_id, client.transport.base_url) == ("COMP-1", node.master_url)
-
-
-def test_requests_are_remembered_per_master(tmp_path: Path) -> None:
-    store = RequestStore(tmp_path / "state" / "requests.json")
-    assert store.of_master("http://a/") == {}
-    request: InstanceRequest = {
-        "name": "web",
-        "software_release": "http://sr/software.cfg",
-        "software_type": "default",
-        "parameters": {"port": "80"},
-        "filter": {},
-        "state": None,
-        "shared": False,
-    }
-    store.remember("http://a/", request)
-    store.remember("http://b/", {**request, "shared": True})
-    assert store.of_master("http://a/") == {"web": request}
-    assert store.of_master("http://b/")["web"]["shared"] is True
-    assert (store.path.stat().st_mode & 0o777) == 0o600
-    store.path.write_text("not json")
-    with pytest.raises(ConfigError, match="cannot read"):
-        store.load()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from slapgrid.node.format.run import load_previous
+from slapgrid.node.format.previous import load_previous
 from slapgrid.node.format.steps import EnsureDirectory, FormatError, Step, missing_tools
 from slapgrid.node.instance.partition import check_partition
 from support.format_configs import IR

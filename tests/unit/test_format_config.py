@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from slapgrid.errors import ConfigError
-from slapgrid.node.format.addresses import DEFAULT_IPV4_NETWORK, ula_network
+from slapgrid.node.format.addresses import ula_network
 from slapgrid.node.format.config import load_format_config
 from slapgrid.node.format.host import resolve_ipv6
 from support.format_configs import config
@@ -53,7 +53,7 @@ def test_defaults_without_a_file() -> None:
             "interface_name": "eth0",
         },
     )
-    assert loaded.ipv4_local_network == DEFAULT_IPV4_NETWORK
+    assert loaded.ipv4_local_network is None  # the stored description's, else the default
     assert loaded.ipv6_prefix is None
     assert loaded.ipv6_interface == "eth0"  # follows interface_name
     assert (loaded.software_user, loaded.tap_base_name) == ("slapsoft", "slaptap")

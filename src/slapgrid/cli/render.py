@@ -9,9 +9,10 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from slapgrid.node.planner import Action
-from slapgrid.node.status import NodeStatus
+from slapgrid.node.status import NodeStatus, human_age
 
 console = Console()
 
@@ -59,41 +60,56 @@ def summary_line(status: Mapping[str, Any], now: float) -> str:
     return "; ".join(parts)
 
 
-def status(node: NodeStatus, *, as_json: bool) -> None:
+def _ago(at: float | None, now: float, never: str = "never") -> str:
+    return never if not at else f"{human_age(now - at)} ago"
+
+
+def _cells(*values: str | None) -> list[Text]:
+    """Text, never markup: `[buildout] error` from a log stays as written."""
+    return [Text(value or "") for value in values]
+
+
+def status(node: NodeStatus, *, as_json: bool, out: Console | None = None) -> None:
+    """Tables that fit the terminal: long URLs and paths fold inside their column."""
+    out = out or console
     if as_json:
-        emit_json(node.as_dict())
+        out.print_json(json.dumps(node.as_dict(), default=str))
         return
-    software = Table(title="Software releases")
-    for column in ("directory", "url", "built", "last error"):
-        software.add_column(column)
+    now = time.time()
+    software = Table(title="Software releases", expand=False)
+    software.add_column("url", overflow="fold", ratio=3)
+    software.add_column("built", no_wrap=True)
+    software.add_column("last error", overflow="fold", ratio=2)
     for item in node.software:
-        software.add_row(
-            item.name, item.url or "?", "yes" if item.built else "no", item.last_error or ""
-        )
-    console.print(software)
+        url = f"{item.url or '?'}\n({item.name})"
+        software.add_row(*_cells(url, "yes" if item.built else "no", item.last_error))
+    out.print(software)
     partitions = Table(title=f"Partitions (supervisord {node.supervisord})")
-    for column in ("partition", "last plan", "deployed", "processes", "promises", "last error"):
-        partitions.add_column(column)
+    partitions.add_column("partition", overflow="fold", ratio=2)
+    partitions.add_column("software release", overflow="fold", ratio=3)
+    partitions.add_column("deployed", overflow="fold", ratio=1)
+    partitions.add_column("processes, promises", overflow="fold", ratio=3)
+    partitions.add_column("last error", overflow="fold", ratio=3)
     for item in node.partitions:
-        partitions.add_row(
-            item.partition_id,
-            item.requested or "",
-            item.deployed_timestamp or "never",
-            "\n".join(item.processes),
-            "\n".join(item.promises),
-            (item.last_error or "")
-            + (f" ({item.failed_checks} checks failed in a row)" if item.failed_checks else ""),
+        name = item.partition_id + (f"\n{item.title}" if item.title else "")
+        deployed = _ago(item.deployed_at, now) + (
+            f"\nplan: {item.requested}" if item.requested else ""
         )
-    console.print(partitions)
+        error = (item.last_error or "") + (
+            f" ({item.failed_checks} checks failed in a row)" if item.failed_checks else ""
+        )
+        health = "\n".join([*item.processes, *item.promises])
+        partitions.add_row(*_cells(name, item.software_release or "-", deployed, health, error))
+    out.print(partitions)
     if node.daemon is not None:
         agent = node.daemon
-        updated = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(agent.get("updated_at", 0)))
-        line = (
-            summary_line(agent, time.time()) if agent["alive"] else f"not running since {updated}"
-        )
-        console.print(f"agent (slapgrid node, pid {agent.get('pid')}): {line}", markup=False)
+        since = _ago(agent.get("updated_at"), now, "an unknown time")
+        line = summary_line(agent, now) if agent["alive"] else f"not running since {since}"
+        out.print(f"agent (slapgrid node, pid {agent.get('pid')}): {line}", markup=False)
     for kind, run in sorted(node.runs.items()):
-        facts = [f"{key} {run[key]}" for key in ("exit_code", "duration") if key in run]
+        facts = [_ago(run.get("at") or run.get("finished"), now, "at an unknown time")]
+        facts += [f"exit code {run['exit_code']}"] if "exit_code" in run else []
+        facts += [f"took {human_age(run['duration'])}"] if "duration" in run else []
         counts = (
             ("done", "done"),
             ("up_to_date", "up to date"),
@@ -101,4 +117,4 @@ def status(node: NodeStatus, *, as_json: bool) -> None:
             ("promise_failed", "promise failures"),
         )
         facts += [f"{len(run[key])} {label}" for key, label in counts if key in run]
-        console.print(f"last {kind} run: " + ", ".join(facts))
+        out.print(f"last {kind} run: " + ", ".join(facts), markup=False, highlight=False)

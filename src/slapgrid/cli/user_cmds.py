@@ -1,7 +1,7 @@
 """User commands against any SLAP master: `supply`, `request`, `show`.
 
-`request` remembers what it asked (`slapgrid.user.requests`) so that `show NAME` can repeat
-it: that is how a plain SLAP master is read back.
+Nothing is kept on this machine: `show` asks the master (`slapgrid.user.instances`), so it
+also shows instances requested elsewhere, by any tool.
 """
 
 from __future__ import annotations
@@ -13,20 +13,21 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from slapgrid.cli.options import SubCommand
-from slapgrid.errors import SlapgridError
 from slapgrid.slap.client import SlapClient
 from slapgrid.slap.documents import PARTITION_STATES, SoftwareInstance
-from slapgrid.slap.instance_xml import unwrap_json, wrap_json
+from slapgrid.slap.errors import ResourceNotReady
+from slapgrid.slap.instance_xml import wrap_json
 from slapgrid.user.client_config import (
     CLIENT_CONFIG,
     CLIENT_CONFIG_ENV,
     DEFAULT_MASTER_URL,
     load_client_config,
 )
-from slapgrid.user.requests import InstanceRequest, RequestStore, send
+from slapgrid.user.instances import answered, list_instances, show_instance
 
 MASTER_URL_ENV = "SLAPGRID_MASTER_URL"
 USER = "user"  # the client needs a computer id; user calls never send it
@@ -79,29 +80,49 @@ def _pairs(values: Iterable[str], option: str) -> dict[str, str]:
     return result
 
 
-def _print_instance(name: str, instance: SoftwareInstance | None, as_json: bool) -> None:
-    if instance is None:
-        summary: dict[str, Any] = {"name": name, "state": "not allocated yet", "connection": {}}
-    else:
-        summary = {
-            "name": name,
-            "state": instance.requested_state,
-            "computer": instance.computer_id,
-            "partition": instance.partition_id,
-            "connection": unwrap_json(instance.connection),
-        }
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _print_instance(summary: dict[str, Any], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
         return
-    where = f" on {summary['computer']}/{summary['partition']}" if summary.get("partition") else ""
-    click.echo(f"{name}: {summary['state']}{where}")
-    if not summary["connection"]:
-        click.echo("no connection parameters published yet")
+    where = f" on {summary['computer']}/{summary['partition']}" if summary["partition"] else ""
+    console = Console()
+    console.print(f"{summary['name']}: {summary['state']}{where}", markup=False, highlight=False)
+    console.print(f"software release: {summary['software_release']}", markup=False)
+    for what in ("parameters", "connection"):
+        if not summary[what]:
+            click.echo(
+                "no connection parameters published yet"
+                if what == "connection"
+                else "no parameters"
+            )
+            continue
+        table = Table(what, "value")
+        for column in table.columns:
+            column.overflow = "fold"  # values are copied from here: never cut
+        for key, value in sorted(summary[what].items()):
+            table.add_row(escape(key), escape(_text(value)))
+        console.print(table)
+
+
+def _print_list(summaries: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(summaries, indent=2, sort_keys=True, default=str))
         return
-    table = Table("parameter", "value")
-    for key, value in sorted(summary["connection"].items()):
-        text = value if isinstance(value, str) else json.dumps(value)
-        table.add_row(key, text)
+    if not summaries:
+        click.echo("no instances requested on this master")
+        return
+    table = Table("name", "state", "software release", "type", "where")
+    for column in table.columns:
+        column.overflow = "fold"  # long URLs wrap inside their column, never cut
+    for item in summaries:
+        where = f"{item['computer']}/{item['partition']}" if item["partition"] else "-"
+        kind = item["software_type"] + (" (shared)" if item["shared"] else "")
+        row = (item["name"], item["state"], item["software_release"], kind, where)
+        table.add_row(*(escape(cell) for cell in row))
     Console().print(table)
 
 
@@ -166,21 +187,22 @@ def request_command(
             raise click.BadParameter("must hold a JSON object", param_hint="--parameters-json")
         values = wrap_json(document)
     sla_values = _pairs(sla, "--node")
-    request: InstanceRequest = {
-        "name": name,
-        "software_release": url,
-        "software_type": software_type,
-        "parameters": values,
-        "filter": sla_values,
-        "state": state,
-        "shared": shared,
-    }
     with open_client(
         master_url, configuration_file, sla_values.get("computer_guid") or USER
     ) as client:
-        instance = send(client, request)
-        RequestStore().remember(client.transport.base_url, request)
-    _print_instance(name, instance, as_json)
+        try:
+            instance: SoftwareInstance | None = client.request(
+                url,
+                name,
+                software_type=software_type,
+                parameters=values,
+                filter=sla_values,
+                state=state,
+                shared=shared,
+            )
+        except ResourceNotReady:
+            instance = None
+    _print_instance(answered(name, url, software_type, shared, instance), as_json)
 
 
 @click.command("show", cls=SubCommand)
@@ -190,32 +212,9 @@ def request_command(
 def show_command(
     name: str | None, as_json: bool, master_url: str | None, configuration_file: str | None
 ) -> None:
-    """Connection parameters of NAME, or the instances requested from this machine."""
+    """NAME's state, parameters and connection, or every instance requested, as the master says."""
     with open_client(master_url, configuration_file, USER) as client:
-        known = RequestStore().of_master(client.transport.base_url)
         if name is None:
-            _list(known, as_json)
-            return
-        if name not in known:
-            raise SlapgridError(
-                f"{name!r} was not requested from {client.transport.base_url} with "
-                "`slapgrid request` on this machine; request it again to see it"
-            )
-        instance = send(client, known[name])
-    _print_instance(name, instance, as_json)
-
-
-def _list(known: dict[str, InstanceRequest], as_json: bool) -> None:
-    if as_json:
-        click.echo(json.dumps(known, indent=2, sort_keys=True))
-        return
-    table = Table("name", "software release", "type", "state", "shared")
-    for name, request in sorted(known.items()):
-        table.add_row(
-            name,
-            request["software_release"],
-            request["software_type"],
-            request["state"] or "started",
-            "yes" if request["shared"] else "",
-        )
-    Console().print(table)
+            _print_list(list_instances(client), as_json)
+        else:
+            _print_instance(show_instance(client, name), as_json)

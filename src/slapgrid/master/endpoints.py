@@ -6,12 +6,14 @@ Each takes the serving state, the call's parameters and the request, and returns
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
+from slapgrid.master import hateoas
 from slapgrid.master.errors import BadRequest, NotFound
 from slapgrid.master.inputs import InstanceRequest
 from slapgrid.master.params import Params
@@ -63,8 +65,53 @@ def hosting_ip_list(master: MasterState, p: Params, _: Request) -> Response:
     return xml(master.store.hosting_ip_list(p["computer_id"], p["computer_partition_id"]))
 
 
-def hateoas(master: MasterState, p: Params, _: Request) -> Response:
-    raise NotFound("this master has no HATEOAS API")
+def hateoas_url(master: MasterState, p: Params, request: Request) -> Response:
+    """Where the reference client's navigator starts (`slapos service list`/`info`)."""
+    return text(str(request.base_url).rstrip("/") + "/" + hateoas.PATH)
+
+
+def hateoas_navigation(master: MasterState, p: Params, request: Request) -> Response:
+    """The root document, an instance-tree search, or one tree's view (`mode`)."""
+    mode = p.get("mode")
+    if mode is None:
+        return JSONResponse(hateoas.root_document(str(request.base_url)))
+    if mode == "search":
+        title = hateoas.searched_title(p["query"])
+        if title is None:
+            return JSONResponse(hateoas.search_result(master.store.instance_trees()))
+        try:
+            found = [master.store.instance_tree(title)]
+        except NotFound:
+            found = []
+        return JSONResponse(hateoas.search_result(found))
+    if mode == "traverse":
+        title = hateoas.traversed_title(p["relative_url"])
+        return JSONResponse(hateoas.tree_view(master.store.instance_tree(title)))
+    raise BadRequest(f"unhandled mode: {mode}")
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except ValueError:
+        raise BadRequest("the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
+
+
+async def instance_tree_list(master: MasterState, p: Params, request: Request) -> Response:
+    """The user's instance trees, each with its parameters (the reference lists titles)."""
+    await _json_body(request)
+    trees = await master.run_blocking(master.store.instance_trees)
+    return JSONResponse({"result_list": trees})
+
+
+async def instance_tree(master: MasterState, p: Params, request: Request) -> Response:
+    title = (await _json_body(request)).get("title")
+    if not isinstance(title, str):
+        raise BadRequest('the body must name the instance tree: {"title": …}')
+    return JSONResponse(await master.run_blocking(master.store.instance_tree, title))
 
 
 # --- what nodes report ---------------------------------------------------------------------

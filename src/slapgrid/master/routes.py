@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import Response
 
-from slapgrid.master import endpoints, polled
+from slapgrid.master import endpoints, hateoas, polled
 from slapgrid.master.params import Params
 from slapgrid.master.state import MasterState
+from slapgrid.slap import instance_trees
 from slapgrid.slap.changes import CHANGES_PATH
 
 Handler = Callable[[MasterState, Params, Request], Response | Awaitable[Response]]
@@ -39,7 +40,10 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "getComputerStatus", endpoints.computer_status),
     Route("GET", "getComputerPartitionStatus", endpoints.partition_status),
     Route("GET", "getSoftwareInstallationStatus", endpoints.software_status),
-    Route("GET", "getHateoasUrl", endpoints.hateoas),
+    Route("GET", "getHateoasUrl", endpoints.hateoas_url),
+    Route("GET", hateoas.PATH, endpoints.hateoas_navigation),
+    Route("POST", instance_trees.LIST_PATH, endpoints.instance_tree_list),
+    Route("POST", instance_trees.GET_PATH, endpoints.instance_tree),
     # what nodes report
     Route("POST", "buildingSoftwareRelease", endpoints.software_report("building")),
     Route("POST", "availableSoftwareRelease", endpoints.software_report("available")),

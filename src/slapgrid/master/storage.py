@@ -31,7 +31,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from slapgrid.master import answers, computers, instances, lookups, partitions, reports
+from slapgrid.master import answers, computers, instances, lookups, partitions, reports, trees
 from slapgrid.master.database import database_url, init_schema, make_engine
 from slapgrid.master.errors import BadRequest, Conflict, MasterError, NotFound
 from slapgrid.master.inputs import (
@@ -328,6 +328,15 @@ class MasterStore:
         with self._read() as session:
             row = lookups.supplied_row(session, computer, url)
             return answers.status(row, url, "Software Installation")
+
+    def instance_trees(self) -> list[dict[str, Any]]:
+        """Every instance a user requested, with its parameters (`slapgrid show`)."""
+        with self._read() as session:
+            return trees.tree_list(session)
+
+    def instance_tree(self, title: str) -> dict[str, Any]:
+        with self._read() as session:
+            return trees.tree_document(session, title)
 
     def snapshot(self) -> dict[str, list[dict[str, Any]]]:
         """Everything `slapgrid master show` prints, as plain data."""

@@ -9,6 +9,7 @@ custom `bin/bootstrap*` scripts for instances.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -40,9 +41,30 @@ class BuildoutError(SlapgridError):
         self.output = output
 
     @property
+    def cause(self) -> str | None:
+        """The line of buildout's output that says why it failed, if there is one."""
+        return error_cause(self.output)
+
+    @property
     def report(self) -> str:
         """What the master is told: the one-line reason, then the output."""
         return f"{self}\n{self.output}" if self.output else str(self)
+
+
+_CAUSES = (
+    re.compile(r"Error: \S"),  # buildout's own last word: `Error: Couldn't find …`
+    re.compile(r"[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b:? ?"),  # a traceback's end
+)
+
+
+def error_cause(output: str) -> str | None:
+    """Buildout's last `Error: …` line, else a traceback's last line, else None."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for pattern in _CAUSES:
+        for line in reversed(lines):
+            if pattern.match(line):
+                return line
+    return None
 
 
 def parse_shebang(script: Path) -> list[str]:
@@ -79,8 +101,9 @@ def bootstrap_command(arguments: Sequence[str], buildout_script: str | None = No
     return [sys.executable, "-S", "-c", code, "-U", *arguments, "bootstrap"]
 
 
-def _logger_output(**extra: str) -> Output:
-    return lambda line: log.info("%s", line, extra=extra)
+def _logger_output(prefix: str, **extra: str) -> Output:
+    """Each line as `[prefix] line`: parallel builds interleave, and stay readable."""
+    return lambda line: log.info("[%s] %s", prefix, line, extra=extra)
 
 
 def _failure(what: str, directory: Path, result: process.ProcessResult) -> BuildoutError:
@@ -183,7 +206,7 @@ def build_software(
     `pass_fds` (the SR's lock) stay open in buildout, so a killed agent's orphaned build
     keeps the SR locked until it ends.
     """
-    output = output or _logger_output(software=directory.name)
+    output = output or _logger_output(directory.name[:8], software=directory.name)
     arguments = software_arguments(directory, force=force)
     binary = directory / "bin" / "buildout"
     marker = directory / "bin" / SKIPPED_MARKER
@@ -223,7 +246,7 @@ def run_instance_buildout(
     cancel: threading.Event | None = None,
 ) -> process.ProcessResult:
     """Run the partition's buildout (`P/buildout.cfg`, no `-c`) with the partition timeout."""
-    output = output or _logger_output(partition=partition.name)
+    output = output or _logger_output(partition.name, partition=partition.name)
     common = {"output": output, "log_file": log_file, "cancel": cancel}
     binary = software / "bin" / "buildout"
     scripts = instance_bootstrap_scripts(software)

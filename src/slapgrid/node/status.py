@@ -18,11 +18,23 @@ from slapgrid.node.state import StateStore
 from slapgrid.node.supervisor.control import Supervisor
 
 
+def human_age(seconds: float) -> str:
+    """`40 s`, `3 min`, `2 h`, `5 d`: what an operator reads at a glance."""
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size:.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
 @dataclass
 class PartitionStatus:
     partition_id: str
     requested: str | None
-    deployed_timestamp: str | None
+    deployed_timestamp: str | None  # the master's timestamp it was deployed for
+    title: str | None = None  # the instance it hosts, as the last instance run saw it
+    software_release: str | None = None
+    deployed_at: float | None = None  # when (epoch seconds): the `.timestamp` file's age
     processes: list[str] = field(default_factory=list)
     promises: list[str] = field(default_factory=list)
     last_error: str | None = None
@@ -81,7 +93,7 @@ def promise_line(result: PromiseResult, cached: bool, now: float) -> str:
     """`check-web ok (cached, 40 s old)`: how old the result is, and whether the last run
     only served it from cache."""
     age = result.age(now)
-    facts = (["cached"] if cached else []) + ([] if age is None else [f"{age:.0f} s old"])
+    facts = (["cached"] if cached else []) + ([] if age is None else [f"{human_age(age)} old"])
     detail = f" ({', '.join(facts)})" if facts else ""
     return f"{result.title} {'FAILED' if result.failed else 'ok'}{detail}"
 
@@ -93,6 +105,7 @@ def collect(config: NodeConfig) -> NodeStatus:
     runs = store.runs()
     now = time.time()
     requested = {item["target"]: item["kind"] for item in runs.get("instance", {}).get("plan", [])}
+    names = runs.get("instance", {}).get("instances", {})
     supervisor = Supervisor(config.instance_root)
     try:
         state = supervisor.state() or "not running"
@@ -118,12 +131,17 @@ def collect(config: NodeConfig) -> NodeStatus:
         failure = failures.get(entry.name)
         failing = checks.get(entry.name)
         error = failure.message if failure else failing.message if failing else None
-        timestamp = read_text(config.instance_root / entry.name / layout.TIMESTAMP)
+        timestamp_file = config.instance_root / entry.name / layout.TIMESTAMP
+        timestamp = read_text(timestamp_file)
+        hosted = names.get(entry.name) or {}
         partitions.append(
             PartitionStatus(
                 entry.name,
                 requested.get(entry.name),
                 timestamp.strip() if timestamp else None,
+                hosted.get("title") or None,
+                hosted.get("software_release") or None,
+                timestamp_file.stat().st_mtime if timestamp else None,
                 processes,
                 results,
                 error.strip().splitlines()[-1] if error else None,

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from slapgrid.slap import marshal
 from slapgrid.slap.documents import Computer, ComputerPartition, SoftwareInstance
 from slapgrid.slap.errors import NotFoundError, ProtocolError, SlapError
+from slapgrid.slap.instance_trees import GET_PATH, LIST_PATH
 from slapgrid.slap.transport import Transport
 
 _HEADER_VALUE = re.compile(r"[\x21-\x2b\x2d-\x7e]+")
@@ -250,6 +251,25 @@ class SlapClient:
                 state=encoded["state"],
             )
         return SoftwareInstance.from_wire(marshal.loads(body))
+
+    # --- what users read back (the jIO API of the reference proxy) -----------------------
+
+    def instance_trees(self) -> list[dict[str, Any]]:
+        """The user's instance trees: titles at least; our master sends whole documents."""
+        answer = self.transport.post_json(LIST_PATH, {})
+        rows = answer.get("result_list") if isinstance(answer, dict) else None
+        if not isinstance(rows, list) or not all(
+            isinstance(row, dict) and isinstance(row.get("title"), str) for row in rows
+        ):
+            raise ProtocolError(f"{LIST_PATH}: no list of titled instance trees")
+        return rows
+
+    def instance_tree(self, title: str) -> dict[str, Any]:
+        """One instance tree's root: software release, state, parameters, connection."""
+        answer = self.transport.post_json(GET_PATH, {"title": title})
+        if not isinstance(answer, dict) or not isinstance(answer.get("title"), str):
+            raise ProtocolError(f"{GET_PATH}: not an instance tree document")
+        return answer
 
     # --- computer-level ----------------------------------------------------------------
 

@@ -1,1 +1,1 @@
-"""What a SLAP user (not a node) keeps on this machine: client configuration, past requests."""
+"""What a SLAP user (not a node) does from this machine: client configuration, instances."""

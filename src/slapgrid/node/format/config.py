@@ -22,7 +22,7 @@ from slapgrid.node.config import (
     read_config_file,
     section,
 )
-from slapgrid.node.format.addresses import DEFAULT_IPV4_NETWORK, DEFAULT_PREFIX_SHIFT, parse_network
+from slapgrid.node.format.addresses import DEFAULT_PREFIX_SHIFT, parse_network
 
 _NAME = re.compile(r"[a-z_][a-z0-9_-]*")  # fullmatch: no trailing "\n"
 PARTITION_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
@@ -45,13 +45,15 @@ class FormatConfig:
     software_root: Path
     partition_amount: int
     computer_json: Path
+    computer_xml: Path | None = None  # the reference's definition, read when migrating
     partition_base_name: str = "slappart"
     user_base_name: str = "slapuser"
     tap_base_name: str = "slaptap"
     software_user: str = "slapsoft"
     interface_name: str | None = None
     ipv6_interface: str | None = None
-    ipv4_local_network: IPv4Network = DEFAULT_IPV4_NETWORK
+    # None: the network of the stored description's addresses, else DEFAULT_IPV4_NETWORK
+    ipv4_local_network: IPv4Network | None = None
     ipv6_prefix: IPv6Network | None = None  # None: the interface's (alter_network) or a ULA
     ipv6_prefixshift: int = DEFAULT_PREFIX_SHIFT
     partition_has_ipv6_range: bool = True
@@ -140,10 +142,9 @@ def load_format_config(
         ),
         interface_name=interface_name,
         ipv6_interface=str(values.get("ipv6_interface") or "").strip() or interface_name,
+        computer_xml=_path(values["computer_xml"]) if values.get("computer_xml") else None,
         ipv4_local_network=(
-            parse_network(str(ipv4), IPv4Network, "ipv4_local_network")
-            if ipv4
-            else DEFAULT_IPV4_NETWORK
+            parse_network(str(ipv4), IPv4Network, "ipv4_local_network") if ipv4 else None
         ),
         ipv6_prefix=parse_network(str(ipv6), IPv6Network, "ipv6_prefix") if ipv6 else None,
         ipv6_prefixshift=parse_int(

@@ -19,6 +19,7 @@ import psutil
 from slapgrid.errors import ConfigError
 from slapgrid.node.format.addresses import ula_network
 from slapgrid.node.format.config import FormatConfig
+from slapgrid.node.format.previous import computer_ipv6
 from slapgrid.node.identity import Identity
 
 
@@ -53,7 +54,8 @@ def _global_ipv6(interface: str) -> list[IPv6Interface]:
 
 
 def resolve_ipv6(config: FormatConfig, previous: Mapping[str, Any] | None) -> IPv6Interface:
-    """The computer's IPv6 and network: configured, else the interface's, else a ULA.
+    """The computer's IPv6 and network: configured, else the interface's (alter_network),
+    else the stored one, else a ULA.
 
     The interface is only consulted with alter_network: without it addresses are merely
     assigned, and a stable private prefix is the safer choice.
@@ -61,6 +63,9 @@ def resolve_ipv6(config: FormatConfig, previous: Mapping[str, Any] | None) -> IP
     if config.ipv6_prefix is not None:
         return IPv6Interface((config.ipv6_prefix[1], config.ipv6_prefix.prefixlen))
     if not (config.alter_network and config.ipv6_interface):
+        stored = computer_ipv6(previous)  # e.g. the reference's: its partitions keep theirs
+        if stored is not None:
+            return stored
         network = ula_network(config.computer_id)
         return IPv6Interface((network[1], network.prefixlen))
     candidates = _global_ipv6(config.ipv6_interface)

@@ -2,8 +2,9 @@
 
 A pure function (`plan_format`) of the configuration, the description saved by the
 previous run and facts about the host (`Host`): tests hand it any host, root or not.
-Stored partitions keep their reference and their addresses while these stay inside the
-configured networks, so a second run plans nothing new.
+Stored partitions keep their reference, user, addresses, tap and IPv6 range while these
+stay inside the configured networks, so a second run plans nothing new, and a node the
+reference formatted keeps what it had (`previous`, `kept`).
 """
 
 from __future__ import annotations
@@ -16,9 +17,17 @@ from typing import Any
 
 from slapgrid import __version__
 from slapgrid.node import layout
-from slapgrid.node.format.addresses import check_prefix_shift, nth_host, partition_range, tap_range
+from slapgrid.node.format import kept
+from slapgrid.node.format.addresses import (
+    DEFAULT_IPV4_NETWORK,
+    check_prefix_shift,
+    nth_host,
+    partition_range,
+    tap_range,
+)
 from slapgrid.node.format.config import FormatConfig
 from slapgrid.node.format.host import Host
+from slapgrid.node.format.previous import from_reference, ipv4_network, prefix_length
 from slapgrid.node.format.steps import (
     SHELL,
     EnsureAddress,
@@ -49,8 +58,9 @@ def _json(value: Any) -> str:
 
 def _stored_address(
     entry: Mapping[str, Any], network: IPv4Network | IPv6Network, taken: set[Any]
-) -> IPv4Address | IPv6Address | None:
-    """The partition's stored address inside `network`, unless another partition has it."""
+) -> tuple[IPv4Address | IPv6Address, str | None] | None:
+    """The partition's stored address inside `network` and its netmask, unless another
+    partition has it."""
     for item in entry.get("address_list") or []:
         try:
             address = ip_address(str(item.get("addr")))
@@ -58,7 +68,8 @@ def _stored_address(
             continue
         if address in network and address not in taken:
             taken.add(address)
-            return address
+            netmask = str(item.get("netmask") or "")
+            return address, netmask if prefix_length(netmask) is not None else None
     return None
 
 
@@ -120,15 +131,21 @@ def plan_format(
     if amount < len(stored):
         raise FormatError(_shrink_message(amount, stored, busy or {}))
 
-    v4, v6, shift = config.ipv4_local_network, host.ipv6.network, config.ipv6_prefixshift
+    v4 = config.ipv4_local_network or ipv4_network(previous) or DEFAULT_IPV4_NETWORK
+    v6, shift = host.ipv6.network, config.ipv6_prefixshift
     if config.partition_has_ipv6_range or (create_tap and config.tap_ipv6):
         check_prefix_shift(v6, shift, amount)
     taken: set[Any] = {host.ipv6.ip}
-    kept = [(_stored_address(e, v4, taken), _stored_address(e, v6, taken)) for e in stored]
+    addresses = [(_stored_address(e, v4, taken), _stored_address(e, v6, taken)) for e in stored]
     notes = []
     if not alter_user:
         notes.append(
             f"rootless mode: partitions belong to {identity.name}; no user or group is created"
+        )
+    if from_reference(previous):
+        notes.append(
+            f"migrating the reference's description: {len(stored)} partition(s) keep their "
+            "names, users, addresses and taps"
         )
     if amount > len(stored):
         notes.append(f"adding {amount - len(stored)} partition(s)")
@@ -152,14 +169,20 @@ def plan_format(
         entry = stored[index] if index < len(stored) else {}
         reference = entry.get("reference") or f"{config.partition_base_name}{index}"
         path = config.instance_root / reference
-        kept4, kept6 = kept[index] if index < len(kept) else (None, None)
-        address4 = kept4 or nth_host(v4, index, taken)
-        address6 = kept6 or nth_host(v6, index, taken)
+        kept4, kept6 = addresses[index] if index < len(addresses) else (None, None)
+        address4 = kept4[0] if kept4 else nth_host(v4, index, taken)
+        address6 = kept6[0] if kept6 else nth_host(v6, index, taken)
         taken.update((address4, address6))
         for old, new, network in ((kept4, address4, v4), (kept6, address6, v6)):
             if entry and old is None:
                 notes.append(f"{reference}: stored address not in {network}, now {new}")
-        user_name = f"{config.user_base_name}{index}" if alter_user else identity.name
+        netmask4 = (kept4 and kept4[1]) or "255.255.255.255"
+        netmask6 = (kept6 and kept6[1]) or str(v6.netmask)
+        user_name = (
+            kept.user_name(entry, f"{config.user_base_name}{index}")
+            if alter_user
+            else identity.name
+        )
         ipv6_range: dict[str, Any] = {}
         if config.partition_has_ipv6_range:
             subrange = partition_range(v6, index, shift)
@@ -179,12 +202,12 @@ def plan_format(
                 "additional_group_list": [software_user] if alter_user else [],
             },
             "address_list": [
-                {"addr": str(address4), "netmask": "255.255.255.255"},
-                {"addr": str(address6), "netmask": str(v6.netmask)},
+                {"addr": str(address4), "netmask": netmask4},
+                {"addr": str(address6), "netmask": netmask6},
             ],
-            "ipv6_range": ipv6_range,
-            "tap": _tap(config, v6, index, create_tap),
-            "tun": None,
+            "ipv6_range": kept.ipv6_range(entry, ipv6_range, v6),
+            "tap": kept.tap(entry, _tap(config, v6, index, create_tap), v6, config.tap_ipv6),
+            "tun": kept.tun(entry),
             "external_storage_list": [],
         }
         partitions.append(partition)

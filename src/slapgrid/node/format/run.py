@@ -12,12 +12,13 @@ unless `alter_network` is asked for (then `ip addr add`, `ip -6 route replace lo
 created when running as root (`alter_user`); partition IPv4 addresses come from
 127.1.0.0/16, usable without any set-up; IPv6 comes from `ipv6_prefix`, else (with
 alter_network) the interface's global prefix, else a unique-local /64 derived from the
-computer id. The description is saved as JSON (`computer_json`), not as XML.
+computer id. The description is saved as JSON (`computer_json`), not as XML; on a node
+the reference formatted, its `computer_json` or `computer_xml` is read, and the
+partitions, users and addresses found there are kept.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -27,34 +28,15 @@ from typing import Any
 
 from slapgrid.node import layout
 from slapgrid.node.format.apply import execute
-from slapgrid.node.format.config import PARTITION_NAME, load_format_config
+from slapgrid.node.format.config import load_format_config
 from slapgrid.node.format.host import Host, os_type, resolve_ipv6
 from slapgrid.node.format.plan import FormatPlan, plan_format
+from slapgrid.node.format.previous import load_previous
 from slapgrid.node.format.register import register
 from slapgrid.node.format.steps import FormatError, missing_tools
 from slapgrid.node.identity import Identity, agent_identity
 
 log = logging.getLogger(__name__)
-
-
-def load_previous(path: Path) -> dict[str, Any] | None:
-    """The description the last run saved, checked enough to never lose a partition."""
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise FormatError(f"cannot read the saved computer description {path}: {exc}") from None
-    partitions = document.get("partition_list") if isinstance(document, dict) else None
-    references = [p.get("reference") for p in partitions or [] if isinstance(p, dict)]
-    if (
-        not isinstance(partitions, list)
-        or len(references) != len(partitions)
-        or not all(isinstance(r, str) and PARTITION_NAME.fullmatch(r) for r in references)
-        or len(set(references)) != len(references)
-    ):
-        raise FormatError(f"the saved computer description {path} has an invalid partition_list")
-    return document
 
 
 def partition_usage(path: Path) -> list[str]:
@@ -96,7 +78,7 @@ def run_format(
     `identity` (who runs format, by default the current user) decides root mode.
     """
     config = load_format_config(config_path, overrides)
-    previous = load_previous(config.computer_json)
+    previous = load_previous(config.computer_json, config.computer_xml)
     host = Host(
         identity or agent_identity(),
         resolve_ipv6(config, previous),

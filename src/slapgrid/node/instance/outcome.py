@@ -12,6 +12,19 @@ from dataclasses import dataclass, field
 
 from slapgrid.exit_status import ExitStatus
 from slapgrid.node.planner import Action
+from slapgrid.slap.documents import Computer
+
+
+def instance_names(computer: Computer) -> dict[str, dict[str, str]]:
+    """Title and Software Release of each busy partition: disk does not say them."""
+    return {
+        p.partition_id: {
+            "title": p.instance_title or "",
+            "software_release": p.software_release_url or "",
+        }
+        for p in computer.partitions
+        if p.software_release_url
+    }
 
 
 @dataclass
@@ -38,8 +51,12 @@ class InstanceOutcome:
         fields = ("done", "up_to_date", "skipped", "failed", "promise_failed", "postponed")
         return {name: len(getattr(self, name)) for name in fields}
 
-    def as_dict(self, actions: Iterable[Action]) -> dict[str, object]:
+    def as_dict(
+        self, actions: Iterable[Action], instances: dict[str, dict[str, str]] | None = None
+    ) -> dict[str, object]:
+        """The run record; `instances` names what each partition hosts, for `status`."""
         return {
+            "instances": instances or {},
             "at": self.started_at,
             "duration": round(time.time() - self.started_at, 3),
             "plan": [

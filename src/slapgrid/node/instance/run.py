@@ -24,7 +24,7 @@ from slapgrid.node.files import atomic_write
 from slapgrid.node.instance.deploy import deploy, start_again
 from slapgrid.node.instance.deployment import Deployment, PromiseFailure
 from slapgrid.node.instance.health import ServiceStarts, count_check
-from slapgrid.node.instance.outcome import InstanceOutcome
+from slapgrid.node.instance.outcome import InstanceOutcome, instance_names
 from slapgrid.node.instance.partition import observe_partition
 from slapgrid.node.instance.steps.promises import check_up_to_date
 from slapgrid.node.planner import Action, BackoffPolicy, Cause, Kind, plan_instances
@@ -157,7 +157,8 @@ class InstanceRun:
         except PromiseFailure as exc:
             self._fail(partition, str(exc), self.outcome.promise_failed)
         except BuildoutError as exc:
-            self._fail(partition, exc.report, self.outcome.failed)
+            why = f"{exc.cause or exc} (see {job.paths.log})"
+            self._fail(partition, exc.report, self.outcome.failed, why)
         except (SlapgridError, OSError) as exc:
             self._fail(partition, str(exc), self.outcome.failed)
         else:
@@ -174,8 +175,13 @@ class InstanceRun:
             )
 
     def _fail(
-        self, partition: ComputerPartition, message: str, bucket: list[tuple[str, str]]
+        self,
+        partition: ComputerPartition,
+        message: str,
+        bucket: list[tuple[str, str]],
+        summary: str | None = None,
     ) -> None:
+        """Log one line (`summary`, else the message's first), remember, tell the master."""
         pid = partition.partition_id
         if self.cancel.is_set():  # stopped on purpose: not a failure to remember or report
             log.info("%s: interrupted, left for the next run", pid, extra={"partition": pid})
@@ -185,7 +191,7 @@ class InstanceRun:
         log.error(
             "%s failed: %s",
             pid,
-            message.splitlines()[0] if message else "",
+            summary or (message.splitlines()[0] if message else ""),
             extra={"partition": pid, "action": "failed"},
         )
         self._record(bucket, pid, message)
@@ -359,5 +365,6 @@ def run_instance(
         )
         outcome = runner.execute(actions, computer, time_budget)
         summarise(outcome)
-        runner.store.record_run("instance", outcome.as_dict(actions))
+        record = outcome.as_dict(actions, instance_names(computer))
+        runner.store.record_run("instance", record)
         return RunResult(outcome.status, outcome.counts(), failures=runner.store.failures())

@@ -248,10 +248,11 @@ class SoftwareRun:
         return ReleaseOutcome(action, True, action.reason)
 
     def output(self, url: str) -> Callable[[str], None]:
+        """Each build line with the release's short hash: parallel builds interleave."""
+        prefix = f"[{software_hash(url)[:8]}] "
         if self.console is not None:
-            prefix = f"[{software_hash(url)[:8]}] "
             return lambda line: self.console(prefix + line)  # type: ignore[misc]
-        return lambda line: log.info("%s", line, extra={"software": url})
+        return lambda line: log.info("%s%s", prefix, line, extra={"software": url})
 
     def build(self, action: Action) -> ReleaseOutcome:
         url = action.target
@@ -308,8 +309,12 @@ class SoftwareRun:
             log.info("%s: interrupted, left for the next run", url, extra={"software": url})
             return ReleaseOutcome(action, False, "interrupted")
         message = error.report if isinstance(error, BuildoutError) else str(error)
-        log.error("%s: %s", url, str(error) or type(error).__name__, extra={"software": url})
-        self.store.record_failure(url, str(error))
+        summary = str(error) or type(error).__name__
+        if isinstance(error, BuildoutError):  # why, and where the whole story is
+            build_log = layout.build_log(layout.software_dir(self.config.software_root, url))
+            summary = f"{error.cause or error} (see {build_log})"
+        log.error("%s: %s", url, summary, extra={"software": url})
+        self.store.record_failure(url, f"{error}\n{summary}")
         try:
             self.client.software_release_error(url, message)
         except SlapError as exc:
