@@ -153,6 +153,8 @@ def test_all_is_force_on_instance_and_software(tmp_path: Path, recorder: Recorde
         (["--alter_user", "False"], {"alter_user": "False"}, False),
         (["--alter_network", "True"], {"alter_network": "True"}, False),
         (["--computer_json", "/tmp/c.json"], {"computer_json": "/tmp/c.json"}, False),
+        (["-x", "/tmp/c.xml"], {"computer_xml": "/tmp/c.xml"}, False),  # read to migrate
+        (["--computer_xml", "/tmp/c.xml"], {"computer_xml": "/tmp/c.xml"}, False),
         (["-n"], {}, True),
         (["--dry_run"], {}, True),
         (["-i", "/def.cfg"], {"input_definition_file": "/def.cfg"}, False),
@@ -214,8 +216,6 @@ def test_alter_user_takes_the_references_words(
         (["software", "--garbage_collect"], "WARNING", "--garbage-collect: not done"),
         (["instance", "--force-stop"], "WARNING", "--force-stop: not done"),
         (["instance", "--force_stop"], "WARNING", "supervisorctl stop all"),
-        (["format", "-x", "/c.xml"], "WARNING", "--computer_xml: not written"),
-        (["format", "--computer_xml", "/c.xml"], "WARNING", "as JSON"),
         (["format", "--now"], "INFO", "slapgrid format always starts at once"),
         (["format", "-c", "x"], "INFO", "--console: ignored"),
         (["format", "--console", "x"], "INFO", "--console: ignored"),

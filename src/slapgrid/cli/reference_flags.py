@@ -129,13 +129,8 @@ FORMAT = [
     ReferenceFlag(("--alter_network",), "alter_network", target="alter_network", attrs=_VALUE),
     ReferenceFlag(("--computer_json",), "computer_json", target="computer_json", attrs=_PATH),
     ReferenceFlag(("-n", "--dry_run"), "dry_run", target="dry_run"),
-    ReferenceFlag(
-        ("-x", "--computer_xml"),
-        "computer_xml",
-        why="--computer_xml: not written: slapgrid format keeps the computer's description as"
-        " JSON (--computer-json, default instance_root/.slapgrid/computer.json)",
-        attrs=_PATH,
-    ),
+    # the reference's description, read to keep its addresses and users (never written)
+    ReferenceFlag(("-x", "--computer_xml"), "computer_xml", target="computer_xml", attrs=_PATH),
     # not supported: format refuses them in one line, as it does in slapos.cfg
     ReferenceFlag(
         ("-i", "--input_definition_file"),

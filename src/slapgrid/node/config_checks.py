@@ -71,7 +71,6 @@ REFERENCE_ONLY: dict[str, tuple[str, ...]] = {
     ),
     "slapgrid never stops started partitions on its own (see --force-stop)": ("force_stop",),
     "a format option slapgrid format does not use (it writes computer_json)": (
-        "computer_xml",
         "log_file",
         "input_definition_file",
         "output_definition_file",
