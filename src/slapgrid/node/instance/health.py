@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from collections.abc import Mapping
 
 from slapgrid.errors import SlapgridError
+from slapgrid.node.process_states import ProcessState, running_since
 from slapgrid.node.promises.results import PromiseReport
 from slapgrid.node.state import StateStore
 from slapgrid.node.supervisor.control import Supervisor
@@ -21,12 +23,19 @@ log = logging.getLogger(__name__)
 
 
 class ServiceStarts:
-    """One `getAllProcessInfo` per run, read at the first check that needs it."""
+    """One `getAllProcessInfo` per run: the one the plan read, else read at the first check
+    that needs it."""
 
-    def __init__(self, supervisor: Supervisor) -> None:
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        processes: Mapping[str, tuple[ProcessState, ...]] | None = None,
+    ) -> None:
         self.supervisor = supervisor
         self._lock = threading.Lock()
         self._since: dict[str, float] | None = None
+        if processes is not None:
+            self._since = {group: running_since(states) for group, states in processes.items()}
 
     def since(self, pid: str) -> float:
         """When `pid`'s services last (re)started; `math.inf` when one is down, so no

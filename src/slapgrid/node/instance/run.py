@@ -81,13 +81,16 @@ def plan_partitions(
     force: bool,
     only: frozenset[str],
     supervisor: Supervisor | None = None,
+    processes: dict[str, tuple[ProcessState, ...]] | None = None,
 ) -> list[Action]:
-    """The run's actions; `supervisor` is read (never launched) for its program states."""
+    """The run's actions. `processes`: the program states the run already read; otherwise
+    `supervisor` is read (never launched) for them."""
     unknown = only - {p.partition_id for p in computer.partitions}
     if unknown:
         listed = ", ".join(sorted(unknown))  # a typo, as --only-sr's: a usage mistake
         raise ConfigError(f"option --only-cp: the master lists no partition {listed} here")
-    processes = read_processes(supervisor or Supervisor(config.instance_root))
+    if processes is None:
+        processes = read_processes(supervisor or Supervisor(config.instance_root))
     if processes is None and supervisor is None and not config.forbid_supervisord_automatic_launch:
         processes = {}  # a dry run: the real run would launch supervisord, running nothing yet
     checks = store.failed_checks()
@@ -118,6 +121,7 @@ class InstanceRun:
         supervisor: Supervisor,
         *,
         cancel: threading.Event | None = None,
+        processes: dict[str, tuple[ProcessState, ...]] | None = None,
     ) -> None:
         self.config = config
         self.client = client
@@ -126,7 +130,7 @@ class InstanceRun:
         self.store = StateStore(config.instance_root)
         self.outcome = InstanceOutcome()
         self._lock = threading.Lock()
-        self.service_starts = ServiceStarts(supervisor)
+        self.service_starts = ServiceStarts(supervisor, processes)
 
     def _report_error(self, pid: str, message: str) -> None:
         try:
@@ -359,9 +363,16 @@ def run_instance(
         except (ConnectionError, HTTPStatusError) as exc:
             return go_offline(config, exc)
         supervisor = supervisor_for(config)
-        runner = InstanceRun(config, client, supervisor, cancel=cancel)
+        processes = read_processes(supervisor)  # once: the plan and the checks share it
+        runner = InstanceRun(config, client, supervisor, cancel=cancel, processes=processes)
         actions = plan_partitions(
-            config, computer, runner.store, force=force, only=frozenset(only), supervisor=supervisor
+            config,
+            computer,
+            runner.store,
+            force=force,
+            only=frozenset(only),
+            supervisor=supervisor,
+            processes=processes,
         )
         outcome = runner.execute(actions, computer, time_budget)
         summarise(outcome)
