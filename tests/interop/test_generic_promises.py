@@ -169,9 +169,18 @@ def test_mixed_partition_and_anomaly_periodicity(
         "legacy": (False, "fine"),
     }
 
+    log = PartitionPaths(partition).promise_dir / "log" / "generic.log"
+    launched = log.read_text()
     again = run_promises(partition, mode=ANOMALY, software=release, fresh_after=0.0)
     generic = {r.title: r for r in again.results}["generic"]
     assert generic.reused and not generic.failed
+    assert log.read_text() == launched  # nothing due: the launcher was not even started
+
+    cache = PartitionPaths(partition).promise_cache("generic")
+    cache.write_text(json.dumps({**json.loads(cache.read_text()), "next_run_after": 0}))
+    due = run_promises(partition, mode=ANOMALY, software=release, fresh_after=0.0)
+    generic = {r.title: r for r in due.results}["generic"]
+    assert not generic.reused and generic.type == "Anomaly Result"
 
 
 def test_a_release_without_slapos_core_fails_the_promise_saying_why(

@@ -21,13 +21,14 @@ import logging
 import os
 import shlex
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from slapgrid.node import layout
-from slapgrid.node.promises.cache import read_result
+from slapgrid.node.promises.cache import read_json, read_result
 from slapgrid.node.promises.check import Checker
 from slapgrid.node.promises.discovery import PromiseFile
 from slapgrid.node.promises.generic_launcher import MARK
@@ -120,6 +121,14 @@ def run_generic(
         fresh_after is not None
         and any(_written_at(paths.promise_result(p.title)) < fresh_after for p in promises)
     )
+    caches = {p.title: _launcher_cache(paths, p) for p in promises}
+    if not force and all(_not_due(cache, time.time()) for cache in caches.values()):
+        # what the launcher would do, without starting the release's Python for nothing
+        return [
+            replace(result, reused=True)
+            for p in promises
+            if (result := stored[p.title]) is not None and _checks_anomalies(caches[p.title])
+        ]
     python = software_python(software)
     if python is None:
         log.warning(
@@ -160,9 +169,39 @@ def run_generic(
             )
         elif result is not None and fresh:
             results.append(result)
-        elif result is not None and checker.mode != TEST:
+        elif (
+            result is not None and checker.mode != TEST and _checks_anomalies(caches[promise.title])
+        ):
             results.append(replace(result, reused=True))
     return results
+
+
+def _launcher_cache(paths: layout.PartitionPaths, promise: PromiseFile) -> dict[str, Any] | None:
+    """What the launcher remembers of a promise (its `.slapgrid/promise/cache/<title>`), if
+    it still stands: the promise's module exists and its file did not change since."""
+    cache = read_json(paths.promise_cache(promise.title))
+    if not isinstance(cache, dict):
+        return None
+    try:
+        if not Path(cache["module_file"]).exists():
+            return None
+        if promise.path.stat().st_mtime > float(cache["timestamp"]):
+            return None  # a deployment rewrote it: run it now
+        float(cache["next_run_after"])
+    except (KeyError, TypeError, ValueError, OSError):
+        return None
+    return cache
+
+
+def _not_due(cache: dict[str, Any] | None, now: float) -> bool:
+    return cache is not None and (
+        not _checks_anomalies(cache) or now < float(cache["next_run_after"])
+    )
+
+
+def _checks_anomalies(cache: dict[str, Any] | None) -> bool:
+    """Whether the promise takes part in the periodic check (unknown: it does)."""
+    return cache is None or bool(cache.get("is_anomaly_detected", True))
 
 
 def _launcher_config(checker: Checker, force: bool, only: list[str] | None) -> dict[str, Any]:
