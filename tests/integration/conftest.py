@@ -11,6 +11,7 @@ import pytest
 
 from nodes import Node, running_node
 from slapgrid.node.software.run import run_software
+from support import cookbook
 from support.software_releases import HELLO, Master, Release, make_config, software_dir
 
 
@@ -45,3 +46,12 @@ def hello(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
         duration=duration,
         software=software_dir(config, str(HELLO)),
     )
+
+
+@pytest.fixture(scope="session")
+def cookbook_software(tmp_path_factory: pytest.TempPathFactory) -> cookbook.Built:
+    """The cookbook SR (tests/software/cookbook) built once per session, eggs cached across
+    sessions in ~/.cache/slapgrid-tests (support/cookbook.py)."""
+    built = cookbook.build(tmp_path_factory.mktemp("cookbook"))
+    print(f"\ncookbook SR built in {built.seconds:.1f} s (status {built.status})")
+    return built

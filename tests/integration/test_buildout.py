@@ -321,3 +321,48 @@ def test_a_child_that_never_reads_its_stdin_still_meets_its_timeout(tmp_path: Pa
     )
     assert result.timed_out
     assert result.duration < 10
+
+
+# stands in for another zc.buildout's bin/buildout (SlapOS's fork): its `bootstrap` writes
+# a bin/buildout of its own, which records each run instead of building
+FORK = """import os, sys
+args = sys.argv[1:]
+bin_directory = next(
+    (a.split("=", 1)[1] for a in args if a.startswith("buildout:bin-directory=")), "bin"
+)
+os.makedirs(bin_directory, exist_ok=True)
+script = os.path.join(bin_directory, "buildout")
+with open(script, "w") as handle:
+    handle.write("#!/bin/sh\\necho \\"fork buildout in $(pwd): $*\\" >> {record}\\n")
+os.chmod(script, 0o755)
+with open({record!r}, "a") as handle:
+    handle.write("fork bootstrap: " + " ".join(args) + "\\n")
+"""
+
+
+def test_the_buildout_option_reaches_software_and_instance_runs(
+    software: Path, partition: Path, tmp_path: Path
+) -> None:
+    """`[slapos] buildout` names another zc.buildout: it bootstraps the software, whose
+    bin/buildout then runs every instance buildout; a partition of a software without
+    bin/buildout is bootstrapped with it too."""
+    record = tmp_path / "fork.log"
+    fork = tmp_path / "fork" / "bin" / "buildout"
+    fork.parent.mkdir(parents=True)
+    fork.write_text(FORK.format(record=str(record)))
+    config = make_config(tmp_path, buildout=str(fork))
+    build_software(config, software)
+    run_instance_buildout(config, partition, software)
+    lines = record.read_text().splitlines()
+    assert lines[0].startswith("fork bootstrap: -U") and lines[0].endswith(" bootstrap")
+    assert lines[1].startswith(f"fork buildout in {software}: -U")
+    assert lines[2] == f"fork buildout in {partition}: -U"
+
+    alone = tmp_path / "bare-software"
+    alone.mkdir()
+    record.unlink()
+    run_instance_buildout(config, partition, alone)
+    assert record.read_text().splitlines() == [
+        f"fork bootstrap: -U buildout:bin-directory={partition / 'sbin'} bootstrap",
+        f"fork buildout in {partition}: -U",
+    ]
