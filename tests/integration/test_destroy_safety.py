@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -23,6 +24,7 @@ from slapgrid.node.format.run import run_format
 from slapgrid.node.lock import hold
 from slapgrid.node.state import StateStore
 from slapgrid.node.supervisor.control import Supervisor
+from slapgrid.slap import names as slap_names
 from slapgrid.slap.client import SlapClient
 from support.waiting import wait_for
 
@@ -33,8 +35,8 @@ SR = "http://example.invalid/software.cfg"
 REAL = "slappart0"
 NO_MARKER = f"not a partition: no {layout.RESOURCE_FILE}"
 HOSTILE = {
-    "etc": NO_MARKER,
-    "var": NO_MARKER,
+    "etc": "refusing partition id 'etc'",
+    "var": "refusing partition id 'var'",
     ".slapgrid": "refusing partition id '.slapgrid'",
     "not-formatted": NO_MARKER,
     "linked": "is a symbolic link",
@@ -117,9 +119,11 @@ def site() -> Iterator[Site]:
             }
             assert run_format(None, options) == 0
             names = [REAL, *HOSTILE]  # slappart1 stays on disk, unknown to the master
-            store.load_computer_configuration(
-                {"reference": COMPUTER, "partition_list": [{"reference": n} for n in names]}
-            )
+            # a hostile master: ours refuses these names, so let it take them this once
+            with mock.patch.object(slap_names, "partition_reference", str):
+                store.load_computer_configuration(
+                    {"reference": COMPUTER, "partition_list": [{"reference": n} for n in names]}
+                )
             store.supply(COMPUTER, SR)
             where = {"computer_guid": COMPUTER}
             for name in names:

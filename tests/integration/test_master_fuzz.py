@@ -18,9 +18,10 @@ import httpx
 import pytest
 
 from master_site import served, small_computer
+from slapgrid.master import hateoas
 from slapgrid.master.routes import ROUTES
 from slapgrid.master.server import MasterServer
-from slapgrid.slap import marshal
+from slapgrid.slap import instance_trees, marshal
 from slapgrid.slap.changes import CHANGES_PATH
 from slapgrid.slap.client import SlapClient
 
@@ -61,6 +62,9 @@ VALID: dict[str, dict[str, str]] = {
     "getComputerPartitionStatus": PARTITION,
     "getSoftwareInstallationStatus": {"computer_id": COMP, "url": SR},
     "getHateoasUrl": {},
+    hateoas.PATH: {"mode": "search", "query": hateoas.SERVICE_INFO + '"root"'},
+    instance_trees.LIST_PATH: {"portal_type": "Instance Tree"},
+    instance_trees.GET_PATH: {"title": "root"},
     "buildingSoftwareRelease": {"url": SR, "computer_id": COMP},
     "availableSoftwareRelease": {"url": SR, "computer_id": COMP},
     "destroyedSoftwareRelease": {"url": SR, "computer_id": COMP},
@@ -203,6 +207,7 @@ def master(tmp_path: Path) -> Iterator[MasterServer]:
 def test_fuzz_every_endpoint(master: MasterServer) -> None:
     rng = random.Random(SEED)
     routes = {route.path: route.method for route in ROUTES}
+    json_calls = {route.path for route in ROUTES if route.body == "json"}
     assert set(routes) == set(VALID), "every route has a well-formed call to start from"
     before = master.store.snapshot()
     statuses: dict[int, int] = {}
@@ -213,6 +218,8 @@ def test_fuzz_every_endpoint(master: MasterServer) -> None:
             where = f"seed {SEED}, case {case}: {routes[path]} /{path} {params!r} {headers!r}"
             if routes[path] == "GET":
                 reply = client.get(path, params=params, headers=headers)
+            elif path in json_calls:
+                reply = client.post(path, json=dict(params), headers=headers)
             else:
                 reply = client.post(path, data=_form(params), headers=headers)
             statuses[reply.status_code] = statuses.get(reply.status_code, 0) + 1

@@ -1,9 +1,9 @@
-"""`slapgrid supply|request|show` make the calls `slapos supply|remove|request` (1.26.1) make.
+"""`slapgrid supply|request` make the calls `slapos supply|remove|request` (1.26.1) make.
 
 Each pair of commands runs against one recording server, each case on its own master URL
 (`<server>/<case>/`); their requests must be the same: method, path, form fields in order,
-byte for byte, and headers (`User-Agent` aside). `show` asks again what `request` asked,
-which is how the reference's user reads an instance back from a plain SLAP master.
+byte for byte, and headers (`User-Agent` aside). (`slapgrid show` reads the master's
+listing, a JSON call: test_reference_client compares it with the reference's.)
 Left out: the reference's `getHateoasUrl`, and its fetch of the release's JSON schema
 (`<url>.json`), which is not a SLAP call.
 """
@@ -50,25 +50,6 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
             "stopped",
             "--shared",
         ],
-        [
-            "request",
-            "front é",
-            "{sr}",
-            "--type",
-            "frontend",
-            "--parameters",
-            "zeta=1",
-            "alpha=a&b <c>",
-            "--node",
-            "computer_guid=COMP-9",
-            "--state",
-            "stopped",
-            "--slave",
-        ],
-    ),
-    # after `request_full` on the same master URL: our `show` repeats it
-    "show": (
-        ["show", "front é"],
         [
             "request",
             "front é",
@@ -157,16 +138,12 @@ def recorded(
                 url = f"{server.url}{side}-{name}/"
                 args = [arg.format(sr=sr) for arg in (ours if side == "ours" else theirs)]
                 before = len(server.requests)
-                if side == "ours" and name == "show":  # what it repeats, on this master
-                    _ours(url, [arg.format(sr=sr) for arg in CASES["request_full"][0]], home)
                 if side == "ours":
                     _ours(url, args, home)
                 else:
                     _theirs(reference_python, url, args, home)
                 made = server.requests[before:]
                 slap = [r for r in made if r.path.startswith(f"/{side}-{name}/")]
-                if name == "show" and side == "ours":
-                    slap = slap[1:]  # the `request` that `show` repeats
                 calls[side][name] = [
                     _call(r) for r in slap if not r.path.endswith("/getHateoasUrl")
                 ]

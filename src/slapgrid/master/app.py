@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import parse_qsl
@@ -31,7 +32,7 @@ from slapgrid.master.errors import (
     UnsupportedMediaType,
 )
 from slapgrid.master.params import Params
-from slapgrid.master.routes import ROUTES, Handler
+from slapgrid.master.routes import ROUTES, Route
 from slapgrid.master.state import MasterState
 from slapgrid.master.storage import MasterStore
 
@@ -54,7 +55,7 @@ def create_app(store: MasterStore) -> Starlette:
             yield
 
     routes = [
-        StarletteRoute(f"/{route.path}", _endpoint(master, route.handler), methods=[route.method])
+        StarletteRoute(f"/{route.path}", _endpoint(master, route), methods=[route.method])
         for route in ROUTES
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
@@ -62,13 +63,14 @@ def create_app(store: MasterStore) -> Starlette:
     return app
 
 
-def _endpoint(master: MasterState, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+def _endpoint(master: MasterState, route: Route) -> Callable[[Request], Awaitable[Response]]:
     """The Starlette endpoint: read the parameters, answer, turn every failure into a status."""
+    handler = route.handler
     on_loop = inspect.iscoroutinefunction(handler)
 
     async def endpoint(request: Request) -> Response:
         try:
-            p = await _params(request)
+            p = await (_document(request) if route.body == "json" else _params(request))
             if on_loop:
                 return await handler(master, p, request)
             return await run_in_threadpool(handler, master, p, request)
@@ -98,6 +100,17 @@ async def _params(request: Request) -> Params:
     except ValueError as exc:
         raise BadRequest(f"malformed form body: {exc}") from None
     return Params(fields, none_is_absent=True)
+
+
+async def _document(request: Request) -> Params:
+    """A JSON API call: its body is one JSON object."""
+    try:
+        document = json.loads(await _body(request) or b"{}")
+    except ValueError:
+        raise BadRequest("the body must be a JSON object") from None
+    if not isinstance(document, dict):
+        raise BadRequest("the body must be a JSON object")
+    return Params(request.query_params.multi_items(), none_is_absent=False, document=document)
 
 
 async def _body(request: Request) -> bytes:

@@ -6,7 +6,6 @@ Each takes the serving state, the call's parameters and the request, and returns
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -90,25 +89,14 @@ def hateoas_navigation(master: MasterState, p: Params, request: Request) -> Resp
     raise BadRequest(f"unhandled mode: {mode}")
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.body() or b"{}")
-    except ValueError:
-        raise BadRequest("the body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
-    return body
-
-
 async def instance_tree_list(master: MasterState, p: Params, request: Request) -> Response:
     """The user's instance trees, each with its parameters (the reference lists titles)."""
-    await _json_body(request)
     trees = await master.run_blocking(master.store.instance_trees)
     return JSONResponse({"result_list": trees})
 
 
 async def instance_tree(master: MasterState, p: Params, request: Request) -> Response:
-    title = (await _json_body(request)).get("title")
+    title = p.document.get("title")
     if not isinstance(title, str):
         raise BadRequest('the body must name the instance tree: {"title": …}')
     return JSONResponse(await master.run_blocking(master.store.instance_tree, title))

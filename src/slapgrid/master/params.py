@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from slapgrid.master.errors import BadRequest
@@ -21,7 +21,15 @@ class Params:
     a value XML cannot carry, except in free text, which is cleaned.
     """
 
-    def __init__(self, items: Iterable[tuple[str, Any]], *, none_is_absent: bool) -> None:
+    def __init__(
+        self,
+        items: Iterable[tuple[str, Any]],
+        *,
+        none_is_absent: bool,
+        document: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.document: Mapping[str, Any] = document or {}
+        """A JSON call's body (an object); empty for SLAP calls."""
         self._values: dict[str, str] = {}
         seen: set[str] = set()
         for key, value in items:

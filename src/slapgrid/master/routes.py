@@ -26,6 +26,7 @@ class Route:
     method: str
     path: str  # below the master's URL, without the leading slash
     handler: Handler
+    body: str = "form"  # what a POST carries: "form" (SLAP) or "json" (the JSON API)
 
 
 ROUTES: tuple[Route, ...] = (
@@ -42,8 +43,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "getSoftwareInstallationStatus", endpoints.software_status),
     Route("GET", "getHateoasUrl", endpoints.hateoas_url),
     Route("GET", hateoas.PATH, endpoints.hateoas_navigation),
-    Route("POST", instance_trees.LIST_PATH, endpoints.instance_tree_list),
-    Route("POST", instance_trees.GET_PATH, endpoints.instance_tree),
+    Route("POST", instance_trees.LIST_PATH, endpoints.instance_tree_list, body="json"),
+    Route("POST", instance_trees.GET_PATH, endpoints.instance_tree, body="json"),
     # what nodes report
     Route("POST", "buildingSoftwareRelease", endpoints.software_report("building")),
     Route("POST", "availableSoftwareRelease", endpoints.software_report("available")),
