@@ -32,6 +32,7 @@ from slapgrid.node.supervisor.control import Supervisor
 from slapgrid.slap.client import SlapClient
 from support.addresses import loopback_network
 from support.configs import node_config
+from support.software_releases import Master, Release, make_config
 
 SOURCE = Path(__file__).resolve().parents[1] / "software" / "cookbook" / "software.cfg"
 BUILD_TIMEOUT = 1200  # s: a cold build on a slow machine, from PyPI
@@ -44,11 +45,16 @@ def cache_root() -> Path:
 
 
 def cache_for(user: pwd.struct_passwd) -> Path:
-    """The cache directory of the account that builds (made, and owned by it)."""
+    """The cache directory of the account that builds (made, and owned by it).
+
+    As root, for another account, the directories above it are made traversable.
+    """
     path = cache_root() / user.pw_name
     path.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() == 0:
+    if os.geteuid() == 0 and user.pw_uid != 0:
         os.chown(path, user.pw_uid, user.pw_gid)
+        for above in (path.parent, path.parent.parent):
+            above.chmod(above.stat().st_mode | 0o055)
     return path
 
 
@@ -86,8 +92,6 @@ class Built:
 
 def build(root: Path, config: NodeConfig | None = None) -> Built:
     """The cookbook SR built by `run_software` in `root/software`, its cache shared."""
-    from support.software_releases import Master, Release, make_config
-
     cache = cache_for(pwd.getpwuid(os.geteuid()))
     url = cached_profile(root, cache)
     config = config or make_config(root)
