@@ -3,9 +3,8 @@
 Built once per session from PyPI, its eggs cached across sessions (support/cookbook.py);
 then one node deploys it: the root serves its page and publishes its URL, requests a
 `child` instance (deployed on another partition of this node) and a shared instance the
-child hosts; both answer through the master. Its GenericPromise plugins pass, and a
-failing one reaches the master, once slapgrid runs plugins through the SR's own promise
-launcher: those asserts are marked xfail until then.
+child hosts; both answer through the master. Its GenericPromise plugins, run through the
+SR's own promise launcher, pass, and a failing one reaches the master.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ from support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
-NEEDS_LAUNCHER = pytest.mark.xfail(reason="needs the GenericPromise launcher", strict=False)
 CONVERGE_TIMEOUT = 300.0  # s: three partitions, each buildout a few seconds, on a busy host
 PUBLISHED = {"url", "child-url", "shared-url"}
 RESULT_KEYS = {"title", "name", "path", "execution-time", "result"}
@@ -109,7 +107,6 @@ def test_plugin_promises_are_written_with_their_configuration(deployed: dict[str
     assert "check_port_listening.py" in listening  # the SR's GenericPromise, run from its file
 
 
-@NEEDS_LAUNCHER
 def test_plugin_promises_pass_and_leave_results_of_the_reference_shape(
     node: cookbook.CookbookNode, deployed: dict[str, Any]
 ) -> None:
@@ -129,7 +126,6 @@ def test_plugin_promises_pass_and_leave_results_of_the_reference_shape(
         assert result["path"] == str(root / "etc" / "plugin" / result["name"])
 
 
-@NEEDS_LAUNCHER
 def test_a_failing_plugin_promise_reaches_the_master_and_blocks_the_timestamp(
     node: cookbook.CookbookNode,
 ) -> None:

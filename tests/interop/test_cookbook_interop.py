@@ -7,8 +7,7 @@
 * Both deployments leave the same files in their partitions (see `partition_files`).
 
 Each side converges as a SlapOS node does: the root's first buildout fails until its
-child has published, the next runs finish it. Plugin promises run by our agent are marked
-xfail until slapgrid runs them through the SR's own promise launcher.
+child has published, the next runs finish it.
 """
 
 from __future__ import annotations
@@ -38,7 +37,6 @@ from support.waiting import wait_for
 
 pytestmark = pytest.mark.interop
 
-NEEDS_LAUNCHER = pytest.mark.xfail(reason="needs the GenericPromise launcher", strict=False)
 PARTITIONS = 3  # the root, its child; the shared instance lives in the child
 REFERENCE_PARTITIONS = 5  # and a root with a failing promise, with its child
 PUBLISHED = {"url", "child-url", "shared-url"}
@@ -188,7 +186,6 @@ def test_our_agent_deploys_the_cookbook_release_on_the_proxy(our_node: OurNode) 
     assert shared["slave_title"].endswith("shop shared")
 
 
-@NEEDS_LAUNCHER
 def test_our_agent_keeps_the_plugin_promises_on_the_proxy(our_node: OurNode) -> None:
     assert run_instance(our_node.config, our_node.client, force=True).status == 0
     assert our_node.shop is not None
