@@ -91,3 +91,32 @@ def test_a_keep_alive_connection_serves_several_requests(tmp_path: Path) -> None
         for _ in range(3):  # the head deadline is re-armed after each answer, not tripped
             reply = client.get(server.url + "getComputerStatus", params={"computer_id": COMP})
             assert reply.status_code == 200
+
+
+def test_stopping_answers_the_open_long_polls(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = MasterStore(tmp_path / "master.db", default_computer=COMP)
+    server = MasterServer(store).start()
+    generation = httpx.get(
+        server.url + "slapgrid/changes", params={"computer_id": COMP, "since": "0"}
+    ).json()["generation"]
+    answers: list[httpx.Response] = []
+    poll = threading.Thread(
+        target=lambda: answers.append(
+            httpx.get(
+                server.url + "slapgrid/changes",
+                params={"computer_id": COMP, "since": str(generation), "timeout": "60"},
+                timeout=90,
+            )
+        )
+    )
+    poll.start()
+    wait_for(lambda: server.state.feed.open_polls == 1, what="the poll to wait")
+    started = time.monotonic()
+    server.stop()
+    poll.join(30)
+    store.close()
+    assert time.monotonic() - started < 5
+    assert [answer.status_code for answer in answers] == [200]
+    assert "Exception in ASGI application" not in caplog.text

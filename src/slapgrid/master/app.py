@@ -59,6 +59,7 @@ def create_app(store: MasterStore) -> Starlette:
         for route in ROUTES
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.master = master  # the server wakes its long polls when it stops
     app.add_middleware(AccessLog)
     return app
 

@@ -23,6 +23,8 @@ class ChangeFeed:
         self.store = store
         self.run_blocking = run_blocking
         self._events: dict[str, asyncio.Event] = {}
+        self.open_polls = 0
+        """Long polls waiting for a change right now."""
 
     async def generation(self, computer: str) -> int:
         """The computer's generation (`NotFound` if unknown), without a query when known."""
@@ -38,8 +40,12 @@ class ChangeFeed:
         event = self._event(computer)  # before reading again, so no change slips between
         generation = await self.generation(computer)
         if generation == since:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), timeout)
+            self.open_polls += 1
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), timeout)
+            finally:
+                self.open_polls -= 1
             generation = await self.generation(computer)
         return generation
 
@@ -49,6 +55,10 @@ class ChangeFeed:
             event = self._events.pop(computer, None)
             if event is not None:
                 event.set()
+
+    def wake_all(self) -> None:
+        """Answer every long poll now (the master is stopping): nodes simply ask again."""
+        self.wake(list(self._events))
 
     def _event(self, computer: str) -> asyncio.Event:
         event = self._events.get(computer)

@@ -16,6 +16,7 @@ import uvicorn
 from slapgrid.errors import SlapgridError
 from slapgrid.master.app import create_app
 from slapgrid.master.connections import HEAD_TIMEOUT, guarded_protocol, raise_file_limit
+from slapgrid.master.state import MasterState
 from slapgrid.master.storage import MasterStore
 
 DEFAULT_HOST = "127.0.0.1"
@@ -45,6 +46,15 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _Server(uvicorn.Server):
+    """Stopping answers the open long polls first, so none is cut off with an error."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        app = self.config.app
+        app.state.master.feed.wake_all()
+        await super().shutdown(sockets)
+
+
 def _server(store: MasterStore, log_level: str, head_timeout: float) -> uvicorn.Server:
     config = uvicorn.Config(
         create_app(store),
@@ -58,7 +68,7 @@ def _server(store: MasterStore, log_level: str, head_timeout: float) -> uvicorn.
         # they are cut, and agents simply ask again
         timeout_graceful_shutdown=2,
     )
-    return uvicorn.Server(config)
+    return _Server(config)
 
 
 def serve(
@@ -94,6 +104,8 @@ class MasterServer:
         self.store = store
         self._socket = bind(host, port)
         self._server = _server(store, log_level, head_timeout)
+        self.state: MasterState = self._server.config.app.state.master
+        """What the endpoints share (the change feed, the document cache)."""
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
         )
