@@ -121,6 +121,32 @@ def node_flags(master_url: str, root: Path, computer: str = COMPUTER) -> list[st
     ]
 
 
+def format_partitions(
+    master_url: str,
+    root: Path,
+    partitions: int,
+    *,
+    computer: str = COMPUTER,
+    software_root: Path | None = None,
+) -> Path:
+    """`slapgrid format` of rootless partitions in `root/instance`, on a loopback network
+    of this node's own; the software root (default `root/software`) is made too."""
+    software = software_root or root / "software"
+    (root / "instance").mkdir()
+    software.mkdir(exist_ok=True)
+    options = {
+        "master_url": master_url,
+        "computer_id": computer,
+        "instance_root": str(root / "instance"),
+        "software_root": str(software),
+        "partition_amount": partitions,
+        "alter_user": False,
+        "ipv4_local_network": loopback_network(),
+    }
+    assert run_format(None, options) == 0
+    return software
+
+
 @contextlib.contextmanager
 def running_node(
     root: Path, partitions: int = 3, software_root: Path | None = None
@@ -128,19 +154,7 @@ def running_node(
     """Master up, partitions formatted, the example SR supplied and built (or found built
     in `software_root`)."""
     with embedded_master(root) as server:
-        software = software_root or root / "software"
-        (root / "instance").mkdir()
-        software.mkdir(exist_ok=True)
-        options = {
-            "master_url": server.url,
-            "computer_id": COMPUTER,
-            "instance_root": str(root / "instance"),
-            "software_root": str(software),
-            "partition_amount": partitions,
-            "alter_user": False,
-            "ipv4_local_network": loopback_network(),
-        }
-        assert run_format(None, options) == 0
+        software = format_partitions(server.url, root, partitions, software_root=software_root)
         node = Node(root, server, server.store, software)
         node.client.supply(SOFTWARE)
         assert run_software(node.config, node.client).status == 0

@@ -6,8 +6,6 @@ The real command line runs in a child process against a real master over HTTP on
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,28 +20,11 @@ from slapgrid.master.server import MasterServer
 from slapgrid.node.supervisor.control import Supervisor
 from slapgrid.slap import marshal
 from slapgrid.slap.client import SlapClient
+from support.commands import one_line_error, slapgrid
 
 pytestmark = pytest.mark.integration
 
 COMP = "COMP-EXIT"
-
-
-def slapgrid(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "slapgrid", *argv],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
-    """The last stderr line, checked to be the only error and no traceback."""
-    assert "Traceback" not in done.stderr, done.stderr
-    lines = [line for line in done.stderr.splitlines() if line.startswith("slapgrid:")]
-    assert len(lines) == 1, done.stderr
-    return lines[0]
 
 
 @pytest.fixture

@@ -16,28 +16,12 @@ import pytest
 from nodes import COMPUTER, Node, get
 from reference_env import free_port
 from slapgrid.exit_status import ExitStatus
+from support.commands import one_line_error, slapgrid
 from support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
 SERVICE = "hello-http-on-watch"
-
-
-def slapgrid(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "slapgrid", *argv],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
-    assert "Traceback" not in done.stderr, done.stderr
-    lines = [line for line in done.stderr.splitlines() if line.startswith("slapgrid:")]
-    assert len(lines) == 1, done.stderr
-    return lines[0]
 
 
 @pytest.fixture

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,22 +17,13 @@ from slapgrid.exit_status import ExitStatus
 from slapgrid.node import layout
 from slapgrid.node.safety import software_hash
 from slapgrid.slap.client import SlapClient
+from support.commands import slapgrid
 
 pytestmark = pytest.mark.integration
 
 KEPT, USED, GONE, DESTROYED = (
     f"http://sr.invalid/{name}.cfg" for name in ("kept", "used", "gone", "destroyed")
 )
-
-
-def slapgrid(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "slapgrid", *argv],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 @dataclass

@@ -6,39 +6,14 @@ these run `python -m slapgrid` as a user would, to see exactly what reaches stde
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
-BASE = """\
-[slapos]
-master_url = http://127.0.0.1:9/
-computer_id = COMP-1
-instance_root = {root}/instance
-software_root = {root}/software
-"""
-
-
-def write_cfg(tmp_path: Path, extra: str = "") -> Path:
-    for name in ("instance", "software"):
-        (tmp_path / name).mkdir(exist_ok=True)
-    path = tmp_path / "slapos.cfg"
-    path.write_text(BASE.format(root=tmp_path) + extra + "\n")
-    return path
-
-
-def slapgrid(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "slapgrid", *argv],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+from support.commands import slapgrid
+from support.configs import write_slapos_cfg
 
 
 def test_a_refused_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    path = write_cfg(tmp_path, "maximum_periodicity = -5")
+    path = write_slapos_cfg(tmp_path, "maximum_periodicity = -5")
     done = slapgrid("--cfg", str(path), "instance")
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
@@ -49,7 +24,12 @@ def test_a_refused_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
 
 def test_a_refused_flag_is_one_line_and_exit_2(tmp_path: Path) -> None:
     done = slapgrid(
-        "--configuration-file", "=", str(write_cfg(tmp_path)), "instance", "--promise-timeout", "0"
+        "--configuration-file",
+        "=",
+        str(write_slapos_cfg(tmp_path)),
+        "instance",
+        "--promise-timeout",
+        "0",
     )
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
@@ -59,7 +39,7 @@ def test_a_refused_flag_is_one_line_and_exit_2(tmp_path: Path) -> None:
 
 
 def test_the_seeds_example_runs_and_warns_once(tmp_path: Path) -> None:
-    path = write_cfg(tmp_path, "[networkcache]\ndownload-cache-url = http://c/\n")
+    path = write_slapos_cfg(tmp_path, "[networkcache]\ndownload-cache-url = http://c/\n")
     done = slapgrid("--configuration-file", "=", str(path), "status", "--json")
     assert done.returncode == 0, done.stderr
     [warning] = done.stderr.splitlines()
@@ -67,10 +47,10 @@ def test_the_seeds_example_runs_and_warns_once(tmp_path: Path) -> None:
 
 
 def test_a_reference_flag_is_explained_in_one_line(tmp_path: Path) -> None:
-    done = slapgrid("status", "--cfg", str(write_cfg(tmp_path)), "--json")
+    done = slapgrid("status", "--cfg", str(write_slapos_cfg(tmp_path)), "--json")
     assert done.returncode == 0 and done.stderr == ""
     done = slapgrid(
-        "--pidfile", "/run/slapgrid-cp.pid", "status", "--cfg", str(write_cfg(tmp_path))
+        "--pidfile", "/run/slapgrid-cp.pid", "status", "--cfg", str(write_slapos_cfg(tmp_path))
     )
     assert done.returncode == 0
     [line] = done.stderr.splitlines()

@@ -28,16 +28,15 @@ import psutil
 import pytest
 
 import reference_env
+from nodes import format_partitions
 from slapgrid.master.server import MasterServer
 from slapgrid.master.storage import MasterStore
 from slapgrid.node.config import NodeConfig
-from slapgrid.node.format.run import run_format
 from slapgrid.node.instance.run import run_instance
 from slapgrid.node.report.run import run_report
 from slapgrid.node.safety import software_hash
 from slapgrid.node.software.run import run_software
 from slapgrid.slap.client import SlapClient
-from support.addresses import loopback_network
 from support.configs import node_config
 
 pytestmark = pytest.mark.interop
@@ -78,21 +77,6 @@ def refuses(url: str) -> bool:
     except urllib.error.URLError:
         return True
     return False
-
-
-def format_node(master_url: str, computer: str, root: Path, partitions: int) -> None:
-    (root / "instance").mkdir()
-    (root / "software").mkdir()
-    options = {
-        "master_url": master_url,
-        "computer_id": computer,
-        "instance_root": str(root / "instance"),
-        "software_root": str(root / "software"),
-        "partition_amount": partitions,
-        "alter_user": False,
-        "ipv4_local_network": loopback_network(),
-    }
-    assert run_format(None, options) == 0
 
 
 PARTITIONS = 4  # a partition per test that deploys: they pass alone and in any order
@@ -151,7 +135,7 @@ def our_node(reference_venv: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     root = tmp_path_factory.mktemp("proxy-node")
     computer = "COMP-PROXY"
     with reference_env.reference_proxy(reference_venv, root, computer) as url:
-        format_node(url, computer, root, partitions=PARTITIONS)
+        format_partitions(url, root, PARTITIONS, computer=computer)
         config = node_config(
             root,
             master_url=url,
@@ -287,7 +271,7 @@ def reference_node(reference_venv: Path) -> Iterator[ReferenceNode]:
     store = MasterStore(root / "master.db", default_computer=computer)
     try:
         with MasterServer(store) as server, SlapClient(server.url, computer) as client:
-            format_node(server.url, computer, root, partitions=PARTITIONS)
+            format_partitions(server.url, root, PARTITIONS, computer=computer)
             reference_env.give_to(user, root / "software", *(root / "instance").glob("slappart*"))
             config = reference_env.write_node_config(
                 root / "slapos.cfg",

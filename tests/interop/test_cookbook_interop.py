@@ -21,17 +21,16 @@ from pathlib import Path
 import pytest
 
 import reference_env
-from nodes import get
+from nodes import format_partitions, get
 from slapgrid.master.server import MasterServer
 from slapgrid.master.storage import MasterStore
 from slapgrid.node.config import NodeConfig
-from slapgrid.node.format.run import run_format
 from slapgrid.node.instance.run import run_instance
 from slapgrid.node.safety import software_hash
 from slapgrid.node.software.run import run_software
 from slapgrid.slap.client import SlapClient
 from support import cookbook
-from support.addresses import free_port, loopback_network
+from support.addresses import free_port
 from support.configs import node_config
 from support.waiting import wait_for
 
@@ -66,21 +65,6 @@ def partition_files(partition: Path) -> set[str]:
             continue
         found.add(name + "/" if path.is_dir() and not path.is_symlink() else name)
     return found
-
-
-def format_node(master_url: str, computer: str, root: Path, partitions: int = PARTITIONS) -> None:
-    (root / "instance").mkdir()
-    (root / "software").mkdir(exist_ok=True)
-    options = {
-        "master_url": master_url,
-        "computer_id": computer,
-        "instance_root": str(root / "instance"),
-        "software_root": str(root / "software"),
-        "partition_amount": partitions,
-        "alter_user": False,
-        "ipv4_local_network": loopback_network(),
-    }
-    assert run_format(None, options) == 0
 
 
 def partition_of(client: SlapClient, instance_root: Path, title: str) -> Path:
@@ -123,7 +107,7 @@ def our_node(reference_venv: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     root = tmp_path_factory.mktemp("cookbook-proxy-node")
     computer = "COMP-PROXY"
     with reference_env.reference_proxy(reference_venv, root, computer) as proxy:
-        format_node(proxy, computer, root)
+        format_partitions(proxy, root, PARTITIONS, computer=computer)
         config = node_config(
             root,
             master_url=proxy,
@@ -232,7 +216,7 @@ def reference_node(reference_venv: Path) -> Iterator[ReferenceNode]:
     store = MasterStore(root / "master.db", default_computer=computer)
     try:
         with MasterServer(store) as server, SlapClient(server.url, computer) as client:
-            format_node(server.url, computer, root, REFERENCE_PARTITIONS)
+            format_partitions(server.url, root, REFERENCE_PARTITIONS, computer=computer)
             cache = cookbook.cache_for(user)
             url = cookbook.cached_profile(root, cache)
             reference_env.give_to(user, root / "software", *(root / "instance").glob("slappart*"))

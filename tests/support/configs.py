@@ -26,3 +26,22 @@ def node_config(root: Path, **changes: Any) -> NodeConfig:
     for name in ("instance_root", "software_root"):
         Path(values[name]).mkdir(parents=True, exist_ok=True)
     return NodeConfig(**values)
+
+
+SLAPOS_CFG = """\
+[slapos]
+master_url = {master}
+computer_id = COMP-1
+instance_root = {root}/instance
+software_root = {root}/software
+"""
+
+
+def write_slapos_cfg(root: Path, extra: str = "") -> Path:
+    """`root/slapos.cfg`: the mandatory [slapos] options (an unreachable master), then `extra`;
+    the two roots are made."""
+    for name in ("instance", "software"):
+        (root / name).mkdir(exist_ok=True)
+    path = root / "slapos.cfg"
+    path.write_text(SLAPOS_CFG.format(root=root, master=NO_MASTER) + extra + "\n")
+    return path

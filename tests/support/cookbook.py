@@ -21,16 +21,14 @@ from typing import Any
 
 from filelock import FileLock
 
-from nodes import COMPUTER, embedded_master
+from nodes import COMPUTER, embedded_master, format_partitions
 from slapgrid.master.server import MasterServer
 from slapgrid.node.config import NodeConfig
-from slapgrid.node.format.run import run_format
 from slapgrid.node.instance.run import run_instance
 from slapgrid.node.safety import software_hash
 from slapgrid.node.software.run import run_software
 from slapgrid.node.supervisor.control import Supervisor
 from slapgrid.slap.client import SlapClient
-from support.addresses import loopback_network
 from support.configs import node_config
 from support.software_releases import Master, Release, make_config
 
@@ -139,17 +137,7 @@ class CookbookNode:
 def cookbook_node(root: Path, built: Built, partitions: int = 3) -> Iterator[CookbookNode]:
     """Master up, `partitions` formatted, the cookbook SR supplied (found built)."""
     with embedded_master(root) as server:
-        (root / "instance").mkdir()
-        options = {
-            "master_url": server.url,
-            "computer_id": COMPUTER,
-            "instance_root": str(root / "instance"),
-            "software_root": str(built.software_root),
-            "partition_amount": partitions,
-            "alter_user": False,
-            "ipv4_local_network": loopback_network(),
-        }
-        assert run_format(None, options) == 0
+        format_partitions(server.url, root, partitions, software_root=built.software_root)
         node = CookbookNode(root, server, built)
         node.client.supply(built.url)
         assert run_software(node.config, node.client).status == 0

@@ -11,26 +11,11 @@ import pytest
 from slapgrid.errors import ConfigError
 from slapgrid.node import config_checks
 from slapgrid.node.config import load_node_config, read_config_file
-
-BASE = """\
-[slapos]
-master_url = http://127.0.0.1:9/
-computer_id = COMP-1
-instance_root = {root}/instance
-software_root = {root}/software
-"""
-
-
-def write_cfg(tmp_path: Path, extra: str = "") -> Path:
-    for name in ("instance", "software"):
-        (tmp_path / name).mkdir(exist_ok=True)
-    path = tmp_path / "slapos.cfg"
-    path.write_text(BASE.format(root=tmp_path) + extra + "\n")
-    return path
+from support.configs import write_slapos_cfg
 
 
 def review(tmp_path: Path, extra: str = "") -> list[str]:
-    path = write_cfg(tmp_path, extra)
+    path = write_slapos_cfg(tmp_path, extra)
     return config_checks.review(read_config_file(path), path)
 
 
@@ -111,7 +96,7 @@ def test_reference_options_are_grouped_by_reason(tmp_path: Path) -> None:
 def test_warnings_are_logged_once_per_process(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    path = write_cfg(tmp_path, "maximum_periodicty = 5\n[networkcache]\nx = y\n")
+    path = write_slapos_cfg(tmp_path, "maximum_periodicty = 5\n[networkcache]\nx = y\n")
     with caplog.at_level(logging.WARNING, logger="slapgrid.config"):
         for _ in range(3):  # the agent's reloads read the file again
             load_node_config(path)
@@ -156,7 +141,7 @@ def test_a_warning_is_logged_even_when_the_file_is_refused(
     ],
 )
 def test_nonsense_is_refused_naming_option_and_file(tmp_path: Path, line: str, words: str) -> None:
-    path = write_cfg(tmp_path, line)
+    path = write_slapos_cfg(tmp_path, line)
     with pytest.raises(ConfigError) as caught:
         load_node_config(path)
     message = str(caught.value)
@@ -166,14 +151,16 @@ def test_nonsense_is_refused_naming_option_and_file(tmp_path: Path, line: str, w
 
 
 def test_a_flag_is_named_instead_of_the_file(tmp_path: Path) -> None:
-    path = write_cfg(tmp_path, "promise_timeout = 5")
+    path = write_slapos_cfg(tmp_path, "promise_timeout = 5")
     with pytest.raises(ConfigError, match=r"not '0' \(--promise-timeout\)$"):
         load_node_config(path, {"promise_timeout": "0"})
     assert load_node_config(path, {"promise_timeout": "7"}).promise_timeout == 7.0
 
 
 def test_zero_software_interval_is_allowed(tmp_path: Path) -> None:
-    assert load_node_config(write_cfg(tmp_path, "software_interval = 0")).software_interval == 0
+    assert (
+        load_node_config(write_slapos_cfg(tmp_path, "software_interval = 0")).software_interval == 0
+    )
 
 
 def test_the_agent_does_not_repeat_them_on_reload(
@@ -181,7 +168,7 @@ def test_the_agent_does_not_repeat_them_on_reload(
 ) -> None:
     from slapgrid.node.daemon.loop import Daemon
 
-    path = write_cfg(tmp_path, "pidfile = /run/x.pid\n[firewall]\n")
+    path = write_slapos_cfg(tmp_path, "pidfile = /run/x.pid\n[firewall]\n")
     with caplog.at_level(logging.INFO):
         daemon = Daemon(lambda: load_node_config(path), lambda config: None)  # type: ignore[arg-type,return-value]
         daemon._reload()  # SIGHUP, twice

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from slapgrid.node.config import NodeConfig
     from slapgrid.node.planner import Action
     from slapgrid.node.run_result import RunResult
+    from slapgrid.node.supervisor.control import Supervisor
     from slapgrid.slap.client import SlapClient
     from slapgrid.slap.documents import Computer
 
@@ -358,20 +359,28 @@ def supervisorctl_command(
     context: NodeContext, flags: dict[str, Any], arguments: tuple[str, ...]
 ) -> int:
     """Pass a command to the node's supervisord (status, tail, restart …)."""
-    from slapgrid.node.instance import run as instance
-
-    config = context.config(flags)
-    supervisor = instance.supervisor_for(config)
-    if not supervisor.is_running():  # never launched just to supervise nothing
-        why = (
-            "forbid_supervisord_automatic_launch is set"
-            if supervisor.has_partitions()
-            else "no partition has programs yet"
-        )
-        click.echo(f"slapgrid: supervisord is not running: {why}", err=True)
+    supervisor = running_supervisor(context.config(flags))
+    if supervisor is None:
         status_only = not arguments or arguments[0] == "status"
         return ExitStatus.OK if status_only else ExitStatus.FAILED
     return supervisorctl_status(supervisor.supervisorctl(arguments))
+
+
+def running_supervisor(config: NodeConfig) -> Supervisor | None:
+    """The node's supervisord if it runs; else None, having said why in one line (it is
+    never launched just to supervise nothing)."""
+    from slapgrid.node.instance import run as instance
+
+    supervisor = instance.supervisor_for(config)
+    if supervisor.is_running():
+        return supervisor
+    why = (
+        "forbid_supervisord_automatic_launch is set"
+        if supervisor.has_partitions()
+        else "no partition has programs yet"
+    )
+    click.echo(f"slapgrid: supervisord is not running: {why}", err=True)
+    return None
 
 
 def supervisorctl_status(code: int) -> int:

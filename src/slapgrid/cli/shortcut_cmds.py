@@ -47,17 +47,11 @@ def _supervisorctl(
 
     `before` comes before the names (`tail -f NAME`); tail takes one process.
     """
-    from slapgrid.node.instance import run as instance
+    from slapgrid.cli.node_cmds import running_supervisor
     from slapgrid.node.supervisor import targets as names
 
-    supervisor = instance.supervisor_for(context.config(flags))
-    if not supervisor.is_running():  # never launched just to supervise nothing
-        why = (
-            "forbid_supervisord_automatic_launch is set"
-            if supervisor.has_partitions()
-            else "no partition has programs yet"
-        )
-        click.echo(f"slapgrid: supervisord is not running: {why}", err=True)
+    supervisor = running_supervisor(context.config(flags))
+    if supervisor is None:
         return ExitStatus.OK if verb == "status" else ExitStatus.FAILED
     groups = {
         group: [state.name for state in states]
