@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -259,3 +260,16 @@ def test_partition_keys_are_derived_per_partition_and_instance(ca: Authority) ->
     assert numbers(p0, "SOFTINST-1") == numbers(p0, "SOFTINST-1")
     assert numbers(p0, "SOFTINST-1") != numbers(p0, "SOFTINST-2")
     assert numbers(p0, "SOFTINST-1") != numbers(p1, "SOFTINST-1")
+
+
+def test_masters_starting_together_make_one_ca(tmp_path: Path) -> None:
+    directory, opened = tmp_path / "pki", []
+    threads = [
+        threading.Thread(target=lambda: opened.append(Authority.open(directory))) for _ in range(6)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(opened) == 6
+    assert len({authority.certificate for authority in opened}) == 1

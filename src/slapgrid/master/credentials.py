@@ -122,9 +122,8 @@ def redeem_token(
 
     def spend(session: Session) -> None:
         row = session.get(TokenRow, _digest(token)) if token else None
-        if row is None or row.used_at is not None or row.expires_at <= moment:
-            raise Forbidden("registration token unknown, used or expired")
-        if row.computer != computer:
+        spent = row is None or row.used_at is not None or row.expires_at <= moment
+        if spent or row.computer != computer:  # one answer: nothing learnt by guessing
             raise Forbidden("registration token unknown, used or expired")
         row.used_at = moment
         _record(session, identity, cert, None)

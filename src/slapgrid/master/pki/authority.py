@@ -35,6 +35,7 @@ from slapgrid.master.pki.identity import AUTHORITY, SERVER, Identity, identity_f
 CA_KEY, CA_CERT = "ca.key", "ca.pem"
 SERVER_KEY, SERVER_CERT = "server.key", "server.pem"
 PARTITION_SECRET = "partition-keys.secret"
+LOCK = ".lock"
 DAY = datetime.timedelta(days=1)
 CA_VALIDITY, CLIENT_VALIDITY, SERVER_VALIDITY = 30 * 365 * DAY, 10 * 365 * DAY, 2 * 365 * DAY
 SKEW = datetime.timedelta(minutes=5)  # a peer's clock a little behind still accepts a new cert
@@ -119,13 +120,14 @@ class Authority:
         secret_path = directory / PARTITION_SECRET
         if create:
             files.make_private_dir(directory)
-            if not key_path.exists() and not cert_path.exists():
-                key = new_key()
-                certificate = _self_signed(key, clock())
-                if files.create_exclusive(key_path, key_pem(key), KEY_MODE):
+            with files.locked(directory / LOCK):  # two masters starting: one CA, made once
+                if not key_path.exists() and not cert_path.exists():
+                    key = new_key()
+                    files.create_exclusive(key_path, key_pem(key), KEY_MODE)
+                    certificate = _self_signed(key, clock())
                     files.create_exclusive(cert_path, cert_pem(certificate), PUBLIC_MODE)
-            if not secret_path.exists():
-                files.create_exclusive(secret_path, secrets.token_bytes(32), KEY_MODE)
+                if not secret_path.exists():
+                    files.create_exclusive(secret_path, secrets.token_bytes(32), KEY_MODE)
         elif not directory.is_dir():
             raise CredentialError(f"no master PKI directory at {directory}")
         key = _load_key(key_path)
@@ -197,18 +199,18 @@ class Authority:
         """(certificate, key) for TLS on `hosts`: kept while it covers them and is valid."""
         key_path, cert_path = self.directory / SERVER_KEY, self.directory / SERVER_CERT
         wanted = _san([*hosts, *LOCAL_HOSTS])
-        if not self._server_fits(key_path, cert_path, wanted):
-            key = new_key()
-            certificate = self._sign(
-                _name(SERVER, str(wanted[0].value)),
-                key.public_key(),
-                SERVER_VALIDITY,
-                ExtendedKeyUsageOID.SERVER_AUTH,
-                wanted,
-            )
-            files.replace(key_path, key_pem(key), KEY_MODE)
-            files.replace(cert_path, cert_pem(certificate) + self.ca_pem, PUBLIC_MODE)
+        with files.locked(self.directory / LOCK):
+            if not self._server_fits(key_path, cert_path, wanted):
+                self._issue_server(key_path, cert_path, wanted)
         return cert_path, key_path
+
+    def _issue_server(self, key_path: Path, cert_path: Path, names: list[x509.GeneralName]) -> None:
+        key = new_key()
+        subject = _name(SERVER, str(names[0].value))
+        usage = ExtendedKeyUsageOID.SERVER_AUTH
+        certificate = self._sign(subject, key.public_key(), SERVER_VALIDITY, usage, names)
+        files.replace(key_path, key_pem(key), KEY_MODE)
+        files.replace(cert_path, cert_pem(certificate) + self.ca_pem, PUBLIC_MODE)
 
     def server_context(self, hosts: Iterable[str] = ()) -> ssl.SSLContext:
         """TLS for the master: its certificate, and a client certificate from this CA required."""

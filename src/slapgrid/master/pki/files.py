@@ -8,8 +8,10 @@ crash half-way, never leave a half-written or replaced key.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from slapgrid.errors import SlapgridError
@@ -29,6 +31,20 @@ def make_private_dir(path: Path) -> Path:
     except OSError as exc:
         raise CredentialError(f"cannot create {path}: {exc.strerror or exc}") from None
     return path
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive lock (flock) on `path`, released on exit or when the process dies."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, KEY_MODE)
+    except OSError as exc:
+        raise CredentialError(f"cannot lock {path}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _temporary(directory: Path, data: bytes, mode: int) -> Path:
