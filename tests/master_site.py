@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from slapgrid.master.pki.authority import Authority
 from slapgrid.master.server import MasterServer
 from slapgrid.master.storage import InstanceRequest, MasterStore
 from slapgrid.slap.documents import Computer, ComputerPartition
@@ -110,10 +111,11 @@ def small_computer(reference: str, count: int) -> dict[str, Any]:
 
 
 @contextmanager
-def served(tmp_path: Path, computer: str) -> Iterator[MasterServer]:
-    """A master over HTTP on 127.0.0.1, its database in `tmp_path`."""
+def served(tmp_path: Path, computer: str, *, pki: bool = False) -> Iterator[MasterServer]:
+    """A master over HTTP on 127.0.0.1, its database in `tmp_path` (its CA in `pki/`)."""
     store = MasterStore(tmp_path / "master.db", default_computer=computer)
-    with MasterServer(store) as server:
+    authority = Authority.open(tmp_path / "pki") if pki else None
+    with MasterServer(store, authority=authority) as server:
         yield server
     store.close()
 

@@ -24,6 +24,7 @@ from slapgrid.master.server import MasterServer
 from slapgrid.slap import instance_trees, marshal
 from slapgrid.slap.changes import CHANGES_PATH
 from slapgrid.slap.client import SlapClient
+from slapgrid.slap.registration import REGISTER_PATH
 
 pytestmark = pytest.mark.integration
 
@@ -94,6 +95,7 @@ VALID: dict[str, dict[str, str]] = {
     },
     "supplySupply": {"url": SR, "computer_id": COMP, "state": "available"},
     "loadComputerConfigurationFromXML": {"xml": dump(small_computer(COMP, PARTITIONS))},
+    REGISTER_PATH: {"title": COMP},
 }
 HOSTILE: list[str] = [
     "",
@@ -196,7 +198,7 @@ def _long(value: str) -> bool:
 
 @pytest.fixture
 def master(tmp_path: Path) -> Iterator[MasterServer]:
-    with served(tmp_path, COMP) as server:
+    with served(tmp_path, COMP, pki=True) as server:
         with SlapClient(server.url, COMP) as node:
             node.load_computer_configuration(small_computer(COMP, PARTITIONS))
             node.supply(SR)

@@ -52,6 +52,7 @@ COMMANDS = {
     "promise": ("slapgrid.cli.maintenance_cmds", "promise_command"),
     "prune": ("slapgrid.cli.maintenance_cmds", "prune_command"),
     "master": ("slapgrid.cli.master_cmds", "master_group"),
+    "register": ("slapgrid.cli.register_cmd", "register_command"),
     "supply": ("slapgrid.cli.user_cmds", "supply_command"),
     "request": ("slapgrid.cli.user_cmds", "request_command"),
     "show": ("slapgrid.cli.user_cmds", "show_command"),

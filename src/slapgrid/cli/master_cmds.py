@@ -1,7 +1,8 @@
-"""`slapgrid master start|show`: run the embedded SLAP master, look into its database.
+"""`slapgrid master start|show|computer|user|token`: run the embedded SLAP master, look into
+its database, hand out credentials.
 
 The configuration file is the one `slapos proxy start --cfg` reads: `[slapproxy]` host, port,
-database_uri and `[slapos]` computer_id. Flags override it.
+database_uri (and our pki_dir) and `[slapos]` computer_id. Flags override it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from slapgrid.master.server import (
     DEFAULT_DATABASE,
     DEFAULT_HOST,
     DEFAULT_PORT,
+    default_pki_dir,
     serve,
 )
 from slapgrid.master.storage import MasterStore
@@ -34,24 +36,28 @@ def master_settings(
     database: str | None = None,
     computer_id: str | None = None,
     data_dir: str | None = None,
+    pki_dir: str | None = None,
 ) -> dict[str, Any]:
-    """Flags over `[slapproxy]`/`[slapos]` over defaults → host, port, database, computer_id."""
+    """Flags over `[slapproxy]`/`[slapos]` over defaults → host, port, database, computer_id,
+    pki_dir (the CA's directory: `pki/` beside a SQLite database)."""
     proxy: dict[str, str] = {}
     slapos: dict[str, str] = {}
     if configuration_file:
         parser = read_config_file(Path(configuration_file).expanduser())
         proxy, slapos = section(parser, "slapproxy"), section(parser, "slapos")
     default_database = str(Path(data_dir or ".") / DEFAULT_DATABASE)
+    database = (
+        database or proxy.get("database_uri") or proxy.get("database-uri") or default_database
+    )
+    pki = pki_dir or proxy.get("pki_dir") or default_pki_dir(database, data_dir)
     return {
         "host": host or proxy.get("host") or DEFAULT_HOST,
         "port": port
         if port is not None
         else parse_int(proxy.get("port") or DEFAULT_PORT, "[slapproxy] port"),
-        "database": database
-        or proxy.get("database_uri")
-        or proxy.get("database-uri")
-        or default_database,
+        "database": database,
         "computer_id": computer_id or slapos.get("computer_id") or DEFAULT_COMPUTER_ID,
+        "pki_dir": str(Path(pki).expanduser()),
     }
 
 
@@ -69,6 +75,11 @@ _DATABASE = click.option(
 _DATA_DIR = click.option(
     "--data-dir", type=click.Path(file_okay=False), help="Directory of the default database [.]."
 )
+_PKI_DIR = click.option(
+    "--pki-dir",
+    type=click.Path(file_okay=False),
+    help="The master's CA and server certificate [pki/ beside the database].",
+)
 
 
 @click.group("master", cls=SubGroup)
@@ -82,6 +93,7 @@ def master_group() -> None:
 @click.option("--port", type=click.IntRange(0, 65535), help=f"Port [{DEFAULT_PORT}].")
 @_DATABASE
 @_DATA_DIR
+@_PKI_DIR
 @click.option(
     "--computer-id", help=f"Default computer, usable before format [{DEFAULT_COMPUTER_ID}]."
 )
@@ -91,6 +103,7 @@ def start_command(
     port: int | None,
     database: str | None,
     data_dir: str | None,
+    pki_dir: str | None,
     computer_id: str | None,
 ) -> None:
     """Serve the SLAP protocol until interrupted."""
@@ -101,6 +114,7 @@ def start_command(
         database=database,
         computer_id=computer_id,
         data_dir=data_dir,
+        pki_dir=pki_dir,
     )
     if data_dir:
         Path(data_dir).mkdir(parents=True, exist_ok=True)
@@ -214,3 +228,106 @@ def _print_snapshot(snapshot: dict[str, list[dict[str, Any]]]) -> None:
         for row in rows:
             table.add_row(*("" if cell is None else str(cell) for cell in row))
         console.print(table)
+
+
+# --- credentials ---------------------------------------------------------------------------
+
+_OUT = click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory to write key.pem (0600), cert.pem and ca.pem in; never replaced.",
+)
+
+
+def _credentials_of(
+    configuration_file: str | None, database: str | None, data_dir: str | None, pki_dir: str | None
+) -> Any:
+    """The master's credentials machinery (store and CA), opened from its settings."""
+    from slapgrid.master.credentials import MasterCredentials
+
+    settings = master_settings(
+        configuration_file, database=database, data_dir=data_dir, pki_dir=pki_dir
+    )
+    return MasterCredentials.open(settings["database"], settings["pki_dir"])
+
+
+@master_group.group("computer", cls=SubGroup)
+def computer_group() -> None:
+    """Computers' credentials."""
+
+
+@computer_group.command("add")
+@click.argument("computer_id")
+@_OUT
+@_CONFIG
+@_DATABASE
+@_DATA_DIR
+@_PKI_DIR
+def computer_add_command(
+    computer_id: str,
+    out: Path,
+    configuration_file: str | None,
+    database: str | None,
+    data_dir: str | None,
+    pki_dir: str | None,
+) -> None:
+    """Write a key and certificate for node COMPUTER_ID; print its slapos.cfg lines."""
+    with _credentials_of(configuration_file, database, data_dir, pki_dir) as master:
+        click.echo(master.add_computer(computer_id, out), nl=False)
+
+
+@master_group.group("user", cls=SubGroup)
+def user_group() -> None:
+    """Users' credentials (supply, request, show)."""
+
+
+@user_group.command("add")
+@click.argument("name")
+@_OUT
+@_CONFIG
+@_DATABASE
+@_DATA_DIR
+@_PKI_DIR
+def user_add_command(
+    name: str,
+    out: Path,
+    configuration_file: str | None,
+    database: str | None,
+    data_dir: str | None,
+    pki_dir: str | None,
+) -> None:
+    """Write a key and certificate for user NAME; print its [slapconsole] lines."""
+    with _credentials_of(configuration_file, database, data_dir, pki_dir) as master:
+        click.echo(master.add_user(name, out), nl=False)
+
+
+@master_group.group("token", cls=SubGroup)
+def token_group() -> None:
+    """One-time registration tokens (`slapgrid register`)."""
+
+
+@token_group.command("create")
+@click.argument("computer_id")
+@click.option(
+    "--hours",
+    type=click.FloatRange(min=0, min_open=True),
+    default=24.0,
+    show_default=True,
+    help="How long the token stays valid.",
+)
+@_CONFIG
+@_DATABASE
+@_DATA_DIR
+@_PKI_DIR
+def token_create_command(
+    computer_id: str,
+    hours: float,
+    configuration_file: str | None,
+    database: str | None,
+    data_dir: str | None,
+    pki_dir: str | None,
+) -> None:
+    """Print a token COMPUTER_ID's node trades once for its certificate."""
+    with _credentials_of(configuration_file, database, data_dir, pki_dir) as master:
+        click.echo(master.create_token(computer_id, hours))

@@ -32,6 +32,7 @@ from slapgrid.master.errors import (
     UnsupportedMediaType,
 )
 from slapgrid.master.params import Params
+from slapgrid.master.pki.authority import Authority
 from slapgrid.master.routes import ROUTES, Route
 from slapgrid.master.state import MasterState
 from slapgrid.master.storage import MasterStore
@@ -45,9 +46,9 @@ BODY_TIMEOUT = 30.0
 FORM = "application/x-www-form-urlencoded"
 
 
-def create_app(store: MasterStore) -> Starlette:
-    """The ASGI application serving `store`."""
-    master = MasterState(store, run_in_threadpool)
+def create_app(store: MasterStore, authority: Authority | None = None) -> Starlette:
+    """The ASGI application serving `store`, issuing certificates with `authority`."""
+    master = MasterState(store, run_in_threadpool, authority)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

@@ -12,7 +12,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from slapgrid.master import hateoas
+from slapgrid.master import credentials, hateoas
 from slapgrid.master.errors import BadRequest, NotFound
 from slapgrid.master.inputs import InstanceRequest
 from slapgrid.master.params import Params
@@ -44,8 +44,36 @@ def register_partition(master: MasterState, p: Params, _: Request) -> Response:
 
 
 def certificate(master: MasterState, p: Params, _: Request) -> Response:
+    """The partition's key and certificate, issued once per instance it holds."""
     computer, partition = p["computer_id"], p["computer_partition_id"]
-    return xml(master.store.partition_certificate(computer, partition))
+    if master.authority is None:
+        return xml(master.store.partition_certificate(computer, partition))
+    return xml(
+        credentials.partition_certificate(master.store, master.authority, computer, partition)
+    )
+
+
+def register_computer(master: MasterState, p: Params, request: Request) -> Response:
+    """A one-time token (header `X-Access-Token`, as the reference's `node register` sends)
+    traded for the computer's certificate: for the key of `certificate_request` (a CSR, what
+    `slapgrid register` sends), else with a key made here (the reference's flow)."""
+    if master.authority is None:
+        raise NotFound("this master issues no certificates")
+    request_pem = p.get("certificate_request")
+    issued = credentials.redeem_token(
+        master.store,
+        master.authority,
+        request.headers.get("x-access-token", ""),
+        p["title"],
+        request_pem.encode() if request_pem else None,
+    )
+    return JSONResponse(
+        {
+            "certificate": issued.certificate.decode(),
+            "key": issued.key.decode(),
+            "ca": issued.ca.decode(),
+        }
+    )
 
 
 def partition_status(master: MasterState, p: Params, _: Request) -> Response:

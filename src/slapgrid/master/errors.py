@@ -37,3 +37,7 @@ class TooLarge(MasterError):
 
 class UnsupportedMediaType(MasterError):
     status = 415
+
+
+class Forbidden(MasterError):
+    status = 403

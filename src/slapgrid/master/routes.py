@@ -17,6 +17,7 @@ from slapgrid.master.params import Params
 from slapgrid.master.state import MasterState
 from slapgrid.slap import instance_trees
 from slapgrid.slap.changes import CHANGES_PATH
+from slapgrid.slap.registration import REGISTER_PATH
 
 Handler = Callable[[MasterState, Params, Request], Response | Awaitable[Response]]
 
@@ -64,4 +65,6 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "updateComputerPartitionRelatedInstanceList", endpoints.related_instances),
     Route("POST", "supplySupply", endpoints.supply),
     Route("POST", "loadComputerConfigurationFromXML", endpoints.load_configuration),
+    # a new node trades its one-time token for its certificate (`slapgrid register`)
+    Route("POST", REGISTER_PATH, endpoints.register_computer),
 )

@@ -16,13 +16,15 @@ import uvicorn
 from slapgrid.errors import SlapgridError
 from slapgrid.master.app import create_app
 from slapgrid.master.connections import HEAD_TIMEOUT, guarded_protocol, raise_file_limit
+from slapgrid.master.pki.authority import Authority
 from slapgrid.master.state import MasterState
-from slapgrid.master.storage import MasterStore
+from slapgrid.master.storage import MasterStore, database_url
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
 DEFAULT_COMPUTER_ID = "local_computer"
 DEFAULT_DATABASE = "slapgrid-master.db"
+PKI_DIR = "pki"
 KEEP_ALIVE = 75.0
 """Seconds an idle keep-alive connection is kept: longer than a node's polling period."""
 
@@ -55,9 +57,11 @@ class _Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def _server(store: MasterStore, log_level: str, head_timeout: float) -> uvicorn.Server:
+def _server(
+    store: MasterStore, log_level: str, head_timeout: float, authority: Authority | None
+) -> uvicorn.Server:
     config = uvicorn.Config(
-        create_app(store),
+        create_app(store, authority),
         http=guarded_protocol(head_timeout, KEEP_ALIVE),
         log_level=log_level,
         log_config=None,  # keep the caller's logging set-up
@@ -77,16 +81,32 @@ def serve(
     database: str | Path = DEFAULT_DATABASE,
     computer_id: str | None = DEFAULT_COMPUTER_ID,
     *,
+    pki_dir: str | Path | None = None,
     log_level: str = "info",
 ) -> None:
-    """Serve the master until interrupted; `computer_id` exists from the start."""
+    """Serve the master until interrupted; `computer_id` exists from the start.
+
+    Its CA and server certificate are created in `pki_dir` (default: beside the database)
+    at the first start; later starts read them.
+    """
     raise_file_limit()
     with bind(host, port) as sock:
+        directory = Path(pki_dir) if pki_dir else default_pki_dir(database)
+        authority = Authority.open(directory)
+        authority.server_files([host])
         store = MasterStore(database, default_computer=computer_id)
         try:
-            _server(store, log_level, HEAD_TIMEOUT).run(sockets=[sock])
+            _server(store, log_level, HEAD_TIMEOUT, authority).run(sockets=[sock])
         finally:
             store.close()
+
+
+def default_pki_dir(database: str | Path, data_dir: str | Path | None = None) -> Path:
+    """`pki/` beside a SQLite database, else in the data directory (or the current one)."""
+    url = database_url(database)
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        return Path(url.removeprefix("sqlite:///")).parent / PKI_DIR
+    return Path(data_dir or ".") / PKI_DIR
 
 
 class MasterServer:
@@ -100,10 +120,12 @@ class MasterServer:
         *,
         log_level: str = "warning",
         head_timeout: float = HEAD_TIMEOUT,
+        authority: Authority | None = None,
     ) -> None:
         self.store = store
+        self.authority = authority
         self._socket = bind(host, port)
-        self._server = _server(store, log_level, head_timeout)
+        self._server = _server(store, log_level, head_timeout, authority)
         self.state: MasterState = self._server.config.app.state.master
         """What the endpoints share (the change feed, the document cache)."""
         self._thread = threading.Thread(

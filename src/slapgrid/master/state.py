@@ -13,12 +13,16 @@ from collections.abc import AsyncIterator
 
 from slapgrid.master.change_feed import ChangeFeed, RunBlocking
 from slapgrid.master.document_cache import DocumentCache
+from slapgrid.master.pki.authority import Authority
 from slapgrid.master.storage import MasterStore
 
 
 class MasterState:
-    def __init__(self, store: MasterStore, run_blocking: RunBlocking) -> None:
+    def __init__(
+        self, store: MasterStore, run_blocking: RunBlocking, authority: Authority | None = None
+    ) -> None:
         self.store = store
+        self.authority = authority  # None: no certificates issued (partitions get "")
         self.run_blocking = run_blocking
         self.feed = ChangeFeed(store, run_blocking)
         self.documents = DocumentCache(store, self.feed.generation, run_blocking)

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -54,6 +54,7 @@ from slapgrid.master.tables import (
 from slapgrid.master.transaction import Tx
 from slapgrid.slap.documents import AVAILABLE, DESTROYED, Computer, ComputerPartition
 
+T = TypeVar("T")
 CONTACT_DELAY_US = 5_000_000  # how long a node's contact may wait to be written
 
 __all__ = [  # what the app, the server, the CLI and tests import from here
@@ -136,6 +137,16 @@ class MasterStore:
         if changed:
             for callback in self._listeners:
                 callback(changed)
+
+    def read_with(self, work: Callable[[Session], T]) -> T:
+        """`work(session)` in one read transaction (credentials decide in `credentials`)."""
+        with self._read() as session:
+            return work(session)
+
+    def write_with(self, work: Callable[[Session], T]) -> T:
+        """`work(session)` in one serialised write transaction, committed if it returns."""
+        with self._write() as tx:
+            return work(tx.session)
 
     # --- generations ---------------------------------------------------------------------
 
@@ -284,7 +295,8 @@ class MasterStore:
             return document
 
     def partition_certificate(self, computer: str, partition: str) -> dict[str, str]:
-        """No certificate authority here: busy partitions get empty strings, as from the proxy."""
+        """Without a CA (`credentials` has one): busy partitions get empty strings, as from
+        the proxy."""
         self.check_partition(computer, partition)
         return {"certificate": "", "key": ""}
 

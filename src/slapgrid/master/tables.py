@@ -146,3 +146,33 @@ class UsageRow(_ComputerEvent, Base):
 class BangRow(_ComputerEvent, Base):
     __tablename__ = "computer_bang"
     message: Mapped[str] = mapped_column(Text)
+
+
+class TokenRow(Base):
+    """A one-time registration token (`master token create`): only its SHA-256 is kept."""
+
+    __tablename__ = "registration_token"
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    computer: Mapped[str] = mapped_column(String(255))  # may not be formatted yet: no key
+    created_at: Mapped[int] = mapped_column(BigInteger)  # µs
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+    used_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class CredentialRow(Base):
+    """A certificate the master issued: who to, when, and (partitions) for which instance.
+
+    Certificates are public; no private key is kept here. A partition's current certificate
+    is its newest row for the instance it holds; authorization may refuse older serials.
+    """
+
+    __tablename__ = "credential"
+    serial: Mapped[str] = mapped_column(String(40), primary_key=True)  # hex
+    kind: Mapped[str] = mapped_column(String(16))
+    computer: Mapped[str | None] = mapped_column(String(255), index=True)
+    partition: Mapped[str | None] = mapped_column(String(255))
+    user: Mapped[str | None] = mapped_column(String(255))
+    instance: Mapped[str | None] = mapped_column(String(64))  # the partition's guid then
+    certificate: Mapped[str] = mapped_column(Text)
+    issued_at: Mapped[int] = mapped_column(BigInteger)
+    not_after: Mapped[int] = mapped_column(BigInteger)
