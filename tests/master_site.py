@@ -7,9 +7,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from slapgrid.master.pki.authority import Authority
 from slapgrid.master.server import MasterServer
 from slapgrid.master.storage import InstanceRequest, MasterStore
+from slapgrid.slap import marshal
 from slapgrid.slap.documents import Computer, ComputerPartition
 
 COMP = "COMP-1"
@@ -122,3 +125,16 @@ def served(tmp_path: Path, computer: str, *, pki: bool = False) -> Iterator[Mast
 
 def partition(computer: Computer, pid: str) -> ComputerPartition:
     return next(p for p in computer.partitions if p.partition_id == pid)
+
+
+def get(master: MasterServer, endpoint: str, **params: str) -> httpx.Response:
+    return httpx.get(master.url + endpoint, params=params)
+
+
+def post(master: MasterServer, endpoint: str, **form: str) -> httpx.Response:
+    return httpx.post(master.url + endpoint, data=form)
+
+
+def dump(value: Any) -> str:
+    """A value as a SLAP form field carries it (xml_marshaller)."""
+    return marshal.dumps(value).decode()

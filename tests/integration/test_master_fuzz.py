@@ -12,12 +12,11 @@ import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from master_site import served, small_computer
+from master_site import dump, served, small_computer
 from slapgrid.master import hateoas
 from slapgrid.master.routes import ROUTES
 from slapgrid.master.server import MasterServer
@@ -33,10 +32,6 @@ SR = "https://example.com/software/fuzz/software.cfg"
 SEED = int(os.environ.get("SLAPGRID_FUZZ_SEED", "20261130"))
 CASES = int(os.environ.get("SLAPGRID_FUZZ_CASES", "2000"))
 PARTITIONS = 60  # room for the instances the fuzz manages to request
-
-
-def dump(value: Any) -> str:
-    return marshal.dumps(value).decode()
 
 
 JOURNAL = (
