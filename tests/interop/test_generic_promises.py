@@ -199,3 +199,21 @@ def test_a_release_without_slapos_core_fails_the_promise_saying_why(
     [result] = report.results
     assert result.failed
     assert "cannot import slapos.core's promise launcher" in (result.message or "")
+
+
+def test_a_release_whose_python_is_gone_fails_the_promise_saying_why(
+    reference_venv: Path, partition: Path
+) -> None:
+    software = reference_env.public_tempdir("gone")
+    try:
+        (software / "bin").mkdir()
+        (software / "bin" / "buildout").write_text(f"#!{software}/bin/python-removed\n")
+        add_generic(partition, "check.py", site_packages(reference_venv), partition)
+
+        report = run_promises(deployed(partition), mode=TEST, software=software)
+    finally:
+        shutil.rmtree(software, ignore_errors=True)
+
+    [result] = report.results
+    assert result.failed
+    assert "cannot run the release's Python" in (result.message or "")

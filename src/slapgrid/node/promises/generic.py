@@ -27,7 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from slapgrid.node import layout
+from slapgrid.node import layout, process
 from slapgrid.node.promises.cache import read_json, read_result
 from slapgrid.node.promises.check import Checker
 from slapgrid.node.promises.discovery import PromiseFile
@@ -143,11 +143,14 @@ def run_generic(
             sys_path += [e for e in plugin_sys_path(promise.path) if e not in sys_path]
     only = None if whole_partition else [p.name for p in promises if p.plugin]
     request = {"sys_path": sys_path, "config": _launcher_config(checker, force, only)}
-    done = checker.run(
-        [python, "-s", "-B", str(LAUNCHER)],
-        stdin=json.dumps(request).encode(),
-        timeout=len(promises) * checker.timeout + LAUNCHER_MARGIN,
-    )
+    try:
+        done = checker.run(
+            [python, "-s", "-B", str(LAUNCHER)],
+            stdin=json.dumps(request).encode(),
+            timeout=len(promises) * checker.timeout + LAUNCHER_MARGIN,
+        )
+    except process.ProcessError as exc:  # the release's Python is gone or not executable
+        return _all_failed(promises, checker.mode, f"cannot run the release's Python: {exc}")
     if done.cancelled:
         return []
     log.debug("%s: the promise launcher said:\n%s", checker.partition_path.name, done.tail)
@@ -162,11 +165,7 @@ def run_generic(
         fresh = _signature(path) != before[promise.title]
         result = read_result(path) if fresh else stored[promise.title]
         if reason is not None and not fresh:
-            results.append(
-                PromiseResult.failure(
-                    promise.title, promise.name, str(promise.path), checker.mode, f"Error: {reason}"
-                )
-            )
+            results += _all_failed([promise], checker.mode, reason)
         elif result is not None and fresh:
             results.append(result)
         elif (
@@ -174,6 +173,13 @@ def run_generic(
         ):
             results.append(replace(result, reused=True))
     return results
+
+
+def _all_failed(promises: Sequence[PromiseFile], mode: str, reason: str) -> list[PromiseResult]:
+    return [
+        PromiseResult.failure(p.title, p.name, str(p.path), mode, f"Error: {reason}")
+        for p in promises
+    ]
 
 
 def _launcher_cache(paths: layout.PartitionPaths, promise: PromiseFile) -> dict[str, Any] | None:
