@@ -82,3 +82,12 @@ def test_database_of_the_previous_code_gets_the_column(store: MasterStore, path:
         upgraded.note_contact(COMP, now_us())
         assert upgraded.computer_status(COMP)["text"] == f"#access {COMP}"
         upgraded.close()
+
+
+def test_a_new_database_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    store = MasterStore(tmp_path / "master.db", default_computer="COMP-1")
+    try:
+        for path in tmp_path.glob("master.db*"):  # the WAL files take the database's mode
+            assert path.stat().st_mode & 0o777 == 0o600, path
+    finally:
+        store.close()

@@ -21,6 +21,7 @@ and `instances` (requests); rendering in `answers`.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -70,6 +71,17 @@ __all__ = [  # what the app, the server, the CLI and tests import from here
 ]
 
 
+def private_file(path: Path) -> None:
+    """The database holds every instance's parameters: readable by its owner only, from
+    its creation on (SQLite gives its WAL files the database's mode)."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise MasterError(f"cannot create the master database {path}: {exc.strerror}") from None
+
+
 class MasterStore:
     """Every read and state transition of the master, each in one transaction."""
 
@@ -89,10 +101,11 @@ class MasterStore:
         self._contacts: dict[str, int] = {}  # contacts noted and not written yet
         self._contacts_since: int | None = None  # when the oldest of them was noted
         self._listeners: list[Callable[[dict[str, int]], None]] = []
-        if self.url.startswith("sqlite") and not create:
-            path = self.url.split("///", 1)[-1]
-            if not Path(path).is_file():
+        if self.url.startswith("sqlite:///") and self.url != "sqlite:///:memory:":
+            path = Path(self.url.split("///", 1)[-1])
+            if not create and not path.is_file():
                 raise MasterError(f"no master database at {path}")
+            private_file(path)
         try:
             self._reader = make_engine(self.url, busy_timeout, immediate=False)
             self._writer = make_engine(self.url, busy_timeout, immediate=True)
