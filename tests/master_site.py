@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +15,7 @@ from slapgrid.master.server import MasterServer
 from slapgrid.master.storage import InstanceRequest, MasterStore
 from slapgrid.slap import marshal
 from slapgrid.slap.documents import Computer, ComputerPartition
+from support.waiting import wait_for
 
 COMP = "COMP-1"
 SR_A = "https://example.com/a/software.cfg"
@@ -138,3 +140,17 @@ def post(master: MasterServer, endpoint: str, **form: str) -> httpx.Response:
 def dump(value: Any) -> str:
     """A value as a SLAP form field carries it (xml_marshaller)."""
     return marshal.dumps(value).decode()
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+    """Until the master `process` serves `url`; its error output if it dies first."""
+
+    def answers() -> bool:
+        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+        try:
+            httpx.get(url + "getHateoasUrl", timeout=1)
+        except httpx.TransportError:
+            return False
+        return True
+
+    wait_for(answers, 20, what="the master to start")

@@ -11,17 +11,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 from click.testing import CliRunner
 
-from master_site import partition, served, small_computer
+from master_site import partition, served, small_computer, wait_ready
 from recording_server import Answer, RecordingServer
 from slapgrid.cli.master_cmds import master_group
 from slapgrid.cli.user_cmds import request_command, show_command, supply_command
 from slapgrid.slap.client import SlapClient
 from support.addresses import free_port
-from support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -36,18 +34,6 @@ def start_master_process(config: Path) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
-    def answers() -> bool:
-        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
-        try:
-            httpx.get(url + "getHateoasUrl", timeout=1)
-        except httpx.TransportError:
-            return False
-        return True
-
-    wait_for(answers, 20, what="the master to start")
 
 
 def test_kill_9_after_acknowledged_writes_loses_nothing(tmp_path: Path) -> None:

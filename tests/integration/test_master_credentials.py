@@ -20,7 +20,7 @@ from click.testing import CliRunner, Result
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from master_site import small_computer
+from master_site import small_computer, wait_ready
 from slapgrid.cli.master_cmds import master_group
 from slapgrid.cli.register_cmd import register_command
 from slapgrid.master import credentials
@@ -36,7 +36,6 @@ from slapgrid.slap.errors import NotFoundError
 from slapgrid.slap.registration import REGISTER_PATH
 from slapgrid.user.client_config import load_client_config
 from support.addresses import free_port
-from support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -301,18 +300,6 @@ def test_a_new_instance_in_the_partition_gets_a_new_certificate(
         master.store.request(InstanceRequest(SR, "shop"))
         second = node.partition_certificate("slappart0")
     assert first[0] != second[0] and first[1] != second[1]
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
-    def answers() -> bool:
-        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
-        try:
-            httpx.get(url + "getHateoasUrl", timeout=1)
-        except httpx.TransportError:
-            return False
-        return True
-
-    wait_for(answers, 20, what="the master to start")
 
 
 def test_master_start_creates_its_ca_once_and_answers_certificates(tmp_path: Path) -> None:

@@ -17,13 +17,12 @@ import httpx
 import psutil
 import pytest
 
-from master_site import served, small_computer
+from master_site import served, small_computer, wait_ready
 from slapgrid.master.app import MAX_BODY_BYTES
 from slapgrid.master.server import MasterServer
 from slapgrid.slap import marshal
 from slapgrid.slap.client import SlapClient
 from support.addresses import free_port
-from support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -93,14 +92,7 @@ def master_process(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
         preexec_fn=lower_file_limit,
     )
     url = f"http://127.0.0.1:{port}/"
-
-    def answers() -> bool:
-        try:
-            return httpx.get(url + "getComputerStatus", params={"computer_id": COMP}).is_success
-        except httpx.TransportError:
-            return False
-
-    wait_for(answers, what="the master to answer")
+    wait_ready(url, process)
     return process, url
 
 

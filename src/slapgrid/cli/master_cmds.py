@@ -8,6 +8,7 @@ database_uri (and our pki_dir) and `[slapos]` computer_id. Flags override it.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -240,8 +241,19 @@ _OUT = click.option(
 )
 
 
+def _where(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options that find the master's database and CA (passed on as `**where`)."""
+    for option in (_PKI_DIR, _DATA_DIR, _DATABASE, _CONFIG):
+        command = option(command)
+    return command
+
+
 def _credentials_of(
-    configuration_file: str | None, database: str | None, data_dir: str | None, pki_dir: str | None
+    *,
+    configuration_file: str | None,
+    database: str | None,
+    data_dir: str | None,
+    pki_dir: str | None,
 ) -> Any:
     """The master's credentials machinery (store and CA), opened from its settings."""
     from slapgrid.master.credentials import MasterCredentials
@@ -260,20 +272,10 @@ def computer_group() -> None:
 @computer_group.command("add")
 @click.argument("computer_id")
 @_OUT
-@_CONFIG
-@_DATABASE
-@_DATA_DIR
-@_PKI_DIR
-def computer_add_command(
-    computer_id: str,
-    out: Path,
-    configuration_file: str | None,
-    database: str | None,
-    data_dir: str | None,
-    pki_dir: str | None,
-) -> None:
+@_where
+def computer_add_command(computer_id: str, out: Path, **where: str | None) -> None:
     """Write a key and certificate for node COMPUTER_ID; print its slapos.cfg lines."""
-    with _credentials_of(configuration_file, database, data_dir, pki_dir) as master:
+    with _credentials_of(**where) as master:
         click.echo(master.add_computer(computer_id, out), nl=False)
 
 
@@ -285,20 +287,10 @@ def user_group() -> None:
 @user_group.command("add")
 @click.argument("name")
 @_OUT
-@_CONFIG
-@_DATABASE
-@_DATA_DIR
-@_PKI_DIR
-def user_add_command(
-    name: str,
-    out: Path,
-    configuration_file: str | None,
-    database: str | None,
-    data_dir: str | None,
-    pki_dir: str | None,
-) -> None:
+@_where
+def user_add_command(name: str, out: Path, **where: str | None) -> None:
     """Write a key and certificate for user NAME; print its [slapconsole] lines."""
-    with _credentials_of(configuration_file, database, data_dir, pki_dir) as master:
+    with _credentials_of(**where) as master:
         click.echo(master.add_user(name, out), nl=False)
 
 
@@ -316,18 +308,8 @@ def token_group() -> None:
     show_default=True,
     help="How long the token stays valid.",
 )
-@_CONFIG
-@_DATABASE
-@_DATA_DIR
-@_PKI_DIR
-def token_create_command(
-    computer_id: str,
-    hours: float,
-    configuration_file: str | None,
-    database: str | None,
-    data_dir: str | None,
-    pki_dir: str | None,
-) -> None:
+@_where
+def token_create_command(computer_id: str, hours: float, **where: str | None) -> None:
     """Print a token COMPUTER_ID's node trades once for its certificate."""
-    with _credentials_of(configuration_file, database, data_dir, pki_dir) as master:
+    with _credentials_of(**where) as master:
         click.echo(master.create_token(computer_id, hours))
