@@ -64,9 +64,13 @@ def instance_answer(session: Session, row: PartitionRow) -> dict[str, Any]:
 
 def shared_answer(session: Session, shared: SharedRow) -> dict[str, Any]:
     """A shared instance, with the computer, partition and addresses of its host."""
+    return _answer(shared, *host_of(session, shared))
+
+
+def host_of(session: Session, shared: SharedRow) -> tuple[PartitionRow | None, list[AddressRow]]:
+    """The partition hosting a shared instance (None before allocation), and its addresses."""
     host = session.get(PartitionRow, shared.host_id) if shared.host_id else None
-    addresses = lookups.addresses(session, [host.id])[host.id] if host else []
-    return _answer(shared, host, addresses)
+    return host, lookups.addresses(session, [host.id])[host.id] if host else []
 
 
 def _answer(

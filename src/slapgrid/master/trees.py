@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from slapgrid.master import lookups
-from slapgrid.master.answers import ip_lists
+from slapgrid.master.answers import host_of, ip_lists
 from slapgrid.master.errors import NotFound
 from slapgrid.master.tables import BUSY, PartitionRow, SharedRow
 from slapgrid.slap import instance_xml
@@ -56,9 +56,7 @@ def tree_document(session: Session, title: str) -> dict[str, Any]:
 
 
 def _shared_document(session: Session, shared: SharedRow) -> dict[str, Any]:
-    host = session.get(PartitionRow, shared.host_id) if shared.host_id else None
-    addresses = lookups.addresses(session, [host.id])[host.id] if host else []
-    return _document(shared, host, addresses)
+    return _document(shared, *host_of(session, shared))
 
 
 def _document(
