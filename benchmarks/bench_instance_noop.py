@@ -179,7 +179,7 @@ def main() -> None:
     store = MasterStore(workdir / "master.db")
     nodes: list[Node] = []
     try:
-        with MasterServer(store) as server:
+        with MasterServer(store, insecure=True) as server:
             bench = Bench(workdir, server.url, user, venv)
             light = light_software(workdir)
             first_software = light if args.smoke else str(HELLO)

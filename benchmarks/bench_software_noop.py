@@ -64,7 +64,10 @@ def main() -> None:
     workdir = reference_env.public_tempdir("bench-software-")
     store = MasterStore(workdir / "master.db", default_computer=COMPUTER)
     try:
-        with MasterServer(store) as server, SlapClient(server.url, COMPUTER) as client:
+        with (
+            MasterServer(store, insecure=True) as server,
+            SlapClient(server.url, COMPUTER) as client,
+        ):
             (workdir / "software").mkdir()
             (workdir / "instance").mkdir()
             config = reference_env.write_node_config(

@@ -136,7 +136,7 @@ class Site:
         self.config_file.write_text("\n".join(lines) + "\n")
 
     def start_master(self) -> subprocess.Popen[bytes]:
-        command = [sys.executable, "-m", "slapgrid", "master", "start", "--port"]
+        command = [sys.executable, "-m", "slapgrid", "master", "start", "--insecure", "--port"]
         command += [str(self.master_port), "--database", str(self.root / "master.db")]
         command += ["--computer-id", COMPUTER]
         with (self.root / "master.log").open("ab") as log:

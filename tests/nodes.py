@@ -105,7 +105,7 @@ def embedded_master(root: Path, computer: str = COMPUTER) -> Iterator[MasterServ
     """The embedded master over HTTP on 127.0.0.1, its database in `root`."""
     store = MasterStore(root / "master.db", default_computer=computer)
     try:
-        with MasterServer(store) as server:
+        with MasterServer(store, insecure=True) as server:
             yield server
     finally:
         store.close()

@@ -253,7 +253,10 @@ def watch(url: str, poll_interval: float) -> tuple[Watcher, queue.SimpleQueue[Wa
 def test_watcher_long_polls_our_master(tmp_path: Path) -> None:
     store = MasterStore(tmp_path / "master.db", default_computer="COMP-W")
     try:
-        with MasterServer(store) as server, SlapClient(server.url, "COMP-W") as client:
+        with (
+            MasterServer(store, insecure=True) as server,
+            SlapClient(server.url, "COMP-W") as client,
+        ):
             watcher, events = watch(server.url, poll_interval=60)
             baseline = events.get(timeout=10)
             assert isinstance(baseline, Observed) and baseline.mode == "long-poll"

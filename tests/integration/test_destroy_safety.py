@@ -108,7 +108,7 @@ def site() -> Iterator[Site]:
     software_root.mkdir()
     supervisor = Supervisor(instance_root)
     try:
-        with MasterServer(store) as server:
+        with MasterServer(store, insecure=True) as server:
             options = {
                 "master_url": server.url,
                 "computer_id": COMPUTER,

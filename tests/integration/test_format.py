@@ -242,7 +242,7 @@ def test_configuration_file_sections(tmp_path: Path, master: RecordingServer) ->
 def test_registers_with_the_embedded_master(tmp_path: Path) -> None:
     store = MasterStore(tmp_path / "master.db")
     try:
-        with MasterServer(store) as server:
+        with MasterServer(store, insecure=True) as server:
             run_format(None, options(tmp_path, server.url, 2))
             run_format(None, options(tmp_path, server.url, 3))
             with SlapClient(server.url, "COMP-FMT") as client:

@@ -30,7 +30,7 @@ SR = "https://example.com/software/web/software.cfg"
 def start_master_process(config: Path) -> subprocess.Popen[bytes]:
     code = "from slapgrid.cli.master_cmds import master_group; master_group()"
     return subprocess.Popen(
-        [sys.executable, "-c", code, "start", "--cfg", str(config)],
+        [sys.executable, "-c", code, "start", "--cfg", str(config), "--insecure"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

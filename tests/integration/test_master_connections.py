@@ -29,7 +29,7 @@ IDLE, SLOW = 1100, 100
 def master(tmp_path: Path) -> Iterator[MasterServer]:
     store = MasterStore(tmp_path / "master.db", default_computer=COMP)
     try:
-        with MasterServer(store, head_timeout=2.0) as server:
+        with MasterServer(store, head_timeout=2.0, insecure=True) as server:
             yield server
     finally:
         store.close()
@@ -97,7 +97,7 @@ def test_stopping_answers_the_open_long_polls(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = MasterStore(tmp_path / "master.db", default_computer=COMP)
-    server = MasterServer(store).start()
+    server = MasterServer(store, insecure=True).start()
     generation = httpx.get(
         server.url + "slapgrid/changes", params={"computer_id": COMP, "since": "0"}
     ).json()["generation"]

@@ -14,7 +14,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from click.testing import CliRunner, Result
 from cryptography import x509
@@ -36,6 +35,7 @@ from slapgrid.slap.errors import NotFoundError
 from slapgrid.slap.registration import REGISTER_PATH
 from slapgrid.user.client_config import load_client_config
 from support.addresses import free_port
+from support.tls import https_client, node_client
 
 pytestmark = pytest.mark.integration
 
@@ -202,11 +202,12 @@ def test_expired_unknown_and_foreign_tokens_are_refused_and_change_nothing(
     expired = credentials.create_token(master.store, COMP, now=day_ago)
     other = token_for(tmp_path, "COMP-OTHER")
     dump = token_rows(master.store)
-    for token in (expired, "not-a-token", "", other):
-        response = httpx.post(
-            master.url + REGISTER_PATH, data={"title": COMP}, headers={"X-Access-Token": token}
-        )
-        assert response.status_code == 403, response.text
+    with https_client(master.url, master.authority) as client:  # anonymous: no certificate yet
+        for token in (expired, "not-a-token", "", other):
+            response = client.post(
+                REGISTER_PATH, data={"title": COMP}, headers={"X-Access-Token": token}
+            )
+            assert response.status_code == 403, response.text
     assert token_rows(master.store) == dump
     assert credential_rows(master.store) == []
     assert register(master, other, tmp_path / "other", "COMP-OTHER").exit_code == 0
@@ -230,11 +231,10 @@ def test_the_reference_flow_gets_a_key_made_by_the_master(
     master: MasterServer, tmp_path: Path
 ) -> None:
     """What `slapos node register` sends: no CSR, so the answer carries a key."""
-    response = httpx.post(
-        master.url + REGISTER_PATH,
-        data={"title": COMP},
-        headers={"X-Access-Token": token_for(tmp_path)},
-    )
+    with https_client(master.url, master.authority) as client:
+        response = client.post(
+            REGISTER_PATH, data={"title": COMP}, headers={"X-Access-Token": token_for(tmp_path)}
+        )
     assert response.status_code == 200, response.text
     answer = response.json()
     key = serialization.load_pem_private_key(answer["key"].encode(), None)
@@ -246,11 +246,12 @@ def test_the_reference_flow_gets_a_key_made_by_the_master(
 
 def test_a_bad_request_leaves_the_token_usable(master: MasterServer, tmp_path: Path) -> None:
     token = token_for(tmp_path)
-    response = httpx.post(
-        master.url + REGISTER_PATH,
-        data={"title": COMP, "certificate_request": "junk"},
-        headers={"X-Access-Token": token},
-    )
+    with https_client(master.url, master.authority) as client:
+        response = client.post(
+            REGISTER_PATH,
+            data={"title": COMP, "certificate_request": "junk"},
+            headers={"X-Access-Token": token},
+        )
     assert response.status_code == 400 and "CSR" in response.text
     assert register(master, token, tmp_path / "node").exit_code == 0
 
@@ -264,7 +265,7 @@ def test_partitions_get_their_own_certificate_and_keep_it(
     master.store.load_computer_configuration(small_computer(COMP, 3))
     master.store.request(InstanceRequest(SR, "web"))
     master.store.request(InstanceRequest(SR, "db"))
-    with SlapClient(master.url, COMP) as node:
+    with node_client(master.url, master.authority, COMP, tmp_path / "node") as node:
         cert, key = node.partition_certificate("slappart0")
         assert node.partition_certificate("slappart0") == (cert, key)  # agents rewrite on change
         other = node.partition_certificate("slappart1")
@@ -293,7 +294,7 @@ def test_a_new_instance_in_the_partition_gets_a_new_certificate(
 ) -> None:
     master.store.load_computer_configuration(small_computer(COMP, 1))
     master.store.request(InstanceRequest(SR, "web"))
-    with SlapClient(master.url, COMP) as node:
+    with node_client(master.url, master.authority, COMP, tmp_path / "node") as node:
         first = node.partition_certificate("slappart0")
         master.store.request(InstanceRequest(SR, "web", state="destroyed"))
         node.destroyed("slappart0")
@@ -306,7 +307,8 @@ def test_master_start_creates_its_ca_once_and_answers_certificates(tmp_path: Pat
     data, port = tmp_path / "master", free_port()
     code = "from slapgrid.cli.master_cmds import master_group; master_group()"
     command = [sys.executable, "-c", code, "start", "--data-dir", str(data), "--port", str(port)]
-    url = f"http://127.0.0.1:{port}/"
+    url = f"https://127.0.0.1:{port}/"
+    node_files = tmp_path / "node"
     for start in range(2):
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
@@ -320,12 +322,29 @@ def test_master_start_creates_its_ca_once_and_answers_certificates(tmp_path: Pat
                 assert addresses == {"127.0.0.1", "::1"}
                 assert {mode(pki / n) for n in ("ca.key", "server.key")} == {0o600}
             assert (pki / "ca.pem").read_bytes() == ca  # a restart reads, never re-creates
-            with SlapClient(url, "local_computer") as node:
+            if start == 0:
+                added = run(
+                    master_group,
+                    "computer",
+                    "add",
+                    "local_computer",
+                    "--out",
+                    node_files,
+                    "--data-dir",
+                    data,
+                )
+                assert added.exit_code == 0, added.output
+            files = {
+                "key_file": node_files / "key.pem",
+                "cert_file": node_files / "cert.pem",
+                "ca_file": node_files / "ca.pem",
+            }
+            with SlapClient(url, "local_computer", **files) as node:
                 node.load_computer_configuration(small_computer("local_computer", 2))
             store = MasterStore(data / "slapgrid-master.db", default_computer="local_computer")
             store.request(InstanceRequest(SR, f"web{start}"))
             store.close()
-            with SlapClient(url, "local_computer") as node:
+            with SlapClient(url, "local_computer", **files) as node:
                 cert, _ = node.partition_certificate(f"slappart{start}")
             identity = Identity.for_partition("local_computer", f"slappart{start}")
             assert (

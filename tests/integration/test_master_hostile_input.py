@@ -84,7 +84,16 @@ def lower_file_limit() -> None:
 
 def master_process(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    command = [sys.executable, "-m", "slapgrid", "master", "start", "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "slapgrid",
+        "master",
+        "start",
+        "--insecure",
+        "--port",
+        str(port),
+    ]
     process = subprocess.Popen(
         [*command, "--data-dir", str(tmp_path), "--computer-id", COMP],
         stdout=subprocess.DEVNULL,

@@ -1,7 +1,7 @@
-"""TLS on 127.0.0.1 with the master's certificates: what the next step will enforce.
+"""TLS on 127.0.0.1 with the master's certificates, as the master serves it.
 
-The server uses the master's server certificate and requires a client certificate from its
-CA; the identity it reads is the one `identity_from_peercert` gets from `ssl`.
+The server uses the master's server certificate and refuses a client certificate not from
+its CA; the identity it reads is the one `identity_from_peercert` gets from `ssl`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from slapgrid.master.pki.authority import Authority, cert_pem
-from slapgrid.master.pki.identity import Identity, identity_from_peercert
+from slapgrid.master.pki.identity import Identity, IdentityError, identity_from_peercert
 
 pytestmark = pytest.mark.integration
 
@@ -97,10 +97,12 @@ def test_an_expired_certificate_is_refused(ca: Authority, tmp_path: Path) -> Non
     assert "expired" in str(outcome)
 
 
-def test_no_client_certificate_is_refused(ca: Authority) -> None:
+def test_no_client_certificate_is_no_identity(ca: Authority) -> None:
+    """Anonymous TLS gets through (a node redeeming its token has no certificate yet), and
+    names nobody."""
     client = ssl.create_default_context(cafile=str(ca.ca_file))
     outcome = handshake(ca.server_context(), client)
-    assert isinstance(outcome, ssl.SSLError), outcome
+    assert isinstance(outcome, IdentityError), outcome
 
 
 def test_the_client_verifies_the_master_by_its_ca(ca: Authority, tmp_path: Path) -> None:

@@ -167,7 +167,10 @@ def test_report_against_the_embedded_master(tmp_path: Path) -> None:
     for name in ("slappart0", "slappart1"):
         write(formatted_partition(instance_root / name) / "data", "instance data")
 
-    with MasterServer(store) as master, SlapClient(master.url, COMPUTER_ID) as client:
+    with (
+        MasterServer(store, insecure=True) as master,
+        SlapClient(master.url, COMPUTER_ID) as client,
+    ):
         config = node_config(tmp_path, master_url=master.url, computer_id=COMPUTER_ID)
         assert run_report(config, client).status == 0
         after = client.computer()

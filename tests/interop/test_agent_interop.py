@@ -270,7 +270,10 @@ def reference_node(reference_venv: Path) -> Iterator[ReferenceNode]:
     computer = "COMP-REF"
     store = MasterStore(root / "master.db", default_computer=computer)
     try:
-        with MasterServer(store) as server, SlapClient(server.url, computer) as client:
+        with (
+            MasterServer(store, insecure=True) as server,
+            SlapClient(server.url, computer) as client,
+        ):
             format_partitions(server.url, root, PARTITIONS, computer=computer)
             reference_env.give_to(user, root / "software", *(root / "instance").glob("slappart*"))
             config = reference_env.write_node_config(

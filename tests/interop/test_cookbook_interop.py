@@ -215,7 +215,10 @@ def reference_node(reference_venv: Path) -> Iterator[ReferenceNode]:
     computer = "COMP-REF"
     store = MasterStore(root / "master.db", default_computer=computer)
     try:
-        with MasterServer(store) as server, SlapClient(server.url, computer) as client:
+        with (
+            MasterServer(store, insecure=True) as server,
+            SlapClient(server.url, computer) as client,
+        ):
             format_partitions(server.url, root, REFERENCE_PARTITIONS, computer=computer)
             cache = cookbook.cache_for(user)
             url = cookbook.cached_profile(root, cache)

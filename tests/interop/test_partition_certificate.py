@@ -44,7 +44,7 @@ def test_the_reference_client_gets_the_partitions_certificate(
     authority = Authority.open(tmp_path / "pki")
     store.load_computer_configuration(small_computer(COMP, 1))
     store.request(InstanceRequest(SR, "web"))
-    with MasterServer(store, authority=authority) as server:
+    with MasterServer(store, authority=authority, insecure=True) as server:
         result = subprocess.run(
             [str(reference_python), "-c", SCRIPT, server.url, COMP],
             capture_output=True,

@@ -61,7 +61,7 @@ def test_reference_client_sees_the_same_on_both_masters(
     proxy_url, computer = reference_proxy
     theirs = run_scenario(reference_python, proxy_url, computer)
     store = MasterStore(tmp_path / "ours.db", default_computer=computer)
-    with MasterServer(store) as server:
+    with MasterServer(store, insecure=True) as server:
         ours = run_scenario(reference_python, server.url, computer)
     store.close()
 
@@ -103,7 +103,7 @@ def test_slapgrid_show_reads_what_the_reference_client_requested(
     run_scenario(reference_python, proxy_url, computer)
     theirs = shown_by_slapgrid(proxy_url, monkeypatch)
     store = MasterStore(tmp_path / "ours.db", default_computer=computer)
-    with MasterServer(store) as server:
+    with MasterServer(store, insecure=True) as server:
         run_scenario(reference_python, server.url, computer)
         ours = shown_by_slapgrid(server.url, monkeypatch)
         web = shown_by_slapgrid(server.url, monkeypatch, "web")
@@ -135,7 +135,7 @@ def test_reference_service_list_and_info_read_our_master(
     (tmp_path / "client.cfg").write_text("[slapos]\n")
     monkeypatch.setenv("SLAPOS_CLIENT_CONFIGURATION", str(tmp_path / "client.cfg"))
     store = MasterStore(tmp_path / "ours.db", default_computer="COMP-OURS")
-    with MasterServer(store) as server:
+    with MasterServer(store, insecure=True) as server:
         run_scenario(reference_venv / "bin" / "python", server.url, "COMP-OURS")
         config = tmp_path / "reference-client.cfg"
         config.write_text(f"[slapconsole]\n[slapos]\nmaster_url = {server.url}\n")

@@ -98,6 +98,12 @@ def master_group() -> None:
 @click.option(
     "--computer-id", help=f"Default computer, usable before format [{DEFAULT_COMPUTER_ID}]."
 )
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Plain HTTP, every caller trusted: on a loopback address only, for tools that "
+    "cannot present a certificate.",
+)
 def start_command(
     configuration_file: str | None,
     host: str | None,
@@ -106,8 +112,10 @@ def start_command(
     data_dir: str | None,
     pki_dir: str | None,
     computer_id: str | None,
+    insecure: bool,
 ) -> None:
-    """Serve the SLAP protocol until interrupted."""
+    """Serve the SLAP protocol until interrupted: HTTPS, each caller known by its client
+    certificate (`slapgrid master computer add`, `user add`)."""
     settings = master_settings(
         configuration_file,
         host=host,
@@ -119,12 +127,18 @@ def start_command(
     )
     if data_dir:
         Path(data_dir).mkdir(parents=True, exist_ok=True)
+    scheme = "http" if insecure else "https"
     click.echo(
-        f"slapgrid master on http://{_netloc(settings['host'], settings['port'])}/ "
-        f"(database {settings['database']}, computer {settings['computer_id']})",
+        f"slapgrid master on {scheme}://{_netloc(settings['host'], settings['port'])}/ "
+        f"(database {settings['database']}, computer {settings['computer_id']}"
+        + (
+            ", INSECURE: no caller is authenticated)"
+            if insecure
+            else f", CA {settings['pki_dir']}/ca.pem)"
+        ),
         err=True,
     )
-    serve(**settings)
+    serve(**settings, insecure=insecure)
 
 
 def _netloc(host: str, port: int) -> str:

@@ -1,7 +1,8 @@
 """The master's HTTP face: the route table served by Starlette over a `MasterStore`.
 
 GET endpoints read the query string, POST endpoints the form body. A wrong method gets 405,
-a missing parameter or malformed XML 400, an unknown computer or partition 404; every error
+a missing parameter or malformed XML 400, a caller the route's rule refuses 403 (`access`),
+an unknown computer or partition 404; every error
 is logged and leaves the database unchanged (each write is one transaction).
 """
 
@@ -22,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as StarletteRoute
 
+from slapgrid.master import access
 from slapgrid.master.access_log import AccessLog
 from slapgrid.master.endpoints import text
 from slapgrid.master.errors import (
@@ -73,6 +75,7 @@ def _endpoint(master: MasterState, route: Route) -> Callable[[Request], Awaitabl
     async def endpoint(request: Request) -> Response:
         try:
             p = await (_document(request) if route.body == "json" else _params(request))
+            route.access(access.caller_of(request), p)  # refused before anything is read
             if on_loop:
                 return await handler(master, p, request)
             return await run_in_threadpool(handler, master, p, request)

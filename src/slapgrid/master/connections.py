@@ -5,7 +5,7 @@ restarts that timer: a connection that never sends a request, or sends its head 
 time, stays open for good, and enough of them exhaust the master's file descriptors. Here
 every request head must be complete within a deadline, counted from the connection's start
 or the previous answer; bytes trickling in do not extend it. (The body has its own deadline,
-in the app.)
+in the app.) Each connection also learns, once, who is calling.
 """
 
 from __future__ import annotations
@@ -16,13 +16,21 @@ from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from slapgrid.master import access
+
 HEAD_TIMEOUT = 10.0
 """Seconds a new connection gets to send a complete request head."""
 
 
-def guarded_protocol(head_timeout: float, idle_timeout: float) -> type[H11Protocol]:
+def guarded_protocol(
+    head_timeout: float, idle_timeout: float, *, insecure: bool = False
+) -> type[H11Protocol]:
     """uvicorn's HTTP/1.1 protocol with a deadline on each request head: `head_timeout` for
-    the first, `idle_timeout` (keep-alive) for each next one."""
+    the first, `idle_timeout` (keep-alive) for each next one.
+
+    Each connection's caller (`access.Caller`, from its TLS client certificate, or trusted
+    on an `insecure` master) is read once, at its start, into every request's state.
+    """
 
     class GuardedProtocol(H11Protocol):
         _deadline: asyncio.TimerHandle | None = None
@@ -30,6 +38,12 @@ def guarded_protocol(head_timeout: float, idle_timeout: float) -> type[H11Protoc
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            caller = access.caller_of_peer(
+                transport.get_extra_info("ssl_object") is not None,
+                transport.get_extra_info("peercert"),
+                insecure=insecure,
+            )
+            self.app_state = {**self.app_state, access.STATE_KEY: caller}
             self._arm(head_timeout)
 
         def data_received(self, data: bytes) -> None:

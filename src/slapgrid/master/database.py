@@ -14,10 +14,21 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
 from slapgrid.master.errors import MasterError
-from slapgrid.master.tables import SCHEMA_VERSION, Base, ComputerRow, MetaRow
+from slapgrid.master.tables import (
+    SCHEMA_VERSION,
+    Base,
+    ComputerRow,
+    MetaRow,
+    PartitionRow,
+    SharedRow,
+)
 
 # columns added after databases of this schema version were created: added in place at start
-ADDED_COLUMNS: tuple[Column[Any], ...] = (ComputerRow.__table__.c.last_contact,)
+ADDED_COLUMNS: tuple[Column[Any], ...] = (
+    ComputerRow.__table__.c.last_contact,
+    PartitionRow.__table__.c.owner,
+    SharedRow.__table__.c.owner,
+)
 
 
 def database_url(database: str | Path) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from slapgrid.master import credentials, hateoas
+from slapgrid.master import access, credentials, hateoas
 from slapgrid.master.errors import BadRequest, NotFound
 from slapgrid.master.inputs import InstanceRequest
 from slapgrid.master.params import Params
@@ -104,22 +104,24 @@ def hateoas_navigation(master: MasterState, p: Params, request: Request) -> Resp
         return JSONResponse(hateoas.root_document(str(request.base_url)))
     if mode == "search":
         title = hateoas.searched_title(p["query"])
+        owner = _owner(request)
         if title is None:
-            return JSONResponse(hateoas.search_result(master.store.instance_trees()))
+            return JSONResponse(hateoas.search_result(master.store.instance_trees(owner)))
         try:
-            found = [master.store.instance_tree(title)]
+            found = [master.store.instance_tree(title, owner)]
         except NotFound:
             found = []
         return JSONResponse(hateoas.search_result(found))
     if mode == "traverse":
         title = hateoas.traversed_title(p["relative_url"])
-        return JSONResponse(hateoas.tree_view(master.store.instance_tree(title)))
+        tree = master.store.instance_tree(title, _owner(request))
+        return JSONResponse(hateoas.tree_view(tree))
     raise BadRequest(f"unhandled mode: {mode}")
 
 
 async def instance_tree_list(master: MasterState, p: Params, request: Request) -> Response:
     """The user's instance trees, each with its parameters (the reference lists titles)."""
-    trees = await master.run_blocking(master.store.instance_trees)
+    trees = await master.run_blocking(master.store.instance_trees, _owner(request))
     return JSONResponse({"result_list": trees})
 
 
@@ -127,7 +129,13 @@ async def instance_tree(master: MasterState, p: Params, request: Request) -> Res
     title = p.document.get("title")
     if not isinstance(title, str):
         raise BadRequest('the body must name the instance tree: {"title": …}')
-    return JSONResponse(await master.run_blocking(master.store.instance_tree, title))
+    found = await master.run_blocking(master.store.instance_tree, title, _owner(request))
+    return JSONResponse(found)
+
+
+def _owner(request: Request) -> str | None:
+    """Whose instance trees the caller sees: its own (a user), or all (trusted)."""
+    return access.caller_of(request).owner
 
 
 # --- what nodes report ---------------------------------------------------------------------
@@ -193,21 +201,9 @@ def related_instances(master: MasterState, p: Params, _: Request) -> Response:
     return text("OK")
 
 
-def _requester(request: Request, p: Params) -> tuple[str, str] | None:
-    """Who requests: the X-SlapPartition header first, then the form fields, else a user."""
-    header = request.headers.get("authorization", "")
-    scheme, _, rest = header.partition(" ")
-    if scheme.lower() == "x-slappartition":
-        pairs = dict(item.partition("=")[::2] for item in rest.split(","))
-        fields = {key.strip(): value.strip() for key, value in pairs.items()}
-        if not fields.get("computer_id") or not fields.get("computer_partition_id"):
-            raise BadRequest("X-SlapPartition header without computer_id or computer_partition_id")
-        return fields["computer_id"], fields["computer_partition_id"]
-    computer, partition = p.get("computer_id"), p.get("computer_partition_id")
-    return (computer, partition) if computer and partition else None
-
-
 def request_instance(master: MasterState, p: Params, request: Request) -> Response:
+    """A user's root instance, or a partition's child (its own tree, from its certificate)."""
+    caller = access.caller_of(request)
     state = p.marshalled("state", None)
     shared = p.marshalled("shared_xml", False)
     if not isinstance(shared, bool):
@@ -223,7 +219,8 @@ def request_instance(master: MasterState, p: Params, request: Request) -> Respon
             filter=p.marshalled("filter_xml", {}),
             state=state,
             shared=shared,
-            requester=_requester(request, p),
+            requester=caller.requester(p, request.headers.get("authorization", "")),
+            owner=caller.owner,
         )
     )
     return xml(SoftwareInstance(answer).to_wire())

@@ -32,6 +32,7 @@ class InstanceRequest:
     state: str | None = None
     shared: bool = False
     requester: tuple[str, str] | None = None  # (computer, partition) of a requesting instance
+    owner: str | None = None  # the user requesting a root; None: a trusted caller
 
 
 def check_request(request: InstanceRequest) -> tuple[str, dict[str, Any]]:

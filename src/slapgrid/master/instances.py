@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from slapgrid.master import answers, lookups
-from slapgrid.master.errors import BadRequest, Conflict, NotFound
+from slapgrid.master.errors import BadRequest, Conflict, Forbidden, NotFound
 from slapgrid.master.inputs import InstanceRequest, as_xml
 from slapgrid.master.stamps import next_stamp
 from slapgrid.master.tables import BUSY, DEFAULT_SOFTWARE_TYPE, FREE, PartitionRow, SharedRow
@@ -91,11 +91,13 @@ def _request_partition(tx: Tx, wanted: _Wanted) -> dict[str, Any]:
             PartitionRow.slap_state == BUSY,
         )
     )
+    _check_owner(row, request)
     if row is None:
         if state == DESTROYED:
             return answers.gone(request)
         row = _allocate(session, wanted.computer, request.title)
         row.slap_state, row.title, row.requested_by = BUSY, request.title, root_title
+        row.owner = None if root_title else request.owner
         row.guid = f"SOFTINST-{secrets.token_hex(6)}"
     changed = _assign(row, wanted.columns(state))
     requester = wanted.requester
@@ -124,6 +126,7 @@ def _request_shared(tx: Tx, wanted: _Wanted) -> dict[str, Any]:
             SharedRow.title == request.title, SharedRow.requested_by == root_title
         )
     )
+    _check_owner(shared, request)
     if state == DESTROYED:
         if shared is None:
             return answers.gone(request)
@@ -139,6 +142,7 @@ def _request_shared(tx: Tx, wanted: _Wanted) -> dict[str, Any]:
             guid=f"SHARED-{secrets.token_hex(6)}",
             title=request.title,
             requested_by=root_title,
+            owner=None if root_title else request.owner,
             connection=None,
         )
         session.add(shared)
@@ -153,6 +157,13 @@ def _request_shared(tx: Tx, wanted: _Wanted) -> dict[str, Any]:
         bump_shared(tx, shared, previous_host, was_listed)
     session.flush()
     return answers.shared_answer(session, shared)
+
+
+def _check_owner(row: PartitionRow | SharedRow | None, request: InstanceRequest) -> None:
+    """A user changes only the roots it requested; a trusted caller (no owner) any."""
+    if row is None or row.requested_by or request.owner is None or row.owner == request.owner:
+        return
+    raise Forbidden(f"instance {request.title!r} was requested by another user")
 
 
 def _assign(row: PartitionRow | SharedRow, wanted: dict[str, Any]) -> dict[str, Any]:

@@ -79,6 +79,7 @@ def destroyed(tx: Tx, computer: str, partition: str) -> str:
 
 def _free(row: PartitionRow) -> None:
     row.slap_state, row.guid, row.title, row.requested_by = FREE, None, None, ""
+    row.owner = None
     row.requester_computer = row.requester_partition = None
     row.software_release = row.software_type = None
     row.parameters = row.filter = row.connection = None

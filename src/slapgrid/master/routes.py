@@ -1,4 +1,5 @@
-"""The master's route table: which method and URL reach which endpoint, all in one list.
+"""The master's route table: which method and URL reach which endpoint, and who may call
+it, all in one list.
 
 Endpoints that are coroutines run on the event loop; the others block on the store and run
 in worker threads.
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import Response
 
-from slapgrid.master import endpoints, hateoas, polled
+from slapgrid.master import access, endpoints, hateoas, polled
 from slapgrid.master.params import Params
 from slapgrid.master.state import MasterState
 from slapgrid.slap import instance_trees
@@ -27,44 +28,65 @@ class Route:
     method: str
     path: str  # below the master's URL, without the leading slash
     handler: Handler
+    access: access.Rule  # who may call it, checked before the handler runs
     body: str = "form"  # what a POST carries: "form" (SLAP) or "json" (the JSON API)
 
 
+# who may call each (`access`): a computer on itself, a partition on itself, a user
+COMPUTER = access.computer_itself()
+PARTITION = access.partition_or_its_computer()
+SLAP_PARTITION = access.partition_or_its_computer(
+    "computer_reference", "computer_partition_reference"
+)
+USER = access.user
+
 ROUTES: tuple[Route, ...] = (
     # what nodes read
-    Route("GET", "getFullComputerInformation", polled.full_computer_information),
-    Route("GET", "getComputerInformation", polled.full_computer_information),
-    Route("GET", CHANGES_PATH, polled.change_feed),
-    Route("GET", "registerComputerPartition", endpoints.register_partition),
-    Route("GET", "getComputerPartitionCertificate", endpoints.certificate),
-    Route("GET", "getHostingSubscriptionIpList", endpoints.hosting_ip_list),
+    Route("GET", "getFullComputerInformation", polled.full_computer_information, COMPUTER),
+    Route("GET", "getComputerInformation", polled.full_computer_information, COMPUTER),
+    Route("GET", CHANGES_PATH, polled.change_feed, COMPUTER),
+    Route("GET", "registerComputerPartition", endpoints.register_partition, SLAP_PARTITION),
+    Route("GET", "getComputerPartitionCertificate", endpoints.certificate, PARTITION),
+    Route("GET", "getHostingSubscriptionIpList", endpoints.hosting_ip_list, PARTITION),
+    Route("GET", "getComputerPartitionStatus", endpoints.partition_status, PARTITION),
     # what users read
-    Route("GET", "getComputerStatus", endpoints.computer_status),
-    Route("GET", "getComputerPartitionStatus", endpoints.partition_status),
-    Route("GET", "getSoftwareInstallationStatus", endpoints.software_status),
-    Route("GET", "getHateoasUrl", endpoints.hateoas_url),
-    Route("GET", hateoas.PATH, endpoints.hateoas_navigation),
-    Route("POST", instance_trees.LIST_PATH, endpoints.instance_tree_list, body="json"),
-    Route("POST", instance_trees.GET_PATH, endpoints.instance_tree, body="json"),
+    Route("GET", "getComputerStatus", endpoints.computer_status, access.user_or_computer_itself),
+    Route(
+        "GET",
+        "getSoftwareInstallationStatus",
+        endpoints.software_status,
+        access.user_or_computer_itself,
+    ),
+    Route("GET", "getHateoasUrl", endpoints.hateoas_url, USER),
+    Route("GET", hateoas.PATH, endpoints.hateoas_navigation, USER),
+    Route("POST", instance_trees.LIST_PATH, endpoints.instance_tree_list, USER, body="json"),
+    Route("POST", instance_trees.GET_PATH, endpoints.instance_tree, USER, body="json"),
     # what nodes report
-    Route("POST", "buildingSoftwareRelease", endpoints.software_report("building")),
-    Route("POST", "availableSoftwareRelease", endpoints.software_report("available")),
-    Route("POST", "destroyedSoftwareRelease", endpoints.software_report("destroyed")),
-    Route("POST", "softwareReleaseError", endpoints.software_report("error")),
-    Route("POST", "startedComputerPartition", endpoints.partition_report("started")),
-    Route("POST", "stoppedComputerPartition", endpoints.partition_report("stopped")),
-    Route("POST", "softwareInstanceError", endpoints.partition_report("error")),
-    Route("POST", "destroyedComputerPartition", endpoints.destroyed),
-    Route("POST", "softwareInstanceBang", endpoints.bang),
-    Route("POST", "computerBang", endpoints.computer_bang),
-    Route("POST", "useComputer", endpoints.use_computer),
+    Route("POST", "buildingSoftwareRelease", endpoints.software_report("building"), COMPUTER),
+    Route("POST", "availableSoftwareRelease", endpoints.software_report("available"), COMPUTER),
+    Route("POST", "destroyedSoftwareRelease", endpoints.software_report("destroyed"), COMPUTER),
+    Route("POST", "softwareReleaseError", endpoints.software_report("error"), COMPUTER),
+    Route("POST", "startedComputerPartition", endpoints.partition_report("started"), PARTITION),
+    Route("POST", "stoppedComputerPartition", endpoints.partition_report("stopped"), PARTITION),
+    Route("POST", "softwareInstanceError", endpoints.partition_report("error"), PARTITION),
+    Route("POST", "destroyedComputerPartition", endpoints.destroyed, COMPUTER),
+    Route("POST", "softwareInstanceBang", endpoints.bang, PARTITION),
+    Route("POST", "computerBang", endpoints.computer_bang, COMPUTER),
+    Route("POST", "useComputer", endpoints.use_computer, COMPUTER),
+    Route(
+        "POST",
+        "loadComputerConfigurationFromXML",
+        endpoints.load_configuration,
+        access.configuration_of_computer,
+    ),
     # what instances and users write
-    Route("POST", "requestComputerPartition", endpoints.request_instance),
-    Route("POST", "softwareInstanceRename", endpoints.rename),
-    Route("POST", "setComputerPartitionConnectionXml", endpoints.set_connection),
-    Route("POST", "updateComputerPartitionRelatedInstanceList", endpoints.related_instances),
-    Route("POST", "supplySupply", endpoints.supply),
-    Route("POST", "loadComputerConfigurationFromXML", endpoints.load_configuration),
+    Route("POST", "requestComputerPartition", endpoints.request_instance, access.requester),
+    Route("POST", "softwareInstanceRename", endpoints.rename, PARTITION),
+    Route("POST", "setComputerPartitionConnectionXml", endpoints.set_connection, PARTITION),
+    Route(
+        "POST", "updateComputerPartitionRelatedInstanceList", endpoints.related_instances, PARTITION
+    ),
+    Route("POST", "supplySupply", endpoints.supply, USER),
     # a new node trades its one-time token for its certificate (`slapgrid register`)
-    Route("POST", REGISTER_PATH, endpoints.register_computer),
+    Route("POST", REGISTER_PATH, endpoints.register_computer, access.anyone),
 )

@@ -6,7 +6,9 @@ thing in a background thread (tests, benchmarks, embedding).
 
 from __future__ import annotations
 
+import ipaddress
 import socket
+import ssl
 import threading
 from pathlib import Path
 from types import TracebackType
@@ -57,12 +59,30 @@ class _Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+def check_insecure_host(host: str) -> None:
+    """Plain HTTP names no caller: only where nothing but this machine can reach it."""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host.strip("[]"), None)}
+    except OSError as exc:
+        raise SlapgridError(f"cannot resolve {host}: {exc}") from None
+    if not all(ipaddress.ip_address(address.split("%")[0]).is_loopback for address in addresses):
+        raise SlapgridError(
+            f"--insecure serves plain HTTP to anyone who can reach {host}: "
+            "only a loopback address (127.0.0.1, ::1) is allowed"
+        )
+
+
 def _server(
-    store: MasterStore, log_level: str, head_timeout: float, authority: Authority | None
+    store: MasterStore,
+    log_level: str,
+    head_timeout: float,
+    authority: Authority | None,
+    tls: ssl.SSLContext | None,
 ) -> uvicorn.Server:
     config = uvicorn.Config(
         create_app(store, authority),
-        http=guarded_protocol(head_timeout, KEEP_ALIVE),
+        http=guarded_protocol(head_timeout, KEEP_ALIVE, insecure=tls is None),
+        ssl_context_factory=None if tls is None else lambda _config, _default: tls,
         log_level=log_level,
         log_config=None,  # keep the caller's logging set-up
         access_log=False,  # the app logs each request itself
@@ -82,21 +102,25 @@ def serve(
     computer_id: str | None = DEFAULT_COMPUTER_ID,
     *,
     pki_dir: str | Path | None = None,
+    insecure: bool = False,
     log_level: str = "info",
 ) -> None:
     """Serve the master until interrupted; `computer_id` exists from the start.
 
     Its CA and server certificate are created in `pki_dir` (default: beside the database)
-    at the first start; later starts read them.
+    at the first start; later starts read them. It serves HTTPS, each caller known by its
+    client certificate, unless `insecure` (plain HTTP, loopback only, every caller trusted).
     """
+    if insecure:
+        check_insecure_host(host)
     raise_file_limit()
     with bind(host, port) as sock:
         directory = Path(pki_dir) if pki_dir else default_pki_dir(database)
         authority = Authority.open(directory)
-        authority.server_files([host])
+        tls = None if insecure else authority.server_context([host])
         store = MasterStore(database, default_computer=computer_id)
         try:
-            _server(store, log_level, HEAD_TIMEOUT, authority).run(sockets=[sock])
+            _server(store, log_level, HEAD_TIMEOUT, authority, tls).run(sockets=[sock])
         finally:
             store.close()
 
@@ -110,7 +134,9 @@ def default_pki_dir(database: str | Path, data_dir: str | Path | None = None) ->
 
 
 class MasterServer:
-    """A master in a background thread: `with MasterServer(store) as server: server.url`."""
+    """A master in a background thread: `with MasterServer(store, authority=ca) as server:
+    server.url` serves HTTPS with `ca`'s certificates; `insecure=True` plain HTTP on loopback
+    (with no authority, partitions get no certificate). One of the two must be said."""
 
     def __init__(
         self,
@@ -118,14 +144,20 @@ class MasterServer:
         host: str = DEFAULT_HOST,
         port: int = 0,
         *,
+        authority: Authority | None = None,
+        insecure: bool = False,
         log_level: str = "warning",
         head_timeout: float = HEAD_TIMEOUT,
-        authority: Authority | None = None,
     ) -> None:
+        if insecure:
+            check_insecure_host(host)
+        elif authority is None:
+            raise SlapgridError("a master serves HTTPS with an authority, or is said insecure")
         self.store = store
         self.authority = authority
+        self.tls = None if insecure or authority is None else authority.server_context([host])
         self._socket = bind(host, port)
-        self._server = _server(store, log_level, head_timeout, authority)
+        self._server = _server(store, log_level, head_timeout, authority, self.tls)
         self.state: MasterState = self._server.config.app.state.master
         """What the endpoints share (the change feed, the document cache)."""
         self._thread = threading.Thread(
@@ -135,7 +167,8 @@ class MasterServer:
     @property
     def url(self) -> str:
         host, port = self._socket.getsockname()[:2]
-        return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+        scheme = "http" if self.tls is None else "https"
+        return f"{scheme}://[{host}]:{port}/" if ":" in host else f"{scheme}://{host}:{port}/"
 
     def start(self, timeout: float = 10.0) -> MasterServer:
         self._thread.start()

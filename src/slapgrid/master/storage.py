@@ -354,14 +354,14 @@ class MasterStore:
             row = lookups.supplied_row(session, computer, url)
             return answers.status(row, url, "Software Installation")
 
-    def instance_trees(self) -> list[dict[str, Any]]:
-        """Every instance a user requested, with its parameters (`slapgrid show`)."""
+    def instance_trees(self, owner: str | None = None) -> list[dict[str, Any]]:
+        """Every instance a user (`owner`, else any) requested, with its parameters."""
         with self._read() as session:
-            return trees.tree_list(session)
+            return trees.tree_list(session, owner)
 
-    def instance_tree(self, title: str) -> dict[str, Any]:
+    def instance_tree(self, title: str, owner: str | None = None) -> dict[str, Any]:
         with self._read() as session:
-            return trees.tree_document(session, title)
+            return trees.tree_document(session, title, owner)
 
     def snapshot(self) -> dict[str, list[dict[str, Any]]]:
         """Everything `slapgrid master show` prints, as plain data."""

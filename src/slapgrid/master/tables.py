@@ -56,6 +56,7 @@ class PartitionRow(Reported, Base):
     guid: Mapped[str | None] = mapped_column(String(64), unique=True)
     title: Mapped[str | None] = mapped_column(String(255))
     requested_by: Mapped[str] = mapped_column(String(255), default="")  # root title, "" = root
+    owner: Mapped[str | None] = mapped_column(String(255))  # a root's user; NULL: trusted
     requester_computer: Mapped[str | None] = mapped_column(String(255))
     requester_partition: Mapped[str | None] = mapped_column(String(255))
     software_release: Mapped[str | None] = mapped_column(Text)
@@ -108,6 +109,7 @@ class SharedRow(Reported, Base):
     guid: Mapped[str] = mapped_column(String(64), unique=True)
     title: Mapped[str] = mapped_column(String(255))
     requested_by: Mapped[str] = mapped_column(String(255), default="")
+    owner: Mapped[str | None] = mapped_column(String(255))  # a root's user; NULL: trusted
     requester_computer: Mapped[str | None] = mapped_column(String(255))
     requester_partition: Mapped[str | None] = mapped_column(String(255))
     software_release: Mapped[str] = mapped_column(Text)

@@ -21,36 +21,44 @@ from slapgrid.master.tables import BUSY, PartitionRow, SharedRow
 from slapgrid.slap import instance_xml
 
 
-def root_partitions(session: Session, title: str | None = None) -> list[PartitionRow]:
+def _roots(row_type: Any, title: str | None, owner: str | None) -> Any:
+    """Roots (instances no partition requested), of `owner` unless None (all of them)."""
+    query = select(row_type).where(row_type.requested_by == "")
+    if title is not None:
+        query = query.where(row_type.title == title)
+    if owner is not None:
+        query = query.where(row_type.owner == owner)
+    return query.order_by(row_type.id)
+
+
+def root_partitions(
+    session: Session, title: str | None = None, owner: str | None = None
+) -> list[PartitionRow]:
     """Busy partitions a user (no partition) requested: the roots of instance trees."""
-    query = select(PartitionRow).where(
-        PartitionRow.slap_state == BUSY, PartitionRow.requested_by == ""
-    )
-    if title is not None:
-        query = query.where(PartitionRow.title == title)
-    return list(session.scalars(query.order_by(PartitionRow.id)))
+    query = _roots(PartitionRow, title, owner).where(PartitionRow.slap_state == BUSY)
+    return list(session.scalars(query))
 
 
-def root_shared(session: Session, title: str | None = None) -> list[SharedRow]:
-    query = select(SharedRow).where(SharedRow.requested_by == "")
-    if title is not None:
-        query = query.where(SharedRow.title == title)
-    return list(session.scalars(query.order_by(SharedRow.id)))
+def root_shared(
+    session: Session, title: str | None = None, owner: str | None = None
+) -> list[SharedRow]:
+    return list(session.scalars(_roots(SharedRow, title, owner)))
 
 
-def tree_list(session: Session) -> list[dict[str, Any]]:
-    """Every instance tree, each as `tree_document` shows it."""
-    partitions = root_partitions(session)
+def tree_list(session: Session, owner: str | None = None) -> list[dict[str, Any]]:
+    """Every instance tree (of `owner`), each as `tree_document` shows it."""
+    partitions = root_partitions(session, owner=owner)
     addresses = lookups.addresses(session, [row.id for row in partitions])
     listed = [_document(row, row, addresses[row.id]) for row in partitions]
-    return listed + [_shared_document(session, row) for row in root_shared(session)]
+    shared = root_shared(session, owner=owner)
+    return listed + [_shared_document(session, row) for row in shared]
 
 
-def tree_document(session: Session, title: str) -> dict[str, Any]:
-    """The root instance titled `title`, in the reference proxy's `instance_tree` shape."""
-    for row in root_partitions(session, title):
+def tree_document(session: Session, title: str, owner: str | None = None) -> dict[str, Any]:
+    """The root instance titled `title` (of `owner`), in the reference proxy's shape."""
+    for row in root_partitions(session, title, owner):
         return _document(row, row, lookups.addresses(session, [row.id])[row.id])
-    for shared in root_shared(session, title):
+    for shared in root_shared(session, title, owner):
         return _shared_document(session, shared)
     raise NotFound(f"no instance tree {title!r}")
 

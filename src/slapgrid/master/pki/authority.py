@@ -213,12 +213,14 @@ class Authority:
         files.replace(cert_path, cert_pem(certificate) + self.ca_pem, PUBLIC_MODE)
 
     def server_context(self, hosts: Iterable[str] = ()) -> ssl.SSLContext:
-        """TLS for the master: its certificate, and a client certificate from this CA required."""
+        """TLS for the master: its certificate; a client certificate, if sent, must be from
+        this CA and valid. Without one a caller is anonymous: it may only redeem a
+        registration token (`access`)."""
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(*self.server_files(hosts))
         context.load_verify_locations(cadata=self.ca_pem.decode())
-        context.verify_mode = ssl.CERT_REQUIRED
+        context.verify_mode = ssl.CERT_OPTIONAL
         return context
 
     def _server_fits(self, key_path: Path, cert_path: Path, wanted: list[x509.GeneralName]) -> bool:
