@@ -18,12 +18,16 @@ import pytest
 
 from master_site import dump, served, small_computer
 from slapgrid.master import hateoas
+from slapgrid.master.pki.authority import Authority
+from slapgrid.master.pki.identity import Identity
 from slapgrid.master.routes import ROUTES
 from slapgrid.master.server import MasterServer
+from slapgrid.master.storage import InstanceRequest, MasterStore
 from slapgrid.slap import instance_trees, marshal
 from slapgrid.slap.changes import CHANGES_PATH
 from slapgrid.slap.client import SlapClient
 from slapgrid.slap.registration import REGISTER_PATH
+from support.tls import https_client
 
 pytestmark = pytest.mark.integration
 
@@ -201,37 +205,77 @@ def master(tmp_path: Path) -> Iterator[MasterServer]:
         yield server
 
 
+@pytest.fixture
+def tls_master(tmp_path: Path) -> Iterator[tuple[MasterServer, list[httpx.Client]]]:
+    """A TLS master, and callers of every kind: its computer, a partition, a user, another
+    computer and nobody."""
+    store = MasterStore(tmp_path / "master.db", default_computer=COMP)
+    authority = Authority.open(tmp_path / "pki")
+    store.load_computer_configuration(small_computer(COMP, PARTITIONS))
+    store.supply(COMP, SR)
+    store.request(InstanceRequest(SR, "root", owner="fuzzer"))
+    identities = [
+        Identity.for_computer(COMP),
+        Identity.for_partition(COMP, "slappart0"),
+        Identity.for_user("fuzzer"),
+        Identity.for_computer("COMP-OTHER"),
+        None,
+    ]
+    with MasterServer(store, authority=authority) as server:
+        clients = [https_client(server.url, authority, who) for who in identities]
+        try:
+            yield server, clients
+        finally:
+            for client in clients:
+                client.close()
+    store.close()
+
+
 def test_fuzz_every_endpoint(master: MasterServer) -> None:
+    with httpx.Client(base_url=master.url, timeout=30) as client:
+        fuzz(master, [client], CASES)
+
+
+def test_fuzz_every_endpoint_as_every_caller(
+    tls_master: tuple[MasterServer, list[httpx.Client]],
+) -> None:
+    """Over TLS, each case made by a caller drawn at random: refusals (403) commit nothing."""
+    fuzz(*tls_master, CASES // 2)
+
+
+def fuzz(master: MasterServer, clients: list[httpx.Client], cases: int) -> None:
     rng = random.Random(SEED)
     routes = {route.path: route.method for route in ROUTES}
     json_calls = {route.path for route in ROUTES if route.body == "json"}
     assert set(routes) == set(VALID), "every route has a well-formed call to start from"
     before = master.store.snapshot()
     statuses: dict[int, int] = {}
-    with httpx.Client(base_url=master.url, timeout=30) as client:
-        for case in range(CASES):
-            path = rng.choice(sorted(routes))
-            params, headers = mutate(rng, path)
-            where = f"seed {SEED}, case {case}: {routes[path]} /{path} {params!r} {headers!r}"
-            if routes[path] == "GET":
-                reply = client.get(path, params=params, headers=headers)
-            elif path in json_calls:
-                reply = client.post(path, json=dict(params), headers=headers)
-            else:
-                reply = client.post(path, data=_form(params), headers=headers)
-            statuses[reply.status_code] = statuses.get(reply.status_code, 0) + 1
-            assert reply.status_code < 500, f"{where} → {reply.status_code} {reply.text}"
-            after = master.store.snapshot()
-            if reply.status_code >= 400:
-                assert after == before, f"{where}: refused ({reply.status_code}) but committed"
-            before = after
-    assert statuses.get(200, 0) > CASES // 20, statuses  # the fuzz reaches past the checks
-    for computer in master.store.computer_ids():  # every computer still answers
-        reply = httpx.get(
-            master.url + "getFullComputerInformation", params={"computer_id": computer}
+    for case in range(cases):
+        path = rng.choice(sorted(routes))
+        params, headers = mutate(rng, path)
+        who = rng.randrange(len(clients))
+        client = clients[who]
+        where = (
+            f"seed {SEED}, case {case}, caller {who}: {routes[path]} /{path} {params!r} {headers!r}"
         )
-        assert reply.status_code == 200, (computer, reply.text)
-        assert marshal.loads(reply.content) is not None
+        if routes[path] == "GET":
+            reply = client.get(path, params=params, headers=headers)
+        elif path in json_calls:
+            reply = client.post(path, json=dict(params), headers=headers)
+        else:
+            reply = client.post(path, data=_form(params), headers=headers)
+        statuses[reply.status_code] = statuses.get(reply.status_code, 0) + 1
+        assert reply.status_code < 500, f"{where} → {reply.status_code} {reply.text}"
+        after = master.store.snapshot()
+        if reply.status_code >= 400:
+            assert after == before, f"{where}: refused ({reply.status_code}) but committed"
+        before = after
+    assert statuses.get(200, 0) > cases // 20, statuses  # the fuzz reaches past the checks
+    for computer in master.store.computer_ids():  # every computer still answers its node
+        reply = clients[0].get("getFullComputerInformation", params={"computer_id": computer})
+        assert reply.status_code in ((200, 403) if len(clients) > 1 else (200,)), reply.text
+        if computer == COMP:
+            assert reply.status_code == 200 and marshal.loads(reply.content) is not None
 
 
 def _form(params: list[tuple[str, str]]) -> dict[str, list[str]]:

@@ -22,6 +22,7 @@ from slapgrid.master.server import (
     DEFAULT_DATABASE,
     DEFAULT_HOST,
     DEFAULT_PORT,
+    check_insecure_host,
     default_pki_dir,
     serve,
 )
@@ -127,6 +128,8 @@ def start_command(
     )
     if data_dir:
         Path(data_dir).mkdir(parents=True, exist_ok=True)
+    if insecure:
+        check_insecure_host(settings["host"])  # before saying where it serves
     scheme = "http" if insecure else "https"
     click.echo(
         f"slapgrid master on {scheme}://{_netloc(settings['host'], settings['port'])}/ "

@@ -65,9 +65,10 @@ class Caller:
         return (computer, partition) if computer and partition else None
 
     def __str__(self) -> str:
+        """As the access log names it."""
         if self.trusted:
-            return "a trusted caller"
-        return str(self.identity) if self.identity else "a caller without certificate"
+            return "trusted"
+        return str(self.identity) if self.identity else "anonymous"
 
 
 def _claimed_partition(authorization: str) -> tuple[str, str] | None:

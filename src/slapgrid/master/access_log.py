@@ -1,4 +1,5 @@
-"""One log line per request: client, method, path, status, duration (and why it failed).
+"""One log line per request: client address and identity, method, path, status, duration
+(and why it failed).
 
 Successes are logged at INFO, errors at WARNING, so every error leaves a line; the reason is
 what the app put in the request's `state.error`.
@@ -10,6 +11,8 @@ import logging
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from slapgrid.master.access import ANONYMOUS, STATE_KEY
 
 access_log = logging.getLogger("slapgrid.master.access")
 
@@ -38,14 +41,16 @@ class AccessLog:
             level = logging.INFO if status < 400 else logging.WARNING
             if access_log.isEnabledFor(level):
                 client = scope.get("client") or ("-", 0)
-                reason = scope.get("state", {}).get("error")
+                state = scope.get("state", {})
+                reason = state.get("error")
                 access_log.log(
                     level,
-                    "%s %s %s %d %.1fms%s",
+                    "%s %s %s %d %.1fms (%s)%s",
                     client[0],
                     scope["method"],
                     scope["path"],
                     status,
                     (time.perf_counter() - start) * 1000,
+                    state.get(STATE_KEY, ANONYMOUS),
                     f" {reason}" if reason else "",
                 )
