@@ -15,8 +15,11 @@ import pytest
 
 from master_site import served
 from slapgrid.master.connections import raise_file_limit
+from slapgrid.master.pki.authority import Authority
+from slapgrid.master.pki.identity import Identity
 from slapgrid.master.server import MasterServer
 from slapgrid.master.storage import MasterStore
+from support.tls import https_client
 from support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -84,6 +87,29 @@ def test_idle_and_slow_connections_are_dropped_and_others_answered(master: Maste
         sender.join()
         for sock in idle + slow:
             sock.close()
+
+
+def test_over_tls_idle_connections_do_not_hold_the_master(tmp_path: Path) -> None:
+    """Sockets that never start their handshake wait apart (asyncio drops them after 60 s);
+    a node with its certificate is answered meanwhile."""
+    raise_file_limit()
+    store = MasterStore(tmp_path / "master.db", default_computer=COMP)
+    authority = Authority.open(tmp_path / "pki")
+    with MasterServer(store, authority=authority) as server:
+        idle = [socket.create_connection(address(server)) for _ in range(IDLE)]
+        try:
+            with https_client(server.url, authority, Identity.for_computer(COMP)) as client:
+                timings = []
+                for _ in range(20):
+                    started = time.monotonic()
+                    reply = client.get("getComputerStatus", params={"computer_id": COMP})
+                    timings.append(time.monotonic() - started)
+                    assert reply.status_code == 200, reply.text
+            assert statistics.median(timings) < 0.1, timings
+        finally:
+            for sock in idle:
+                sock.close()
+    store.close()
 
 
 def test_a_keep_alive_connection_serves_several_requests(tmp_path: Path) -> None:
