@@ -40,7 +40,7 @@ def handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> object:
                 with server.wrap_socket(connection, server_side=True) as tls:
                     outcome.append(identity_from_peercert(tls.getpeercert()))
                     tls.sendall(b"ok")
-            except (ssl.SSLError, OSError) as exc:
+            except (ssl.SSLError, OSError, IdentityError) as exc:
                 outcome.append(exc)
                 connection.close()
 
