@@ -1,9 +1,11 @@
 """`make demo`: the main job end to end, on the embedded defaults, everything under ./demo.
 
-An embedded master on 127.0.0.1, partitions formatted in demo/instance, the example
-Software Release (examples/hello) supplied, requested, built and deployed; then its
+An embedded master on 127.0.0.1 over HTTPS (its CA made at its first start, in demo/pki),
+a certificate for the node and one for a user, partitions formatted in demo/instance, the
+example Software Release (examples/hello) supplied, requested, built and deployed; then its
 service is asked for a page, its promise checked and its connection parameter shown.
 Each step is a plain `slapgrid` command, printed before it runs, so it can be replayed.
+Run again, it reuses demo/: the master's CA, the database and the certificates.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import json
 import shlex
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -22,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SOFTWARE = ROOT / "examples" / "hello" / "software.cfg"
 COMPUTER = "slapgrid-demo"
 INSTANCE = "hello"
+USER = "demo"
 
 
 def free_port() -> int:
@@ -42,14 +46,26 @@ def slapgrid(*args: str, capture: bool = False) -> str:
     return result.stdout if capture else ""
 
 
+def credentials(demo: Path, holder: str) -> tuple[Path, Path, Path]:
+    """Where `slapgrid master computer|user add --out` writes a holder's key, cert and CA."""
+    out = demo / "certificates" / holder
+    return out / "key.pem", out / "cert.pem", out / "ca.pem"
+
+
 def write_config(demo: Path, port: int) -> Path:
-    for name in ("instance", "software", "certificates"):
+    for name in ("instance", "software", "certificates/partitions"):
         (demo / name).mkdir(parents=True, exist_ok=True)
+    node_key, node_cert, ca = credentials(demo, "node")
+    user_key, user_cert, user_ca = credentials(demo, "user")
     config = demo / "slapos.cfg"
     config.write_text(
         f"""[slapos]
-master_url = http://127.0.0.1:{port}/
+master_url = https://127.0.0.1:{port}/
 computer_id = {COMPUTER}
+key_file = {node_key}
+cert_file = {node_cert}
+master_ca_file = {ca}
+certificate_repository_path = {demo / "certificates" / "partitions"}
 instance_root = {demo / "instance"}
 software_root = {demo / "software"}
 software_min_free_space = 100M
@@ -58,6 +74,11 @@ instance_min_free_space = 100M
 [slapformat]
 partition_amount = 3
 alter_user = false
+
+[slapconsole]
+key_file = {user_key}
+cert_file = {user_cert}
+master_ca_file = {user_ca}
 
 [slapproxy]
 host = 127.0.0.1
@@ -68,18 +89,41 @@ database_uri = {demo / "master.db"}
     return config
 
 
-def wait_for_master(port: int, master: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    url = f"http://127.0.0.1:{port}/getFullComputerInformation?computer_id={COMPUTER}"
+def wait_for_master(
+    port: int, ca: Path, master: subprocess.Popen[bytes], timeout: float = 30
+) -> None:
+    """Until the master completes a TLS handshake, its certificate verified against its CA
+    (made at its first start): it only accepts connections once it serves."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if master.poll() is not None:
             raise SystemExit("demo: the master exited; see demo/master.log")
         try:
-            with urllib.request.urlopen(url, timeout=2):
+            context = ssl.create_default_context(cafile=str(ca))
+            address = ("127.0.0.1", port)
+            with (
+                socket.create_connection(address, timeout=2) as sock,
+                context.wrap_socket(sock, server_hostname="127.0.0.1"),
+            ):
                 return
-        except OSError:
+        except ssl.SSLCertVerificationError as exc:
+            raise SystemExit(f"demo: the master's certificate is not from {ca}: {exc}") from None
+        except OSError:  # no CA yet, not listening yet
             time.sleep(0.2)
     raise SystemExit("demo: the master did not answer in time; see demo/master.log")
+
+
+def add_credentials(demo: Path, config: Path) -> None:
+    """The node's and the user's certificates, once: the commands never replace files."""
+    cfg = ["--configuration-file", str(config)]
+    for holder, command in (
+        ("node", ["computer", "add", COMPUTER]),
+        ("user", ["user", "add", USER]),
+    ):
+        if all(path.is_file() for path in credentials(demo, holder)):
+            print(f"\ndemo: reusing the {holder}'s certificate in {demo / 'certificates' / holder}")
+            continue
+        slapgrid("master", *command, "--out", str(demo / "certificates" / holder), *cfg)
 
 
 def main() -> None:
@@ -99,7 +143,8 @@ def main() -> None:
         stderr=subprocess.STDOUT,
     )
     try:
-        wait_for_master(port, master)
+        wait_for_master(port, demo / "pki" / "ca.pem", master)
+        add_credentials(demo, config)
         slapgrid("format", *cfg)
         slapgrid("supply", str(SOFTWARE), COMPUTER, *cfg)
         slapgrid("request", INSTANCE, str(SOFTWARE), *cfg)

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from master_site import small_computer, wait_ready
 from slapgrid.cli.master_cmds import master_group
 from slapgrid.cli.register_cmd import register_command
+from slapgrid.cli.user_cmds import show_command
 from slapgrid.master import credentials
 from slapgrid.master.errors import Forbidden
 from slapgrid.master.pki.authority import Authority
@@ -106,13 +107,15 @@ def test_user_add_prints_the_slapconsole_lines_user_commands_read(tmp_path: Path
     out, data = tmp_path / "alice", tmp_path / "master"
     result = run(master_group, "user", "add", "alice", "--out", out, "--data-dir", data)
     assert result.exit_code == 0, result.output
-    assert result.output.startswith(
+    assert result.output == (
         f"[slapconsole]\nkey_file = {out}/key.pem\ncert_file = {out}/cert.pem\n"
+        f"master_ca_file = {out}/ca.pem\n"
     )
     config = tmp_path / "slapos-client.cfg"
     config.write_text(result.output)
     client = load_client_config(str(config), "http://127.0.0.1:1/", COMP)
     assert (client.key_file, client.cert_file) == (out / "key.pem", out / "cert.pem")
+    assert client.master_ca_file == out / "ca.pem"
     assert identity_in(out, out / "ca.pem") == Identity.for_user("alice")
 
 
@@ -160,6 +163,33 @@ def master(tmp_path: Path) -> Iterator[MasterServer]:
     with MasterServer(store, authority=authority) as server:
         yield server
     store.close()
+
+
+def test_user_commands_verify_the_master_with_the_ca_of_their_configuration(
+    master: MasterServer, tmp_path: Path
+) -> None:
+    out = tmp_path / "alice"
+    added = run(
+        master_group, "user", "add", "alice", "--out", out, "--database", tmp_path / "master.db"
+    )
+    assert added.exit_code == 0, added.output
+    foreign = Authority.open(tmp_path / "elsewhere").ca_file
+    config = tmp_path / "slapos-client.cfg"
+
+    def show(slapos: str = "", console: str = added.output) -> Result:
+        config.write_text(f"[slapos]\nmaster_url = {master.url}\n{slapos}{console}")
+        return run(show_command, "--cfg", config)
+
+    def refused(result: Result) -> bool:
+        return "CERTIFICATE_VERIFY_FAILED" in str(result.exception)
+
+    shown = show()
+    assert shown.exit_code == 0 and "no instances requested" in shown.output, shown.output
+    assert refused(show(console=added.output.replace(str(out / "ca.pem"), str(foreign))))
+    # without one in [slapconsole], the node's [slapos] master_ca_file is the CA
+    console = added.output.replace(f"master_ca_file = {out / 'ca.pem'}\n", "")
+    assert refused(show(f"master_ca_file = {foreign}\n", console))
+    assert show(f"master_ca_file = {out / 'ca.pem'}\n", console).exit_code == 0
 
 
 def token_for(tmp_path: Path, computer: str = COMP) -> str:

@@ -266,7 +266,7 @@ def test_client_config_discovery(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert find_client_config("/explicit.cfg") == Path("/explicit.cfg")
 
 
-def test_client_config_reads_master_and_console_certificate(tmp_path: Path) -> None:
+def test_client_config_reads_master_console_certificate_and_ca(tmp_path: Path) -> None:
     path = tmp_path / "slapos-client.cfg"
     path.write_text(
         "[slapos]\nmaster_url = https://master/\n"
@@ -278,7 +278,14 @@ def test_client_config_reads_master_and_console_certificate(tmp_path: Path) -> N
         Path("/u/key.pem"),
         Path("/u/cert.pem"),
     )
+    assert config.master_ca_file is None
     assert load_client_config(str(path), "http://flag/", "user").master_url == "http://flag/"
+    path.write_text(  # the master's CA: [slapconsole]'s, else the node's [slapos] one
+        "[slapos]\nmaster_ca_file = /node/ca.pem\n[slapconsole]\nmaster_ca_file = ~/ca.pem\n"
+    )
+    assert load_client_config(str(path), None, "user").master_ca_file == Path.home() / "ca.pem"
+    path.write_text("[slapos]\nmaster_ca_file = /node/ca.pem\n[slapconsole]\n")
+    assert load_client_config(str(path), None, "user").master_ca_file == Path("/node/ca.pem")
     empty = tmp_path / "empty.cfg"
     empty.write_text("")
     assert load_client_config(str(empty), None, "user").master_url == DEFAULT_MASTER_URL

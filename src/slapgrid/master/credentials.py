@@ -213,7 +213,7 @@ def node_config_lines(computer: str, paths: tuple[Path, Path, Path]) -> str:
 def user_config_lines(paths: tuple[Path, Path, Path]) -> str:
     """The `[slapconsole]` lines a user's configuration needs (`supply`, `request`, `show`)."""
     key, cert, ca = paths
-    return f"[slapconsole]\nkey_file = {key}\ncert_file = {cert}\n# the master's CA: {ca}\n"
+    return f"[slapconsole]\nkey_file = {key}\ncert_file = {cert}\nmaster_ca_file = {ca}\n"
 
 
 class MasterCredentials:

@@ -46,15 +46,22 @@ def load_client_config(
 ) -> ClientConfig:
     """The URL: given, else the file's `[slapos] master_url`, else the local master.
 
-    The certificate is the file's `[slapconsole] key_file/cert_file`, as `slapos console` reads.
+    The certificate is the file's `[slapconsole] key_file/cert_file`, as `slapos console` reads;
+    the master's CA its `[slapconsole] master_ca_file`, else the node's `[slapos]` one.
     """
     path = find_client_config(configuration_file)
     parser = read_config_file(path) if path is not None else None
     slapos, console = section(parser, "slapos"), section(parser, "slapconsole")
     key_file, cert_file = console.get("key_file"), console.get("cert_file")
+    ca_file = console.get("master_ca_file") or slapos.get("master_ca_file")
     return ClientConfig(
         master_url=master_url or slapos.get("master_url") or DEFAULT_MASTER_URL,
         computer_id=computer_id,
-        key_file=Path(key_file) if key_file else None,
-        cert_file=Path(cert_file) if cert_file else None,
+        key_file=_path(key_file),
+        cert_file=_path(cert_file),
+        master_ca_file=_path(ca_file),
     )
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value).expanduser() if value else None
