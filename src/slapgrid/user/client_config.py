@@ -16,7 +16,7 @@ from slapgrid.node.config import find_config_file, read_config_file, section
 
 CLIENT_CONFIG_ENV = "SLAPOS_CLIENT_CONFIGURATION"
 CLIENT_CONFIG = Path("~/.slapos/slapos-client.cfg")
-DEFAULT_MASTER_URL = f"http://127.0.0.1:{DEFAULT_PORT}/"
+DEFAULT_MASTER_URL = f"https://127.0.0.1:{DEFAULT_PORT}/"  # `slapgrid master start`
 
 
 @dataclass(frozen=True)
