@@ -16,8 +16,10 @@ def rename(
 ) -> None:
     session = tx.session
     row = lookups.busy_row(session, computer, partition)
-    if slave_reference:
-        instances.rename_shared(tx, lookups.shared_row(session, slave_reference), new_name)
+    if slave_reference:  # a shared instance this partition hosts, as for its other calls
+        instances.rename_shared(
+            tx, lookups.hosted_shared_row(session, row, slave_reference), new_name
+        )
         return
     if row.title == new_name:
         return
