@@ -40,7 +40,7 @@ from sqlalchemy import select
 from master_site import dump, small_computer
 from slapgrid.master import credentials
 from slapgrid.master.pki.authority import Authority
-from slapgrid.master.pki.identity import Identity, IdentityError
+from slapgrid.master.pki.identity import PARTITION, Identity, IdentityError
 from slapgrid.master.routes import ROUTES, Route
 from slapgrid.master.server import MasterServer
 from slapgrid.master.storage import MasterStore
@@ -49,7 +49,7 @@ from slapgrid.slap import marshal
 from slapgrid.slap.changes import CHANGES_PATH
 from slapgrid.slap.instance_trees import GET_PATH, LIST_PATH
 from slapgrid.slap.registration import REGISTER_PATH
-from support.tls import client_context, credential_files
+from support.tls import client_context, credential_files, partition_files
 
 pytestmark = pytest.mark.integration
 
@@ -130,7 +130,11 @@ class Site:
         if (caller, variant) not in self.files:
             issuer = {"": self.authority, FOREIGN: self.other, EXPIRED: self.past}[variant]
             directory = self.directory / (variant or "ours")
-            self.files[caller, variant] = credential_files(issuer, identity, directory)
+            if identity.kind == PARTITION and not variant:  # the master's, for its instance
+                made = partition_files(self.store, self.authority, identity, directory)
+            else:
+                made = credential_files(issuer, identity, directory)
+            self.files[caller, variant] = made
         return self.files[caller, variant]
 
     def resolve(self, values: dict[str, Any]) -> dict[str, Any]:
@@ -206,6 +210,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         )
         site.refs["token-new"] = credentials.create_token(store, NEW_COMPUTER)
         site.refs["token-b"] = credentials.create_token(store, B)
+        for caller in IDENTITIES:  # issued now, as a node fetches them: not during a check
+            site.credentials(caller)
         try:
             yield site
         finally:

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner, Result
 from cryptography import x509
@@ -36,7 +37,7 @@ from slapgrid.slap.errors import NotFoundError
 from slapgrid.slap.registration import REGISTER_PATH
 from slapgrid.user.client_config import load_client_config
 from support.addresses import free_port
-from support.tls import https_client, node_client
+from support.tls import client_context, credential_files, https_client, node_client
 
 pytestmark = pytest.mark.integration
 
@@ -384,3 +385,33 @@ def test_master_start_creates_its_ca_once_and_answers_certificates(tmp_path: Pat
         finally:
             process.send_signal(signal.SIGINT)
             process.wait(20)
+
+
+def test_a_partition_certificate_acts_only_for_the_instance_it_was_issued_for(
+    master: MasterServer, tmp_path: Path
+) -> None:
+    """A former tenant keeps its files, valid for years: the master refuses them once the
+    partition holds another instance; a certificate it never handed out is refused too."""
+    assert master.authority is not None
+    master.store.load_computer_configuration(small_computer(COMP, 1))
+    master.store.request(InstanceRequest(SR, "web"))
+    identity = Identity.for_partition(COMP, "slappart0")
+    read = {"computer_reference": COMP, "computer_partition_reference": "slappart0"}
+
+    def status(client: httpx.Client) -> int:
+        return client.get("registerComputerPartition", params=read).status_code
+
+    store = master.store
+    with https_client(master.url, master.authority, identity, store=store) as web:
+        assert status(web) == 200
+        store.request(InstanceRequest(SR, "web", state="destroyed"))
+        store.destroyed_partition(COMP, "slappart0")
+        assert status(web) == 403  # freed
+        store.request(InstanceRequest(SR, "shop"))
+        assert status(web) == 403  # another instance's now
+        with https_client(master.url, master.authority, identity, store=store) as shop:
+            assert status(shop) == 200
+    minted = credential_files(master.authority, identity, tmp_path / "minted")
+    context = client_context(master.authority.ca_file, *minted)
+    with httpx.Client(base_url=master.url, verify=context) as unknown:
+        assert status(unknown) == 403

@@ -222,7 +222,7 @@ def tls_master(tmp_path: Path) -> Iterator[tuple[MasterServer, list[httpx.Client
         None,
     ]
     with MasterServer(store, authority=authority) as server:
-        clients = [https_client(server.url, authority, who) for who in identities]
+        clients = [https_client(server.url, authority, who, store=store) for who in identities]
         try:
             yield server, clients
         finally:

@@ -5,7 +5,8 @@ a header. A rule compares that identity with what the call names, before the cal
 the store, so a refused call changes nothing:
 
 - a computer reads and reports on itself, its partitions and its releases;
-- a partition acts on itself: reads its own documents, publishes, requests in its own tree;
+- a partition acts on itself: reads its own documents, publishes, requests in its own tree,
+  with the certificate issued for the instance it holds now (`credentials`);
 - a user supplies, requests, and sees the instance trees it requested (`Caller.owner`).
 
 A master started `--insecure` (plain HTTP on loopback) has no identities: every caller is
@@ -39,6 +40,12 @@ class Caller:
     identity: Identity | None = None
     trusted: bool = False
     refused: str | None = None  # why a presented certificate names no identity
+    serial: str | None = None  # the certificate's, as hex: a partition's must be current
+
+    @property
+    def partition(self) -> bool:
+        """A partition: its certificate is good only for the instance it was issued for."""
+        return self.identity is not None and self.identity.kind == PARTITION
 
     @property
     def owner(self) -> str | None:
@@ -95,7 +102,7 @@ def caller_of_peer(tls: bool, peercert: Mapping[str, Any] | None, *, insecure: b
     if not peercert:
         return ANONYMOUS
     try:
-        return Caller(identity_from_peercert(peercert))
+        return Caller(identity_from_peercert(peercert), serial=peercert.get("serialNumber"))
     except IdentityError as exc:
         return Caller(refused=str(exc))
 

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as StarletteRoute
 
-from slapgrid.master import access
+from slapgrid.master import access, credentials
 from slapgrid.master.access_log import AccessLog
 from slapgrid.master.endpoints import text
 from slapgrid.master.errors import (
@@ -75,7 +75,12 @@ def _endpoint(master: MasterState, route: Route) -> Callable[[Request], Awaitabl
     async def endpoint(request: Request) -> Response:
         try:
             p = await (_document(request) if route.body == "json" else _params(request))
-            route.access(access.caller_of(request), p)  # refused before anything is read
+            caller = access.caller_of(request)
+            route.access(caller, p)  # refused before anything is read
+            if caller.partition and master.authority is not None:
+                await run_in_threadpool(
+                    credentials.check_partition_serial, master.store, caller.identity, caller.serial
+                )
             if on_loop:
                 return await handler(master, p, request)
             return await run_in_threadpool(handler, master, p, request)

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from slapgrid.master import lookups
-from slapgrid.master.errors import BadRequest, Conflict, Forbidden
+from slapgrid.master.errors import BadRequest, Conflict, Forbidden, NotFound
 from slapgrid.master.pki import files
 from slapgrid.master.pki.authority import Authority, cert_pem, key_pem
 from slapgrid.master.pki.files import KEY_MODE, PUBLIC_MODE, CredentialError
@@ -176,6 +176,33 @@ def partition_certificate(
 
         pem = store.write_with(issue)
     return {"certificate": pem, "key": key_pem(key).decode()}
+
+
+def check_partition_serial(store: MasterStore, identity: Identity, serial: str | None) -> None:
+    """A partition's certificate acts for it only while it holds the instance the
+    certificate was issued for: once the partition is freed or given to another instance,
+    its former tenant's certificate is refused (403), though valid for years still."""
+
+    def current(session: Session) -> bool:
+        try:
+            number = f"{int(serial or '', 16):x}"
+        except ValueError:
+            return False
+        row = session.get(CredentialRow, number)
+        if row is None or (row.kind, row.computer, row.partition) != (
+            PARTITION,
+            identity.computer,
+            identity.partition,
+        ):
+            return False
+        try:
+            partition = lookups.partition_row(session, row.computer or "", row.partition or "")
+        except NotFound:
+            return False
+        return partition.guid is not None and partition.guid == row.instance
+
+    if not store.read_with(current):
+        raise Forbidden(f"the certificate of {identity} is not for the instance it holds now")
 
 
 # --- files a client receives ---------------------------------------------------------------
