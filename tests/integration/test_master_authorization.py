@@ -27,6 +27,8 @@ re-request with the same parameters, ...), so the cases pass in any order (`-p r
 from __future__ import annotations
 
 import datetime
+import hashlib
+import json
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -59,6 +61,13 @@ SR_B = "https://example.com/software/b/software.cfg"
 SR_GONE = "https://example.com/software/gone/software.cfg"  # supplied "destroyed" on A
 SR_NEW = "https://example.com/software/new/software.cfg"
 NEW_COMPUTER = "COMP-NEW"  # registers with its token
+CACHED = b"a release archive in the master's networkcache\n" * 100  # uploaded by COMP-A
+CACHED_SHA512 = hashlib.sha512(CACHED).hexdigest()
+CACHE_KEY = "file-urlmd5:" + hashlib.md5(b"https://example.com/a.tar.gz").hexdigest()
+CACHE_UPLOAD = {
+    "key": CACHE_KEY,
+    "content": json.dumps([json.dumps({"sha512": CACHED_SHA512}), "signature"]),
+}
 
 IDENTITIES = {
     "comp-a": Identity.for_computer(A),
@@ -152,6 +161,12 @@ class Site:
     ) -> httpx.Response:
         client, route = self.client(caller, variant, tls), route_of(method, path)
         params, headers = self.resolve(params), self.resolve(headers or {})
+        if "{" in path:  # the networkcache's: what the path names is in the path
+            named = {k for k in params if f"{{{k}}}" in path}
+            path = path.format_map(params)
+            params = {k: v for k, v in params.items() if k not in named}
+        if route.body == "raw":  # an upload: its content is the body
+            return client.request(method, path, content=params["content"], headers=headers)
         if method == "GET":
             return client.get(path, params=params, headers=headers)
         if route.body == "json":
@@ -174,6 +189,13 @@ def full_dump(store: MasterStore) -> dict[str, Any]:
         }
 
     return {"snapshot": store.snapshot(), "tables": store.read_with(tables)}
+
+
+def cache_dump(site: Site) -> dict[str, bytes]:
+    """Every file of the master's networkcache, with its content."""
+    assert site.server.cache is not None
+    root = site.server.cache.directory
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -212,6 +234,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         site.refs["token-b"] = credentials.create_token(store, B)
         for caller in IDENTITIES:  # issued now, as a node fetches them: not during a check
             site.credentials(caller)
+        shared = site.call("comp-a", "POST", "shacache", {"content": CACHED})
+        assert shared.status_code == 201, shared.text
+        indexed = site.call("comp-a", "PUT", "shadir/{key}", CACHE_UPLOAD)
+        assert indexed.status_code == 201, indexed.text
         try:
             yield site
         finally:
@@ -434,6 +460,43 @@ ROWS: list[Row] = [
         (),
         headers={"X-Access-Token": Ref("token-new")},
     ),
+    # the networkcache: computers and users upload (what is there already: nothing changes),
+    # every certificate of the master downloads
+    Row(
+        "POST",
+        "shacache",
+        {"content": CACHED},
+        (("comp-a", 201), ("alice", 201)),
+        ("part-a0", "part-a1", "part-b0"),
+    ),
+    Row(
+        "PUT",
+        "shacache/{sha512}",
+        {"sha512": CACHED_SHA512, "content": CACHED},
+        (("comp-b", 201), ("bob", 201)),
+        ("part-a0", "part-b0"),
+    ),
+    Row(
+        "GET",
+        "shacache/{sha512}",
+        {"sha512": CACHED_SHA512},
+        (("comp-a", 200), ("comp-b", 200), ("part-a1", 200), ("bob", 200)),
+        (),
+    ),
+    Row(
+        "PUT",
+        "shadir/{key}",
+        CACHE_UPLOAD,
+        (("comp-a", 201), ("alice", 201)),
+        ("part-a0", "part-a2"),
+    ),
+    Row(
+        "GET",
+        "shadir/{key}",
+        {"key": CACHE_KEY},
+        (("comp-b", 200), ("part-a0", 200), ("part-b0", 200), ("alice", 200)),
+        (),
+    ),
 ]
 
 
@@ -620,6 +683,34 @@ WRONG_CALLS: list[Wrong] = [
         {"title": A},
         headers={"X-Access-Token": Ref("token-b")},
     ),
+    # the networkcache: nobody without a certificate reads it; what is written is checked
+    Wrong("no certificate", "anonymous", "GET", "shacache/{sha512}", {"sha512": CACHED_SHA512}),
+    Wrong("no certificate", "anonymous", "GET", "shadir/{key}", {"key": CACHE_KEY}),
+    Wrong(
+        "content that is not the SHA-512 named",
+        "comp-a",
+        "PUT",
+        "shacache/{sha512}",
+        {"sha512": CACHED_SHA512, "content": CACHED + b"!"},
+        400,
+    ),
+    Wrong("a key with '..'", "comp-a", "PUT", "shadir/{key}", {**CACHE_UPLOAD, "key": "..x"}, 400),
+    Wrong(  # decoded, the path has more parts than the route: no route
+        "a key with an encoded '/'",
+        "comp-a",
+        "PUT",
+        "shadir/{key}",
+        {**CACHE_UPLOAD, "key": "..%2F..%2Fmaster.db"},
+        404,
+    ),
+    Wrong(
+        "an entry that is not [entry, signature]",
+        "alice",
+        "PUT",
+        "shadir/{key}",
+        {**CACHE_UPLOAD, "content": json.dumps({"sha512": CACHED_SHA512})},
+        400,
+    ),
 ]
 
 
@@ -666,9 +757,10 @@ def test_the_right_certificate_is_answered(site: Site, row: Row, caller: str, st
 
 
 def assert_refused(site: Site, call: Any, status: int = 403) -> httpx.Response:
-    before = full_dump(site.store)
+    before, cached = full_dump(site.store), cache_dump(site)
     answer = call()
     assert answer.status_code == status, answer.text
+    assert cache_dump(site) == cached
     after = full_dump(site.store)
     assert after["snapshot"] == before["snapshot"]
     for table in ("registration_token", "credential"):

@@ -8,10 +8,13 @@ parameters dropped, repeated or added, a forged requester header. `SLAPGRID_FUZZ
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -20,7 +23,7 @@ from master_site import dump, served, small_computer
 from slapgrid.master import hateoas
 from slapgrid.master.pki.authority import Authority
 from slapgrid.master.pki.identity import Identity
-from slapgrid.master.routes import ROUTES
+from slapgrid.master.routes import ROUTES, Route
 from slapgrid.master.server import MasterServer
 from slapgrid.master.storage import InstanceRequest, MasterStore
 from slapgrid.slap import instance_trees, marshal
@@ -48,6 +51,10 @@ JOURNAL = (
     "</movement></transaction></journal>"
 )
 PARTITION = {"computer_id": COMP, "computer_partition_id": "slappart0"}
+ARCHIVE = "a release archive"
+ARCHIVE_SHA512 = hashlib.sha512(ARCHIVE.encode()).hexdigest()
+CACHE_KEY = "file-urlmd5:" + hashlib.md5(SR.encode()).hexdigest()
+CACHE_ENTRY = json.dumps([json.dumps({"sha512": ARCHIVE_SHA512}), "signature"])
 VALID: dict[str, dict[str, str]] = {
     "getFullComputerInformation": {"computer_id": COMP},
     "getComputerInformation": {"computer_id": COMP},
@@ -95,6 +102,12 @@ VALID: dict[str, dict[str, str]] = {
     "supplySupply": {"url": SR, "computer_id": COMP, "state": "available"},
     "loadComputerConfigurationFromXML": {"xml": dump(small_computer(COMP, PARTITIONS))},
     REGISTER_PATH: {"title": COMP},
+    # the networkcache: "METHOD path", path parameters by name, the body as "content"
+    "POST shacache": {"content": ARCHIVE},
+    "PUT shacache/{sha512}": {"sha512": ARCHIVE_SHA512, "content": ARCHIVE},
+    "GET shacache/{sha512}": {"sha512": ARCHIVE_SHA512},
+    "PUT shadir/{key}": {"key": CACHE_KEY, "content": CACHE_ENTRY},
+    "GET shadir/{key}": {"key": CACHE_KEY},
 }
 HOSTILE: list[str] = [
     "",
@@ -245,8 +258,9 @@ def test_fuzz_every_endpoint_as_every_caller(
 
 def fuzz(master: MasterServer, clients: list[httpx.Client], cases: int) -> None:
     rng = random.Random(SEED)
-    routes = {route.path: route.method for route in ROUTES}
-    json_calls = {route.path for route in ROUTES if route.body == "json"}
+    table = {_name(route): route for route in ROUTES}
+    routes = {name: route.method for name, route in table.items()}
+    json_calls = {name for name, route in table.items() if route.body == "json"}
     assert set(routes) == set(VALID), "every route has a well-formed call to start from"
     before = master.store.snapshot()
     statuses: dict[int, int] = {}
@@ -258,7 +272,9 @@ def fuzz(master: MasterServer, clients: list[httpx.Client], cases: int) -> None:
         where = (
             f"seed {SEED}, case {case}, caller {who}: {routes[path]} /{path} {params!r} {headers!r}"
         )
-        if routes[path] == "GET":
+        if table[path].body == "raw" or "{" in path:
+            reply = _cache_call(client, table[path], params, headers)
+        elif routes[path] == "GET":
             reply = client.get(path, params=params, headers=headers)
         elif path in json_calls:
             reply = client.post(path, json=dict(params), headers=headers)
@@ -276,6 +292,32 @@ def fuzz(master: MasterServer, clients: list[httpx.Client], cases: int) -> None:
         assert reply.status_code in ((200, 403) if len(clients) > 1 else (200,)), reply.text
         if computer == COMP:
             assert reply.status_code == 200 and marshal.loads(reply.content) is not None
+
+
+def _name(route: Route) -> str:
+    """A route's name in VALID: its path, or "METHOD path" for the networkcache's, whose
+    paths are shared by a GET and a PUT."""
+    return f"{route.method} {route.path}" if route.path.startswith("sha") else route.path
+
+
+def _cache_call(
+    client: httpx.Client, route: Route, params: list[tuple[str, str]], headers: dict[str, str]
+) -> httpx.Response:
+    """A networkcache call: path parameters (the first of each name) in the path, quoted;
+    "content" the body; the rest the query string."""
+    named = {name: "" for name in ("sha512", "key") if f"{{{name}}}" in route.path}
+    query, content = [], b""
+    for name, value in params:
+        if name in named and not named[name]:
+            named[name] = quote(value, safe="")
+        elif name == "content" and route.method != "GET":
+            content = value.encode()
+        else:
+            query.append((name, value))
+    path = route.path.format_map(named)
+    if route.method == "GET":
+        return client.get(path, params=query, headers=headers)
+    return client.request(route.method, path, params=query, content=content, headers=headers)
 
 
 def _form(params: list[tuple[str, str]]) -> dict[str, list[str]]:

@@ -23,6 +23,7 @@ from slapgrid.master.server import (
     DEFAULT_HOST,
     DEFAULT_PORT,
     check_insecure_host,
+    default_cache_dir,
     default_pki_dir,
     serve,
 )
@@ -39,9 +40,11 @@ def master_settings(
     computer_id: str | None = None,
     data_dir: str | None = None,
     pki_dir: str | None = None,
+    cache_dir: str | None = None,
 ) -> dict[str, Any]:
     """Flags over `[slapproxy]`/`[slapos]` over defaults → host, port, database, computer_id,
-    pki_dir (the CA's directory: `pki/` beside a SQLite database)."""
+    pki_dir (the CA's directory: `pki/` beside a SQLite database), cache_dir (the
+    networkcache's: `cache/` beside it too)."""
     proxy: dict[str, str] = {}
     slapos: dict[str, str] = {}
     if configuration_file:
@@ -52,6 +55,7 @@ def master_settings(
         database or proxy.get("database_uri") or proxy.get("database-uri") or default_database
     )
     pki = pki_dir or proxy.get("pki_dir") or default_pki_dir(database, data_dir)
+    cache = cache_dir or proxy.get("cache_dir") or default_cache_dir(database, data_dir)
     return {
         "host": host or proxy.get("host") or DEFAULT_HOST,
         "port": port
@@ -60,6 +64,7 @@ def master_settings(
         "database": database,
         "computer_id": computer_id or slapos.get("computer_id") or DEFAULT_COMPUTER_ID,
         "pki_dir": str(Path(pki).expanduser()),
+        "cache_dir": str(Path(cache).expanduser()),
     }
 
 
@@ -83,6 +88,12 @@ _PKI_DIR = click.option(
     help="The master's CA and server certificate [pki/ beside the database].",
 )
 
+_CACHE_DIR = click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False),
+    help="The networkcache the master serves (shacache, shadir) [cache/ beside the database].",
+)
+
 
 @click.group("master", cls=SubGroup)
 def master_group() -> None:
@@ -96,6 +107,7 @@ def master_group() -> None:
 @_DATABASE
 @_DATA_DIR
 @_PKI_DIR
+@_CACHE_DIR
 @click.option(
     "--computer-id", help=f"Default computer, usable before format [{DEFAULT_COMPUTER_ID}]."
 )
@@ -112,6 +124,7 @@ def start_command(
     database: str | None,
     data_dir: str | None,
     pki_dir: str | None,
+    cache_dir: str | None,
     computer_id: str | None,
     insecure: bool,
 ) -> None:
@@ -125,6 +138,7 @@ def start_command(
         computer_id=computer_id,
         data_dir=data_dir,
         pki_dir=pki_dir,
+        cache_dir=cache_dir,
     )
     if data_dir:
         Path(data_dir).mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,8 @@ the store, so a refused call changes nothing:
 - a computer reads and reports on itself, its partitions and its releases;
 - a partition acts on itself: reads its own documents, publishes, requests in its own tree,
   with the certificate issued for the instance it holds now (`credentials`);
-- a user supplies, requests, and sees the instance trees it requested (`Caller.owner`).
+- a user supplies, requests, and sees the instance trees it requested (`Caller.owner`);
+- computers and users upload to the networkcache, every certificate downloads from it.
 
 A master started `--insecure` (plain HTTP on loopback) has no identities: every caller is
 `TRUSTED`, and who requests is what the call says, as with the reference's proxy.
@@ -197,3 +198,13 @@ def requester(caller: Caller, p: Params) -> None:
         raise Forbidden(f"{identity} requests only for one of its partitions")
     if any(named):
         partition_or_its_computer()(caller, p)
+
+
+def computer_or_user(caller: Caller, p: Params) -> None:
+    """A computer or a user: who uploads to the master's networkcache (not a partition)."""
+    _identity(caller, COMPUTER, USER)
+
+
+def issued(caller: Caller, p: Params) -> None:
+    """Any certificate the master issued (a computer, a partition, a user): not anonymous."""
+    _identity(caller, COMPUTER, PARTITION, USER)

@@ -1,6 +1,7 @@
 """The master's HTTP face: the route table served by Starlette over a `MasterStore`.
 
-GET endpoints read the query string, POST endpoints the form body. A wrong method gets 405,
+GET endpoints read the query string, POST endpoints the form body (the networkcache's
+uploads stream theirs to disk: `cache.endpoints`). A wrong method gets 405,
 a missing parameter or malformed XML 400, a caller the route's rule refuses 403 (`access`),
 an unknown computer or partition 404; every error
 is logged and leaves the database unchanged (each write is one transaction).
@@ -25,6 +26,7 @@ from starlette.routing import Route as StarletteRoute
 
 from slapgrid.master import access, credentials
 from slapgrid.master.access_log import AccessLog
+from slapgrid.master.cache.store import CacheStore
 from slapgrid.master.endpoints import text
 from slapgrid.master.errors import (
     BadRequest,
@@ -48,9 +50,12 @@ BODY_TIMEOUT = 30.0
 FORM = "application/x-www-form-urlencoded"
 
 
-def create_app(store: MasterStore, authority: Authority | None = None) -> Starlette:
-    """The ASGI application serving `store`, issuing certificates with `authority`."""
-    master = MasterState(store, run_in_threadpool, authority)
+def create_app(
+    store: MasterStore, authority: Authority | None = None, cache: CacheStore | None = None
+) -> Starlette:
+    """The ASGI application serving `store`, issuing certificates with `authority`, and
+    the networkcache in `cache` (none: its endpoints answer 404)."""
+    master = MasterState(store, run_in_threadpool, authority, cache)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -74,7 +79,10 @@ def _endpoint(master: MasterState, route: Route) -> Callable[[Request], Awaitabl
 
     async def endpoint(request: Request) -> Response:
         try:
-            p = await (_document(request) if route.body == "json" else _params(request))
+            if route.body == "raw":  # the handler reads the body, once the caller is let in
+                p = Params(request.query_params.multi_items(), none_is_absent=False)
+            else:
+                p = await (_document(request) if route.body == "json" else _params(request))
             caller = access.caller_of(request)
             route.access(caller, p)  # refused before anything is read
             if caller.partition and master.authority is not None:

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from slapgrid.master import access, endpoints, hateoas, polled
+from slapgrid.master.cache import endpoints as cache
 from slapgrid.master.params import Params
 from slapgrid.master.state import MasterState
 from slapgrid.slap import instance_trees
@@ -29,7 +30,8 @@ class Route:
     path: str  # below the master's URL, without the leading slash
     handler: Handler
     access: access.Rule  # who may call it, checked before the handler runs
-    body: str = "form"  # what a POST carries: "form" (SLAP) or "json" (the JSON API)
+    body: str = "form"  # what a POST carries: "form" (SLAP), "json" (the JSON API), or
+    # "raw": the handler reads the body itself (the networkcache's uploads, streamed)
 
 
 # who may call each (`access`): a computer on itself, a partition on itself, a user
@@ -39,6 +41,7 @@ SLAP_PARTITION = access.partition_or_its_computer(
     "computer_reference", "computer_partition_reference"
 )
 USER = access.user
+UPLOADER = access.computer_or_user
 
 ROUTES: tuple[Route, ...] = (
     # what nodes read
@@ -89,4 +92,10 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "supplySupply", endpoints.supply, USER),
     # a new node trades its one-time token for its certificate (`slapgrid register`)
     Route("POST", REGISTER_PATH, endpoints.register_computer, access.anyone),
+    # the networkcache (slapos.libnetworkcache): computers and users upload, all download
+    Route("POST", "shacache", cache.upload_file, UPLOADER, body="raw"),
+    Route("PUT", "shacache/{sha512}", cache.upload_file, UPLOADER, body="raw"),
+    Route("GET", "shacache/{sha512}", cache.download_file, access.issued),
+    Route("PUT", "shadir/{key}", cache.add_entry, UPLOADER, body="raw"),
+    Route("GET", "shadir/{key}", cache.entries, access.issued),
 )

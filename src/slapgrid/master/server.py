@@ -17,6 +17,7 @@ import uvicorn
 
 from slapgrid.errors import SlapgridError
 from slapgrid.master.app import create_app
+from slapgrid.master.cache.store import CACHE_DIR, CacheStore
 from slapgrid.master.connections import HEAD_TIMEOUT, guarded_protocol, raise_file_limit
 from slapgrid.master.pki.authority import Authority
 from slapgrid.master.state import MasterState
@@ -78,9 +79,10 @@ def _server(
     head_timeout: float,
     authority: Authority | None,
     tls: ssl.SSLContext | None,
+    cache: CacheStore | None = None,
 ) -> uvicorn.Server:
     config = uvicorn.Config(
-        create_app(store, authority),
+        create_app(store, authority, cache),
         http=guarded_protocol(head_timeout, KEEP_ALIVE, insecure=tls is None),
         ssl_context_factory=None if tls is None else lambda _config, _default: tls,
         log_level=log_level,
@@ -102,13 +104,15 @@ def serve(
     computer_id: str | None = DEFAULT_COMPUTER_ID,
     *,
     pki_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
     insecure: bool = False,
     log_level: str = "info",
 ) -> None:
     """Serve the master until interrupted; `computer_id` exists from the start.
 
     Its CA and server certificate are created in `pki_dir` (default: beside the database)
-    at the first start; later starts read them. It serves HTTPS, each caller known by its
+    at the first start; later starts read them. Its networkcache is kept in `cache_dir`
+    (default: `cache/` beside the database). It serves HTTPS, each caller known by its
     client certificate, unless `insecure` (plain HTTP, loopback only, every caller trusted).
     """
     if insecure:
@@ -118,25 +122,39 @@ def serve(
         directory = Path(pki_dir) if pki_dir else default_pki_dir(database)
         authority = Authority.open(directory)
         tls = None if insecure else authority.server_context([host])
+        cache = CacheStore(cache_dir or default_cache_dir(database))
         store = MasterStore(database, default_computer=computer_id)
         try:
-            _server(store, log_level, HEAD_TIMEOUT, authority, tls).run(sockets=[sock])
+            _server(store, log_level, HEAD_TIMEOUT, authority, tls, cache).run(sockets=[sock])
         finally:
             store.close()
 
 
 def default_pki_dir(database: str | Path, data_dir: str | Path | None = None) -> Path:
     """`pki/` beside a SQLite database, else in the data directory (or the current one)."""
+    return _data_dir(database, data_dir) / PKI_DIR
+
+
+def default_cache_dir(database: str | Path, data_dir: str | Path | None = None) -> Path:
+    """The networkcache's `cache/`, where `pki/` is: beside a SQLite database, else in the
+    data directory (or the current one)."""
+    return _data_dir(database, data_dir) / CACHE_DIR
+
+
+def _data_dir(database: str | Path, data_dir: str | Path | None) -> Path:
     url = database_url(database)
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        return Path(url.removeprefix("sqlite:///")).parent / PKI_DIR
-    return Path(data_dir or ".") / PKI_DIR
+        return Path(url.removeprefix("sqlite:///")).parent
+    return Path(data_dir or ".")
 
 
 class MasterServer:
     """A master in a background thread: `with MasterServer(store, authority=ca) as server:
     server.url` serves HTTPS with `ca`'s certificates; `insecure=True` plain HTTP on loopback
-    (with no authority, partitions get no certificate). One of the two must be said."""
+    (with no authority, partitions get no certificate). One of the two must be said.
+
+    Its networkcache is kept in `cache_dir`, by default `cache/` beside a SQLite database
+    (none for a database in memory or elsewhere: the cache's endpoints answer 404)."""
 
     def __init__(
         self,
@@ -148,6 +166,8 @@ class MasterServer:
         insecure: bool = False,
         log_level: str = "warning",
         head_timeout: float = HEAD_TIMEOUT,
+        cache_dir: str | Path | None = None,
+        max_upload_bytes: int | None = None,
     ) -> None:
         if insecure:
             check_insecure_host(host)
@@ -156,8 +176,14 @@ class MasterServer:
         self.store = store
         self.authority = authority
         self.tls = None if insecure or authority is None else authority.server_context([host])
+        in_file = store.url.startswith("sqlite:///") and store.url != "sqlite:///:memory:"
+        if cache_dir is None and in_file:
+            cache_dir = default_cache_dir(store.url)
+        self.cache = None if cache_dir is None else CacheStore(cache_dir)
+        if self.cache is not None and max_upload_bytes is not None:
+            self.cache.max_upload_bytes = max_upload_bytes
         self._socket = bind(host, port)
-        self._server = _server(store, log_level, head_timeout, authority, self.tls)
+        self._server = _server(store, log_level, head_timeout, authority, self.tls, self.cache)
         self.state: MasterState = self._server.config.app.state.master
         """What the endpoints share (the change feed, the document cache)."""
         self._thread = threading.Thread(

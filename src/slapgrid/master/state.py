@@ -1,4 +1,5 @@
-"""What the master's endpoints share while it serves: the store, the change feed, the cache.
+"""What the master's endpoints share while it serves: the store, the change feed, the
+document cache, the networkcache.
 
 Commits happen in worker threads; `MasterState` hands each over to the event loop, where it
 wakes the long polls of the changed computers and re-renders their documents. At start-up
@@ -11,6 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+from slapgrid.master.cache.store import CacheStore
 from slapgrid.master.change_feed import ChangeFeed, RunBlocking
 from slapgrid.master.document_cache import DocumentCache
 from slapgrid.master.pki.authority import Authority
@@ -19,9 +21,14 @@ from slapgrid.master.storage import MasterStore
 
 class MasterState:
     def __init__(
-        self, store: MasterStore, run_blocking: RunBlocking, authority: Authority | None = None
+        self,
+        store: MasterStore,
+        run_blocking: RunBlocking,
+        authority: Authority | None = None,
+        cache: CacheStore | None = None,
     ) -> None:
         self.store = store
+        self.cache = cache  # None: the networkcache endpoints answer 404
         self.authority = authority  # None: no certificates issued (partitions get "")
         self.run_blocking = run_blocking
         self.feed = ChangeFeed(store, run_blocking)
