@@ -103,7 +103,8 @@ def unpack(archive: Path, into: Path, name: str) -> None:
     members escaping `into` and drops set-id bits."""
     with tarfile.open(archive, "r:gz") as tar:
         members = tar.getmembers()  # reads to the end: a truncated archive fails here
-        strays = [m.name for m in members if m.name != name and not m.name.startswith(name + "/")]
+        paths = [os.path.normpath(member.name) for member in members]
+        strays = [path for path in paths if path != name and not path.startswith(name + "/")]
         if strays or not members:
             raise ValueError(f"the archive holds {strays[0] if strays else 'nothing'}")
         tar.extractall(into, members=members, filter="tar")
