@@ -43,7 +43,9 @@ def test_the_seeds_example_runs_and_warns_once(tmp_path: Path) -> None:
     done = slapgrid("--configuration-file", "=", str(path), "status", "--json")
     assert done.returncode == 0, done.stderr
     [warning] = done.stderr.splitlines()
-    assert "WARNING" in warning and f"[networkcache] in {path}: ignored" in warning
+    assert (
+        "WARNING" in warning and f"[networkcache] download-cache-url in {path}: not read" in warning
+    )
 
 
 def test_a_reference_flag_is_explained_in_one_line(tmp_path: Path) -> None:

@@ -45,7 +45,10 @@ def test_defaults_are_not_the_sections_own(tmp_path: Path) -> None:
             "[slapos] manager_list, [manager:devperm], [manager:prerm] in {path}: ignored",
         ),
         ("[firewall]\nfirewall_cmd = firewall-cmd\n", "[firewall] in {path}: ignored: slapgrid"),
-        ("[networkcache]\ndownload-cache-url = http://c/\n", "[networkcache] in {path}: ignored"),
+        (
+            "[networkcache]\ndownload-cache-url = http://c/\n",
+            "[networkcache] download-cache-url in {path}: not read",
+        ),
         ("[collect]\nenable = True\n", "[collect] in {path}: ignored: slapgrid keeps no usage"),
     ],
 )

@@ -124,6 +124,8 @@ def invoke(tmp_path: Path, *argv: str) -> tuple[int, list[str]]:
         (["--promise-timeout", "7", "instance"], "promise_timeout", "7"),
         (["--maximal_delay", "5"], "maximal_delay", "5"),
         (["--partition_timeout", "5"], "partition_timeout", "5"),
+        (["software", "--signature-private-key-file", "/k"], "signature_private_key_file", "/k"),
+        (["software", "--signature_private_key_file", "/k"], "signature_private_key_file", "/k"),
     ],
 )
 def test_options_reach_the_configuration(
@@ -204,8 +206,6 @@ def test_alter_user_takes_the_references_words(
         (["instance", "--supervisord-socket", "/s"], "WARNING", "instance_root/sv.sock"),
         (["software", "--supervisord_socket", "/s"], "WARNING", "instance_root/sv.sock"),
         (["report", "--supervisord-configuration-path", "/c"], "WARNING", "supervisord.conf"),
-        (["instance", "--signature_private_key_file", "/k"], "WARNING", "no binary cache"),
-        (["software", "--signature-private-key-file", "/k"], "WARNING", "no binary cache"),
         (["software", "--now"], "INFO", "slapgrid software always starts at once"),
         (["instance", "--now"], "INFO", "slapgrid instance always starts at once"),
         (["report", "--now"], "INFO", "slapgrid report always starts at once"),

@@ -187,3 +187,9 @@ def test_free_space_error_names_the_option(tmp_path: Path) -> None:
 
 def test_sizes_read_like_df() -> None:
     assert [format_bytes(n) for n in (512, 1536, 5 << 30)] == ["512 B", "1.5 KiB", "5.0 GiB"]
+
+
+def test_networkcache_arguments_come_before_n(tmp_path: Path) -> None:
+    extra = ["buildout:networkcache-section=networkcache", "networkcache:upload-cache-url=u"]
+    arguments = software_arguments(tmp_path, extra=extra)
+    assert arguments[2:4] == extra and arguments[4] == "-N"

@@ -260,6 +260,7 @@ _NODE_OPTION_NAMES = (
     "promise_timeout",
     "partition_timeout",
     "maximal_delay",  # the reference's --maximal-delay
+    "signature_private_key_file",  # the reference's flag: signs binary cache uploads
 )
 
 

@@ -74,8 +74,7 @@ SUPERVISORD_CONF = ReferenceFlag(
 SIGNATURE_KEY = ReferenceFlag(
     ("--signature_private_key_file", "--signature-private-key-file"),
     "signature_private_key_file",
-    why="--signature_private_key_file: ignored: slapgrid has no binary cache yet, nothing is"
-    " signed or uploaded",
+    target="signature_private_key_file",  # signs binary cache uploads (after a build)
     attrs=_PATH,
 )
 MAXIMAL_DELAY = ReferenceFlag(

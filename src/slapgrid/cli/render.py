@@ -79,10 +79,12 @@ def status(node: NodeStatus, *, as_json: bool, out: Console | None = None) -> No
     software = Table(title="Software releases", expand=False)
     software.add_column("url", overflow="fold", ratio=3)
     software.add_column("built", no_wrap=True)
+    software.add_column("origin", overflow="fold", ratio=1)
     software.add_column("last error", overflow="fold", ratio=2)
     for item in node.software:
         url = f"{item.url or '?'}\n({item.name})"
-        software.add_row(*_cells(url, "yes" if item.built else "no", item.last_error))
+        built = "yes" if item.built else "no"
+        software.add_row(*_cells(url, built, item.origin or "-", item.last_error))
     out.print(software)
     partitions = Table(title=f"Partitions (supervisord {node.supervisord})")
     partitions.add_column("partition", overflow="fold", ratio=2)

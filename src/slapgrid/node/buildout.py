@@ -82,11 +82,15 @@ def parse_shebang(script: Path) -> list[str]:
     return [interpreter, argument.strip()] if argument.strip() else [interpreter]
 
 
-def software_arguments(directory: Path, *, force: bool = False) -> list[str]:
-    """Buildout arguments of a software build (the reference's order)."""
+def software_arguments(
+    directory: Path, *, force: bool = False, extra: Sequence[str] = ()
+) -> list[str]:
+    """Buildout arguments of a software build (the reference's order); `extra` (the
+    networkcache options) come before `-N`."""
     arguments = [
         f"buildout:extends-cache={directory / 'extends-cache'}",
         f"buildout:directory={directory}",
+        *extra,
     ]
     if not force:
         arguments.append("-N")
@@ -198,6 +202,7 @@ def build_software(
     log_file: Path | None = None,
     cancel: threading.Event | None = None,
     pass_fds: Sequence[int] = (),
+    extra_arguments: Sequence[str] = (),
 ) -> process.ProcessResult:
     """Bootstrap if needed, then run the software buildout of `directory`.
 
@@ -207,7 +212,7 @@ def build_software(
     keeps the SR locked until it ends.
     """
     output = output or _logger_output(directory.name[:8], software=directory.name)
-    arguments = software_arguments(directory, force=force)
+    arguments = software_arguments(directory, force=force, extra=extra_arguments)
     binary = directory / "bin" / "buildout"
     marker = directory / "bin" / SKIPPED_MARKER
     if marker.exists():

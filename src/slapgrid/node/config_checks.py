@@ -1,7 +1,7 @@
 """What a slapos.cfg asks for that slapgrid does not do: one warning line each, once.
 
 A node moved from the reference keeps its slapos.cfg. Nothing in it may be ignored
-silently: a feature slapgrid lacks (managers, firewall, binary cache), an option only the
+silently: a feature slapgrid lacks (managers, firewall), an option only the
 reference reads, and a typo all get one line in the log when the configuration is first
 read. The daemon reloads its configuration on SIGHUP: a line already logged by this
 process is not logged again.
@@ -18,30 +18,11 @@ from pathlib import Path
 
 log = logging.getLogger("slapgrid.config")
 
-_BINARY_CACHE = "slapgrid has no binary cache yet: Software Releases are built from source"
-_NETWORKCACHE_KEYS = (
-    "download-binary-cache-url",
-    "download-binary-dir-url",
-    "download-cache-url",
-    "download-dir-url",
-    "upload-binary-cache-url",
-    "upload-binary-dir-url",
-    "upload-cache-url",
-    "upload-dir-url",
-    "binary-cache-url-blacklist",
-    "download-from-binary-cache-url-blacklist",
-    "upload-to-binary-cache-url-blacklist",
-    "download-from-binary-cache-force-url-list",
-    "signature-certificate-list",
-    "signature-private-key-file",
-    "signature_private_key_file",
-    "shacache-ca-file",
-    "shacache-cert-file",
-    "shacache-key-file",
-    "shadir-ca-file",
-    "shadir-cert-file",
-    "shadir-key-file",
+_NOT_READ_BY_NODES = (
+    "not read by slapgrid, nor by slapos.core's node: a release's buildout downloads from the"
+    " cache its own profile names"
 )
+_UNREAD_NETWORKCACHE_KEYS = ("download-cache-url", "download-dir-url")
 
 # [slapos] options slapos.core 1.26.1 reads and slapgrid ignores on purpose, by reason
 REFERENCE_ONLY: dict[str, tuple[str, ...]] = {
@@ -55,7 +36,7 @@ REFERENCE_ONLY: dict[str, tuple[str, ...]] = {
         "supervisord_socket",
         "supervisord_configuration_path",
     ),
-    _BINARY_CACHE: _NETWORKCACHE_KEYS,
+    _NOT_READ_BY_NODES: _UNREAD_NETWORKCACHE_KEYS,
     "slapgrid has no instance managers": ("power_user_list",),
     "slapgrid keeps no usage history (slapos collect); `slapgrid report` measures usage": (
         "collect_cache",
@@ -89,15 +70,17 @@ def used_keys() -> frozenset[str]:
     """Every [slapos] option some slapgrid command reads: the agent's and format's.
 
     Taken from the dataclasses, so that a new option is known once it is a field of
-    `NodeConfig` (or `FormatConfig`); one read from `NodeConfig.extra` must be added here.
+    `NodeConfig` (or `FormatConfig`); one read from `NodeConfig.extra` must be added here
+    (the binary cache's keys).
     """
     from slapgrid.node.config import SPELLINGS, NodeConfig
     from slapgrid.node.format.config import FormatConfig
+    from slapgrid.node.software.cache.decisions import KEYS as CACHE_KEYS
 
     names = {field.name for field in dataclasses.fields(NodeConfig)} - {"source", "extra"}
     names |= {field.name for field in dataclasses.fields(FormatConfig)}
     names |= {spelling for spellings in SPELLINGS.values() for spelling in spellings}
-    return frozenset(names | {"partition_amount"})
+    return frozenset(names | {"partition_amount"} | set(CACHE_KEYS))
 
 
 def _own_keys(parser: configparser.ConfigParser, name: str) -> list[str]:
@@ -128,7 +111,11 @@ def review(parser: configparser.ConfigParser, path: Path) -> list[str]:
             " `slapgrid report` measures and sends usage"
         )
     if parser.has_section("networkcache"):
-        lines.append(f"[networkcache] in {path}: ignored: {_BINARY_CACHE}")
+        keys = _own_keys(parser, "networkcache")
+        if unread := [key for key in keys if key in _UNREAD_NETWORKCACHE_KEYS]:
+            lines.append(f"[networkcache] {', '.join(unread)} in {path}: {_NOT_READ_BY_NODES}")
+        if unknown := [key for key in keys if key not in used_keys() | _REFERENCE_KEYS.keys()]:
+            lines.append(f"[networkcache] {', '.join(unknown)} in {path}: unknown, ignored")
     used = used_keys()
     ignored: dict[str, list[str]] = {}
     for key in slapos:

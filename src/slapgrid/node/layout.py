@@ -42,6 +42,12 @@ def build_log(software: Path) -> Path:
     return software / AGENT_DIR / "build.log"
 
 
+def cache_transfers(software_root: Path) -> Path:
+    """Where archives from and to the binary cache are made and unpacked: on the same file
+    system as the releases, so an unpacked release is moved in place with one rename."""
+    return software_root / AGENT_DIR / "cache"
+
+
 # ------------------------------------------------------------------------- instance root
 def state_dir(instance_root: Path) -> Path:
     """The agent's own files under the instance root: locks, memory, status."""

@@ -111,5 +111,14 @@ class StateStore:
             self._data.setdefault("runs", {})[kind] = summary
             self._save()
 
+    def record_origin(self, url: str, origin: str) -> None:
+        """How a release was last installed: "from cache", or "built: <why not>"."""
+        with self._lock:
+            self._data.setdefault("origins", {})[url] = origin
+            self._save()
+
+    def origins(self) -> dict[str, str]:
+        return dict(self._data.get("origins", {}))
+
     def runs(self) -> dict[str, Any]:
         return dict(self._data.get("runs", {}))

@@ -47,6 +47,7 @@ class SoftwareStatus:
     url: str | None
     built: bool
     last_error: str | None = None
+    origin: str | None = None  # "from cache", or "built: <why not from the cache>"
 
 
 @dataclass
@@ -62,7 +63,8 @@ class NodeStatus:
 
 
 def _software(config: NodeConfig) -> list[SoftwareStatus]:
-    failures = StateStore(config.software_root).failures()
+    store = StateStore(config.software_root)
+    failures, origins = store.failures(), store.origins()
     result = []
     if config.software_root.is_dir():
         for entry in sorted(os.scandir(config.software_root), key=lambda e: e.name):
@@ -84,6 +86,7 @@ def _software(config: NodeConfig) -> list[SoftwareStatus]:
                     url,
                     os.path.exists(os.path.join(entry.path, layout.COMPLETED)),
                     failure.message.strip().splitlines()[-1] if failure else None,
+                    origins.get(url or ""),
                 )
             )
     return result

@@ -33,6 +33,8 @@ from slapgrid.node.files import atomic_write, rotate
 from slapgrid.node.planner import Action, Cause, Kind, SoftwareObservation, plan_software
 from slapgrid.node.run_result import RunResult
 from slapgrid.node.safety import software_hash
+from slapgrid.node.software.cache import steps as cache
+from slapgrid.node.software.cache.decisions import CacheSettings, buildout_arguments
 from slapgrid.node.state import StateStore
 from slapgrid.slap.documents import Computer, SoftwareRelease
 from slapgrid.slap.errors import NotFoundError, SlapError
@@ -211,6 +213,7 @@ class ReleaseOutcome:
     action: Action
     ok: bool
     detail: str = ""
+    origin: str = ""  # a release installed: "from cache", or "built: <why not>"
 
 
 @dataclass
@@ -266,30 +269,43 @@ class SoftwareRun:
             check_free_space(
                 directory, self.config.software_min_free_space, "software_min_free_space"
             )
-            log.info("building %s in %s (%s)", url, directory, action.reason)
+            log.info("installing %s in %s (%s)", url, directory, action.reason)
             started = time.monotonic()
             with contextlib.suppress(NotFoundError):
                 self.client.building_software_release(url)
             (directory / layout.COMPLETED).unlink(missing_ok=True)
-            prepare_directory(self.config, directory, url)
-            log_file = layout.build_log(directory)
-            log_file.parent.mkdir(exist_ok=True)
-            rotate(log_file, 0, 1)  # the previous build's log is kept as build.log.1
-            build_software(
-                self.config,
-                directory,
-                force=self.force,
-                output=self.output(url),
-                log_file=log_file,
-                cancel=self.cancel,
-                pass_fds=(lock,),
-            )
+            settings = CacheSettings(self.config.extra)
+            origin = cache.before_build(settings, url, directory)
+            if not origin.from_cache:
+                self.build_from_source(url, directory, lock, buildout_arguments(settings))
+                cache.after_build(settings, url, directory)
             self.client.available_software_release(url)
             atomic_write(directory / layout.COMPLETED, time.asctime() + "\n", 0o644)
         duration = time.monotonic() - started
         self.store.clear_failure(url)
-        log.info("built %s in %.1f s", url, duration, extra={"software": url})
-        return ReleaseOutcome(action, True, f"built in {duration:.1f} s")
+        self.store.record_origin(url, origin.describe())
+        log.info("%s: %s in %.1f s", url, origin.describe(), duration, extra={"software": url})
+        return ReleaseOutcome(
+            action, True, f"installed in {duration:.1f} s", origin=origin.describe()
+        )
+
+    def build_from_source(
+        self, url: str, directory: Path, lock: int, arguments: Sequence[str]
+    ) -> None:
+        prepare_directory(self.config, directory, url)
+        log_file = layout.build_log(directory)
+        log_file.parent.mkdir(exist_ok=True)
+        rotate(log_file, 0, 1)  # the previous build's log is kept as build.log.1
+        build_software(
+            self.config,
+            directory,
+            force=self.force,
+            output=self.output(url),
+            log_file=log_file,
+            cancel=self.cancel,
+            pass_fds=(lock,),
+            extra_arguments=arguments,
+        )
 
     def remove(self, action: Action) -> ReleaseOutcome:
         url = action.target
@@ -373,6 +389,7 @@ def run_software(
                     "reason": outcome.action.reason,
                     "ok": outcome.ok,
                     "detail": outcome.detail,
+                    "origin": outcome.origin,
                 }
                 for outcome in outcomes
             ],
