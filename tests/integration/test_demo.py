@@ -36,3 +36,8 @@ def test_the_demo_writes_nothing_outside_its_directory(tmp_path: Path) -> None:
     status = status.split("\n", 1)[1]  # after the command line the demo echoes
     assert max(len(line) for line in status.splitlines()) <= 80, status
     assert "hello" in status and "ago" in status  # the instance's name, ages in words
+    # node 2 installed the release node 1 uploaded to the master's cache, building nothing
+    second = result.stdout.split("$ slapgrid status", 2)[2].split("\ndemo:", 1)[0]
+    assert "from cache" in second, second
+    assert "installed the release from cache" in result.stdout
+    assert "Installing hello-source" not in result.stdout.split("slapos-2.cfg", 1)[1]  # no build

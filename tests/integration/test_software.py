@@ -39,8 +39,10 @@ def test_hello_builds_from_scratch_and_reports_in_order(hello: SimpleNamespace) 
     assert "Installing instance-profile." in (software / ".slapgrid" / "build.log").read_text()
     # The pitfall: the PyPI egg is reachable from develop-eggs for offline instance runs.
     link = software / "develop-eggs" / "slapos.recipe.build.egg-link"
-    target = Path(link.read_text().strip())
-    assert target.parent == software / "eggs" and target.is_dir()
+    target = Path(link.read_text().strip())  # relative: the release is relocatable
+    assert not target.is_absolute() and target.parts[:2] == ("..", "eggs")
+    assert (link.parent / target).is_dir()
+    assert "software_release/eggs" in (software / "instance.cfg").read_text()
     print(f"\nexamples/hello built from scratch in {hello.duration:.1f} s")
 
 

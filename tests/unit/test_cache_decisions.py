@@ -20,6 +20,15 @@ UPLOAD = {
     "upload-binary-dir-url": "http://c/shadir",
     "signature-private-key-file": "/k.pem",
 }
+HTTPS = {
+    "download-binary-cache-url": "https://master/shacache",
+    "download-binary-dir-url": "https://master/shadir",
+}
+CLIENT = {
+    f"{service}-{kind}-file": f"/{kind}.pem"
+    for service in ("shacache", "shadir")
+    for kind in ("cert", "key")
+}
 HERE = Machine("x86_64-linux-gnu", ("debian", "12.5", "bookworm"))
 
 
@@ -52,6 +61,14 @@ def test_certificates_are_split_as_the_reference_does() -> None:
         ),
         (DOWNLOAD | {"binary-cache-url-blacklist": "http://other/"}, "http://sr/a", False, None),
         (DOWNLOAD | {"signature-certificate-list": ""}, "http://sr/a", False, d.NO_CERTIFICATE),
+        (DOWNLOAD | HTTPS, "http://sr/a", False, d.NO_CLIENT_CERTIFICATE),
+        (
+            DOWNLOAD | HTTPS | {"shacache-cert-file": "/c", "shacache-key-file": "/k"},
+            "http://sr/a",
+            False,
+            d.NO_CLIENT_CERTIFICATE,
+        ),  # shadir's files missing
+        (DOWNLOAD | HTTPS | CLIENT, "http://sr/a", False, None),
     ],
 )
 def test_when_the_cache_is_asked(
@@ -161,3 +178,28 @@ def test_upload_metadata_is_the_reference_entry() -> None:
         "multiarch": "x86_64-linux-gnu",
         "os": ["debian", "12.5", "bookworm"],
     }
+
+
+@pytest.mark.parametrize(
+    ("options", "exists", "expected"),
+    [
+        (DOWNLOAD, False, "binary cache first"),
+        ({}, False, f"from source: {d.NOT_CONFIGURED}"),
+        (DOWNLOAD, True, f"from source: {d.DIRECTORY_EXISTS}"),
+        (DOWNLOAD | {"signature-certificate-list": ""}, False, f"from source: {d.NO_CERTIFICATE}"),
+        (
+            DOWNLOAD | {"download-from-binary-cache-force-url-list": "http://sr/"},
+            False,
+            "binary cache only (forced)",
+        ),
+        (
+            {"download-from-binary-cache-force-url-list": "http://sr/"},
+            False,
+            f"binary cache forced, but {d.NOT_CONFIGURED}: will fail",
+        ),
+    ],
+)
+def test_the_plan_says_whether_the_cache_is_tried(
+    options: dict[str, str], exists: bool, expected: str
+) -> None:
+    assert d.plan_note(CacheSettings(options), "http://sr/a.cfg", exists) == expected

@@ -23,6 +23,7 @@ from slapgrid.node.safety import UnsafeValueError, software_hash
 from slapgrid.node.software.run import (
     buildout_cfg,
     observe_releases,
+    plan_releases,
     select_releases,
 )
 from support.configs import node_config
@@ -193,3 +194,26 @@ def test_networkcache_arguments_come_before_n(tmp_path: Path) -> None:
     extra = ["buildout:networkcache-section=networkcache", "networkcache:upload-cache-url=u"]
     arguments = software_arguments(tmp_path, extra=extra)
     assert arguments[2:4] == extra and arguments[4] == "-N"
+
+
+def test_a_planned_build_says_whether_the_binary_cache_is_tried_first(tmp_path: Path) -> None:
+    """`slapgrid plan` (and a run's log) tell a build from the cache from one from source."""
+    certificate = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----"
+    cache = {
+        "download-binary-cache-url": "http://cache/shacache",
+        "download-binary-dir-url": "http://cache/shadir",
+        "signature-certificate-list": certificate,
+    }
+    computer = SimpleNamespace(software_releases=[release(A), release(B)])
+    (tmp_path / "software" / software_hash(B)).mkdir(parents=True)  # a partial build
+
+    def reasons(config: NodeConfig) -> dict[str, str]:
+        return {action.target: action.reason for action in plan_releases(config, computer)}
+
+    assert reasons(node_config(tmp_path, extra=cache)) == {
+        A: "not built yet; binary cache first",
+        B: "previous build did not finish; from source: directory already exists",
+    }
+    assert reasons(node_config(tmp_path))[A] == (
+        "not built yet; from source: no binary cache configured"
+    )

@@ -1,5 +1,5 @@
-"""`slapgrid master start|show|computer|user|token`: run the embedded SLAP master, look into
-its database, hand out credentials.
+"""`slapgrid master start|show|computer|user|token|signing-key`: run the embedded SLAP master,
+look into its database, hand out credentials and the binary cache's signing key.
 
 The configuration file is the one `slapos proxy start --cfg` reads: `[slapproxy]` host, port,
 database_uri (and our pki_dir) and `[slapos]` computer_id. Flags override it.
@@ -344,3 +344,25 @@ def token_create_command(computer_id: str, hours: float, **where: str | None) ->
     """Print a token COMPUTER_ID's node trades once for its certificate."""
     with _credentials_of(**where) as master:
         click.echo(master.create_token(computer_id, hours))
+
+
+@master_group.command("signing-key")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory to write signature.key (0600) and signature.crt in; never replaced.",
+)
+@click.option(
+    "--name",
+    default="slapgrid binary cache",
+    show_default=True,
+    help="The certificate's common name (who signs).",
+)
+def signing_key_command(out: Path, name: str) -> None:
+    """Write a key signing binary cache entries and its certificate; print the
+    [networkcache] lines that use them (nodes that only download need the certificate)."""
+    from slapgrid.master.pki.signing import networkcache_lines, write_signing_key
+
+    key, certificate = write_signing_key(out, name)
+    click.echo(networkcache_lines(key, certificate), nl=False)

@@ -9,6 +9,7 @@ building, build, report available, and only then write `.completed`, atomically.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import os
@@ -33,6 +34,7 @@ from slapgrid.node.files import atomic_write, rotate
 from slapgrid.node.planner import Action, Cause, Kind, SoftwareObservation, plan_software
 from slapgrid.node.run_result import RunResult
 from slapgrid.node.safety import software_hash
+from slapgrid.node.software.cache import decisions as cache_decisions
 from slapgrid.node.software.cache import steps as cache
 from slapgrid.node.software.cache.decisions import CacheSettings, buildout_arguments
 from slapgrid.node.state import StateStore
@@ -352,9 +354,20 @@ def plan_releases(
     if unknown := [e for e in only_sr if e and not {e, software_hash(e)} & listed]:
         raise ConfigError(f"option --only-sr: the master does not list {', '.join(unknown)} here")
     failures = (store or StateStore(config.software_root)).failures()
-    return plan_software(
-        releases, observe_releases(config, releases), failures, time.time(), force=force
-    )
+    observed = observe_releases(config, releases)
+    actions = plan_software(releases, observed, failures, time.time(), force=force)
+    return [with_cache_note(config, action, observed) for action in actions]
+
+
+def with_cache_note(
+    config: NodeConfig, action: Action, observed: dict[str, SoftwareObservation]
+) -> Action:
+    """A build's reason says whether the binary cache is tried first, or why not."""
+    if action.kind != Kind.BUILD:
+        return action
+    exists = observed[action.target].exists
+    note = cache_decisions.plan_note(CacheSettings(config.extra), action.target, exists)
+    return dataclasses.replace(action, reason=f"{action.reason}; {note}")
 
 
 def run_software(

@@ -78,8 +78,8 @@ class LinkEggs:
             if os.path.dirname(os.path.realpath(dist.location)) != os.path.realpath(eggs):
                 continue  # a develop egg, or an egg of the Python running buildout
             link = os.path.join(develop_eggs, dist.project_name + ".egg-link")
-            with open(link, "w", encoding="utf-8") as handle:
-                handle.write(dist.location + "\n")
+            with open(link, "w", encoding="utf-8") as handle:  # relative: relocatable
+                handle.write(os.path.relpath(dist.location, develop_eggs) + "\n")
             links.append(link)
         return links
 

@@ -50,6 +50,7 @@ WRONG_CHECKSUM = "wrong checksum"
 DOWNLOAD_FAILED = "download failed"
 BAD_ARCHIVE = "bad archive"
 UNREACHABLE = "cache unreachable"
+NO_CLIENT_CERTIFICATE = "https cache without shacache/shadir cert and key files"
 
 
 def _lines(value: str) -> tuple[str, ...]:
@@ -128,7 +129,35 @@ def download_refusal(settings: CacheSettings, url: str, directory_exists: bool) 
         return BLACKLISTED
     if not settings.certificates:
         return NO_CERTIFICATE
+    if not https_files_given(settings, "download"):
+        return NO_CLIENT_CERTIFICATE
     return None
+
+
+def plan_note(settings: CacheSettings, url: str, directory_exists: bool) -> str:
+    """What a build of `url` will try first, as `slapgrid plan` says it: the cache (the
+    same rules `before_build` applies), or why it builds from source without asking."""
+    refusal = download_refusal(settings, url, directory_exists)
+    if forced(settings, url):
+        if refusal is None:
+            return "binary cache only (forced)"
+        return f"binary cache forced, but {refusal}: will fail"
+    if refusal is None:
+        return "binary cache first"
+    return f"from source: {refusal}"
+
+
+def https_files_given(settings: CacheSettings, direction: str) -> bool:
+    """libnetworkcache always presents a client certificate to an https shacache or
+    shadir (the master's asks for one): without its files, it cannot even connect."""
+    return all(
+        settings.get(f"{service}-cert-file") and settings.get(f"{service}-key-file")
+        for service, url in (
+            ("shacache", settings.get(f"{direction}-binary-cache-url")),
+            ("shadir", settings.get(f"{direction}-binary-dir-url")),
+        )
+        if url.startswith("https:")
+    )
 
 
 def upload_refusal(settings: CacheSettings, url: str, shared: bool) -> str | None:

@@ -61,6 +61,7 @@ def fetch(settings: CacheSettings, url: str, directory: Path) -> Origin:
             settings.get("download-binary-cache-url"),
             settings.get("download-binary-dir-url"),
             signature_certificate_list=list(settings.certificates),
+            **settings.tls(),  # an https cache (the master's) is asked with a certificate
         )
         answer = client.select_generic(decisions.cache_key(url), filter=False)
         candidates = [
