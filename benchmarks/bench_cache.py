@@ -8,11 +8,11 @@ it from the cache: `--runs` times, from a new empty software root each time.
 The release is examples/hello plus a `zc.recipe.egg` part installing the eggs the cookbook
 Software Release (tests/software/cookbook) pins, but the `slapos.*` ones: some forty eggs
 from PyPI, one (netifaces) built from its C sdist unless pip's wheel cache has it, into the
-release's own egg directory, so each build is cold (about 80 s here). The cookbook SR
-itself cannot be built cold by slapgrid now: slapgrid's venv has slapos.libnetworkcache,
-whose `-nspkg.pth` makes `slapos` a namespace package in every process of that
-interpreter, pip's build of the slapos.core sdist included, whose setup.py then cannot
-import slapos.version. `--smoke` uses examples/hello, which builds in a few seconds.
+release's own egg directory, so each build is cold (about 80 s here). (The cookbook SR
+itself could not be built cold while slapgrid's venv had slapos.libnetworkcache, whose
+`-nspkg.pth` made `slapos` a namespace package in every process of that interpreter, pip's
+build of the slapos.core sdist included; slapgrid now has its own networkcache client, see
+docs/networkcache.md.) `--smoke` uses examples/hello, which builds in a few seconds.
 
 With the reference available, `slapos node software` (1.26.1) installs the same archive
 from the same cache as well. Every run is a fresh process, interpreter start included.

@@ -20,10 +20,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from slapos.libnetworkcache import NetworkcacheClient
 
 from slapgrid.node.config import NodeConfig
 from slapgrid.node.safety import software_hash
+from slapgrid.node.software.cache.client import Endpoint, NetworkCache
 from slapgrid.node.software.run import run_software
 from slapgrid.node.state import StateStore
 from slapgrid.node.status import collect
@@ -153,14 +153,16 @@ def _sign_and_add(world: SimpleNamespace, cache: CacheServer, body: bytes, key: 
     """Upload `body` as the release's archive, signed by `key` (node 1's own entry fields)."""
     [[text, _]] = cache.store.entries[software_hash(world.url)]
     fields = {k: v for k, v in json.loads(text).items() if k != "sha512"}
-    client = NetworkcacheClient(
-        f"{cache.url}/shacache",
-        f"{cache.url}/shadir",
-        signature_private_key_file=str(key),
-        signature_certificate_list=[world.certificate, Path(f"{key}.pem").read_text()],
+    client = NetworkCache(
+        Endpoint(f"{cache.url}/shacache"),
+        Endpoint(f"{cache.url}/shadir"),
+        private_key_file=str(key),
+        certificates=[world.certificate, Path(f"{key}.pem").read_text()],
     )
     cache.store.entries.clear()
-    client.upload(io.BytesIO(body), software_hash(world.url), **fields)
+    archive = world.root / "spoiled.tar.gz"
+    archive.write_bytes(body)
+    client.upload(archive, software_hash(world.url), fields)
 
 
 def _archive(cache: CacheServer, world: SimpleNamespace) -> bytes:

@@ -1,4 +1,5 @@
-"""`slapgrid master signing-key`: a key libnetworkcache signs with, its certificate trusted."""
+"""`slapgrid master signing-key`: a key shadir entries are signed with, its certificate
+trusted. (That the reference reads such entries: tests/interop/test_cache_interop.py.)"""
 
 from __future__ import annotations
 
@@ -8,14 +9,15 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from slapos.libnetworkcache import NetworkcacheClient
 
 from slapgrid.cli.main import cli
 from slapgrid.master.pki.files import CredentialError
 from slapgrid.master.pki.signing import write_signing_key
+from slapgrid.node.software.cache.client import Endpoint, NetworkCache, sign
+from slapgrid.node.software.cache.decisions import split_certificates
 
 
-def test_the_printed_lines_sign_and_verify_with_libnetworkcache(tmp_path: Path) -> None:
+def test_the_printed_lines_sign_and_verify(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["master", "signing-key", "--out", str(tmp_path / "s")])
     assert result.exit_code == 0, result.output
     parser = ConfigParser()
@@ -24,12 +26,15 @@ def test_the_printed_lines_sign_and_verify_with_libnetworkcache(tmp_path: Path) 
     key = Path(options["signature-private-key-file"])
     assert key == tmp_path / "s" / "signature.key"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
-    # libnetworkcache refuses a key whose certificate is not in the list: it is
-    client = NetworkcacheClient(
-        {"download-dir-url": "http://cache/shadir", **options},
+    certificates = split_certificates(options["signature-certificate-list"])
+    # the client refuses a key whose certificate is not in the list: it is
+    cache = NetworkCache(
+        Endpoint("http://cache/shacache"),
+        Endpoint("http://cache/shadir"),
+        certificates=certificates,
+        private_key_file=str(key),
     )
-    signature = client._getSignatureString(b"entry")  # as upload() calls it
-    assert client.verifySignatureInCertificateList("entry", signature)
+    assert cache.trusted("entry", sign(cache.private_key, "entry"))
 
 
 def test_existing_files_are_never_replaced(tmp_path: Path) -> None:

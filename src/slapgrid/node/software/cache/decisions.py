@@ -97,10 +97,6 @@ class CacheSettings:
     def force_list(self) -> tuple[str, ...]:
         return _lines(self.options.get("download-from-binary-cache-force-url-list") or "")
 
-    def tls(self) -> dict[str, str | None]:
-        """shacache/shadir TLS files as libnetworkcache's arguments (`shacache_ca_file`…)."""
-        return {key.replace("-", "_"): self.get(key) or None for key in TLS_KEYS}
-
 
 def cache_key(url: str) -> str:
     return software_hash(url)
@@ -264,7 +260,7 @@ def choose(candidates: Sequence[Candidate], machine: Machine) -> dict[str, Any] 
 
 
 def upload_metadata(url: str, software_root: str, machine: Machine) -> dict[str, Any]:
-    """The entry's fields besides `sha512` (which libnetworkcache adds), as the reference's."""
+    """The entry's fields besides `sha512` (which the upload adds), as the reference's."""
     return {
         "software_url": url,
         "software_root": software_root,

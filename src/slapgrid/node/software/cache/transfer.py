@@ -1,8 +1,9 @@
 """The binary cache's I/O: lookup, download, unpacking, archiving and upload.
 
 Every failure is an answer, never an exception: a release the cache cannot give is built,
-and an upload that fails costs nothing but a log line. slapos.libnetworkcache speaks to
-shacache/shadir and checks signatures, as on a reference node.
+and an upload that fails costs nothing but a log line. Our own client (`client.py`) speaks
+to shacache/shadir and checks signatures in slapos.libnetworkcache's protocol and formats,
+with the TLS files for downloads as well as uploads.
 """
 
 from __future__ import annotations
@@ -10,18 +11,23 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import shutil
 import tarfile
 import tempfile
 import zlib
 from pathlib import Path
-from urllib.error import HTTPError
 
 import distro
-from slapos.libnetworkcache import NetworkcacheClient, NetworkcacheException
 
 from slapgrid.node import layout, process
 from slapgrid.node.software.cache import decisions
+from slapgrid.node.software.cache.client import (
+    CacheError,
+    ChecksumMismatch,
+    Endpoint,
+    Malformed,
+    NetworkCache,
+    StatusError,
+)
 from slapgrid.node.software.cache.decisions import CacheSettings, Candidate, Machine, Origin
 
 log = logging.getLogger(__name__)
@@ -41,9 +47,32 @@ def this_machine(software_root: Path) -> Machine:
 
 
 def _short(error: BaseException) -> str:
-    if isinstance(error, HTTPError):
-        return f"HTTP {error.code}"
+    if isinstance(error, StatusError):
+        return f"HTTP {error.status}"
     return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def client(
+    settings: CacheSettings, direction: str, private_key_file: str | None = None
+) -> NetworkCache:
+    """A client of the `download` or `upload` binary cache, with the TLS files configured
+    for shacache and shadir (used whenever their URL is https)."""
+    tls = settings.get
+
+    def endpoint(service: str, kind: str) -> Endpoint:
+        return Endpoint(
+            settings.get(f"{direction}-binary-{kind}-url"),
+            ca_file=tls(f"{service}-ca-file") or None,
+            cert_file=tls(f"{service}-cert-file") or None,
+            key_file=tls(f"{service}-key-file") or None,
+        )
+
+    return NetworkCache(
+        endpoint("shacache", "cache"),
+        endpoint("shadir", "dir"),
+        certificates=settings.certificates,
+        private_key_file=private_key_file,
+    )
 
 
 def fetch(settings: CacheSettings, url: str, directory: Path) -> Origin:
@@ -57,23 +86,15 @@ def fetch(settings: CacheSettings, url: str, directory: Path) -> Origin:
     except (OSError, process.ProcessError) as exc:
         return Origin(False, f"{decisions.INCOMPATIBLE}: {_short(exc)}")
     try:
-        client = NetworkcacheClient(
-            settings.get("download-binary-cache-url"),
-            settings.get("download-binary-dir-url"),
-            signature_certificate_list=list(settings.certificates),
-            **settings.tls(),  # an https cache (the master's) is asked with a certificate
-        )
-        answer = client.select_generic(decisions.cache_key(url), filter=False)
-        candidates = [
-            Candidate(text, bool(client.verifySignatureInCertificateList(text, signature)))
-            for text, signature in answer
-        ]
-    except HTTPError as exc:
-        return Origin(False, decisions.NO_ENTRY if exc.code == 404 else f"shadir: {_short(exc)}")
-    except (OSError, NetworkcacheException) as exc:
-        return Origin(False, f"{decisions.UNREACHABLE}: {_short(exc)}")
-    except (TypeError, ValueError, AttributeError):  # not a list of [entry, signature]
+        cache = client(settings, "download")
+        answer = cache.entries(decisions.cache_key(url))
+        candidates = [Candidate(text, cache.trusted(text, signature)) for text, signature in answer]
+    except StatusError as exc:
+        return Origin(False, decisions.NO_ENTRY if exc.status == 404 else f"shadir: {_short(exc)}")
+    except Malformed:  # not a list of [entry, signature]
         return Origin(False, decisions.UNREADABLE_ENTRY)
+    except (OSError, CacheError) as exc:
+        return Origin(False, f"{decisions.UNREACHABLE}: {_short(exc)}")
     chosen = decisions.choose(candidates, machine)
     if isinstance(chosen, str):
         if chosen == decisions.INCOMPATIBLE:
@@ -85,10 +106,10 @@ def fetch(settings: CacheSettings, url: str, directory: Path) -> Origin:
         archive = Path(work) / "archive.tar.gz"
         try:
             with archive.open("wb") as out:
-                shutil.copyfileobj(client.download(chosen["sha512"]), out)
-        except NetworkcacheException:  # libnetworkcache's end-of-stream SHA-512 check
+                cache.download(chosen["sha512"], out)
+        except ChecksumMismatch:  # tampered, or fewer bytes than announced
             return Origin(False, decisions.WRONG_CHECKSUM)
-        except (OSError, ValueError) as exc:  # http.client's IncompleteRead is a ValueError
+        except (OSError, CacheError) as exc:
             return Origin(False, f"{decisions.DOWNLOAD_FAILED}: {_short(exc)}")
         try:
             unpack(archive, Path(work) / "tree", directory.name)
@@ -142,16 +163,9 @@ def publish(settings: CacheSettings, url: str, directory: Path) -> str | None:
         machine = this_machine(directory.parent)
         with tempfile.TemporaryDirectory(dir=transfers, prefix="upload-") as work:
             path = archive(directory, Path(work))
-            client = NetworkcacheClient(
-                settings.get("upload-binary-cache-url"),
-                settings.get("upload-binary-dir-url"),
-                signature_private_key_file=settings.private_key_file,
-                signature_certificate_list=list(settings.certificates) or None,
-                **settings.tls(),
-            )
+            cache = client(settings, "upload", settings.private_key_file)
             metadata = decisions.upload_metadata(url, str(directory.parent), machine)
-            with path.open("rb") as handle:
-                sha512 = client.upload(handle, decisions.cache_key(url), **metadata)
+            sha512 = cache.upload(path, decisions.cache_key(url), metadata)
     except Exception as exc:  # a failed upload never fails the run
         log.warning("%s: not uploaded to the binary cache: %s", url, _short(exc))
         return None
