@@ -23,6 +23,7 @@ from slapgrid.node.supervisor.control import Supervisor
 from slapgrid.slap.client import SlapClient
 from support.addresses import loopback_network
 from support.configs import node_config
+from support.tls import Credentials
 from support.waiting import wait_for
 
 SOFTWARE = str(Path(__file__).parents[1] / "examples" / "hello" / "software.cfg")
@@ -128,9 +129,11 @@ def format_partitions(
     *,
     computer: str = COMPUTER,
     software_root: Path | None = None,
+    credentials: Credentials | None = None,
 ) -> Path:
     """`slapgrid format` of rootless partitions in `root/instance`, on a loopback network
-    of this node's own; the software root (default `root/software`) is made too."""
+    of this node's own; the software root (default `root/software`) is made too. With
+    `credentials`, the computer's certificate and the master's CA (a TLS master)."""
     software = software_root or root / "software"
     (root / "instance").mkdir()
     software.mkdir(exist_ok=True)
@@ -142,6 +145,7 @@ def format_partitions(
         "partition_amount": partitions,
         "alter_user": False,
         "ipv4_local_network": loopback_network(),
+        **(credentials.node_options() if credentials else {}),
     }
     assert run_format(None, options) == 0
     return software

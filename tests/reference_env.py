@@ -20,6 +20,7 @@ import os
 import pwd
 import shutil
 import signal
+import ssl
 import statistics
 import subprocess
 import sys
@@ -118,15 +119,22 @@ def ensure_venv(venv: Path = VENV) -> Path:
 
 
 @contextlib.contextmanager
-def serving(command: Sequence[str], url: str, log: Path, probe: str = "getRunId") -> Iterator[str]:
-    """Start a server process, wait until `url + probe` answers, yield `url`, then stop it."""
+def serving(
+    command: Sequence[str],
+    url: str,
+    log: Path,
+    probe: str = "getRunId",
+    verify: ssl.SSLContext | bool = True,
+) -> Iterator[str]:
+    """Start a server process, wait until `url + probe` answers (any status: an HTTPS
+    master may refuse a caller without certificate), yield `url`, then stop it."""
     with log.open("wb") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
         while True:
             try:
-                httpx.get(url + probe, timeout=1)
+                httpx.get(url + probe, timeout=1, verify=verify)
                 break
             except httpx.TransportError:
                 if process.poll() is not None or time.monotonic() > deadline:
@@ -306,6 +314,20 @@ def write_node_config(
     }
     path.write_text("[slapos]\n" + "".join(f"{k} = {v}\n" for k, v in options.items()))
     return path
+
+
+def tls_options(root: Path, key_file: Path, cert_file: Path) -> dict[str, str]:
+    """The reference node's options for an HTTPS master: its computer's key and certificate,
+    and where it writes its partitions' (`root/certificates`, made), which their recipes
+    use. No `master_ca_file`: 1.26.1 refuses one (NotImplementedError) and never verifies
+    the master."""
+    repository = root / "certificates"
+    repository.mkdir(mode=0o755, exist_ok=True)
+    return {
+        "key_file": str(key_file),
+        "cert_file": str(cert_file),
+        "certificate_repository_path": str(repository),
+    }
 
 
 def stop_supervisord(instance_root: Path, timeout: float = 30) -> None:

@@ -5,6 +5,9 @@ then one node deploys it: the root serves its page and publishes its URL, reques
 `child` instance (deployed on another partition of this node) and a shared instance the
 child hosts; both answer through the master. Its GenericPromise plugins, run through the
 SR's own promise launcher, pass, and a failing one reaches the master.
+
+The master serves HTTPS: the agent presents the computer's certificate and verifies the
+master against its CA; the recipes request and publish with their partition's certificate.
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ from typing import Any
 
 import pytest
 
-from nodes import get
+from nodes import COMPUTER, get
+from slapgrid.master.pki.identity import Identity
+from slapgrid.slap.client import SlapClient
+from slapgrid.slap.errors import HTTPStatusError
 from support import cookbook
 from support.addresses import free_port
 from support.waiting import wait_for
@@ -86,6 +92,32 @@ def test_root_serves_and_publishes_its_child_and_shared_instance(
     assert root != child and root.parent == child.parent  # two partitions of this node
     assert (root / "etc" / "service" / "http-server").exists()
     assert (child / "etc" / "service" / "http-server").exists()
+
+
+def test_recipes_call_the_master_with_their_partitions_certificate(
+    node: cookbook.CookbookNode, deployed: dict[str, Any]
+) -> None:
+    """What the root requested and published went through its own certificate, which
+    names it and acts for it alone."""
+    assert node.config.master_url.startswith("https://")
+    root, child = deployed["root"], deployed["child"]
+    authority = node.master.server.authority
+    assert authority is not None
+    repository = node.config.certificate_repository_path
+    assert repository is not None
+    for partition in (root, child):
+        key, cert = repository / f"{partition.name}.key", repository / f"{partition.name}.crt"
+        assert f"key-file = {key}\n" in (partition / "buildout.cfg").read_text()
+        identity = authority.identity_of(cert.read_bytes())
+        assert identity == Identity.for_partition(COMPUTER, partition.name)
+    key, cert = repository / f"{root.name}.key", repository / f"{root.name}.crt"
+    with SlapClient(
+        node.config.master_url, COMPUTER, key_file=key, cert_file=cert, ca_file=authority.ca_file
+    ) as as_root:
+        as_root.set_connection(root.name, deployed["connection"])  # itself: accepted
+        with pytest.raises(HTTPStatusError) as refused:
+            as_root.set_connection(child.name, {"url": "http://elsewhere/"})
+    assert refused.value.status == 403
 
 
 def test_the_child_hosts_the_shared_instance(

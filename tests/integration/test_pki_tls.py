@@ -28,8 +28,13 @@ def client_context(ca_file: Path, key: bytes, cert: bytes, tmp_path: Path) -> ss
     return context
 
 
-def handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> object:
-    """What the server side ended with: the client's Identity, or the exception."""
+def handshake(
+    server: ssl.SSLContext,
+    client: ssl.SSLContext,
+    sessions: list[ssl.SSLSession | None] | None = None,
+) -> object:
+    """What the server side ended with: the client's Identity, or the exception. The
+    client's TLS session, once it read the answer, is added to `sessions`."""
     outcome: list[object] = []
     with socket.create_server(("127.0.0.1", 0)) as listener:
         port = listener.getsockname()[1]
@@ -52,6 +57,8 @@ def handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> object:
                 client.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
             ):
                 tls.recv(2)
+                if sessions is not None:
+                    sessions.append(tls.session)
         except (ssl.SSLError, OSError):
             pass  # TLS 1.3: the client learns of the refusal after its own handshake
         thread.join(10)
@@ -111,3 +118,13 @@ def test_the_client_verifies_the_master_by_its_ca(ca: Authority, tmp_path: Path)
     client = client_context(other.ca_file, key, cert_pem(cert), tmp_path)  # trusts another CA
     outcome = handshake(ca.server_context(), client)
     assert isinstance(outcome, ssl.SSLError | OSError), outcome
+
+
+def test_the_master_issues_no_session_tickets(ca: Authority, tmp_path: Path) -> None:
+    """No client of a master resumes a session: a ticket would only cost each handshake."""
+    key, cert = ca.issue_key_pair(Identity.for_computer("COMP-1"))
+    client = client_context(ca.ca_file, key, cert_pem(cert), tmp_path)
+    sessions: list[ssl.SSLSession | None] = []
+    assert handshake(ca.server_context(), client, sessions) == Identity.for_computer("COMP-1")
+    [session] = sessions
+    assert session is not None and not session.has_ticket

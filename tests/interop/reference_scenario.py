@@ -1,7 +1,12 @@
 """Run by the reference venv's Python: drive a SLAP master with slapos.slap 1.26.1.
 
-Usage: python reference_scenario.py MASTER_URL COMPUTER_ID. Prints, as JSON, what the
-reference client library sees at every step, so the test can compare two masters.
+Usage: python reference_scenario.py MASTER_URL COMPUTER_ID [KEY CERT USER_KEY USER_CERT].
+Prints, as JSON, what the reference client library sees at every step, so the test can
+compare two masters.
+
+Two connections, as on a real deployment: the node's (the computer's certificate, KEY and
+CERT: format, the partitions, what recipes do) and a user's (USER_KEY, USER_CERT: supply
+and request). Without certificates (plain HTTP) both are the same anonymous caller.
 """
 
 import json
@@ -43,12 +48,19 @@ def answer(instance):
     return {**seen, "id": instance.getId(), "state": instance.getState()}
 
 
-def main(url, computer_id):
-    slap = slapmodule.slap()
-    slap.initializeConnection(url)
+def connect(url, key_file=None, cert_file=None):
+    connection = slapmodule.slap()
+    # 1.26.1 refuses master_ca_file (NotImplementedError): it never verifies the master
+    connection.initializeConnection(url, key_file=key_file, cert_file=cert_file)
+    return connection
+
+
+def main(url, computer_id, key_file=None, cert_file=None, user_key=None, user_cert=None):
+    node = connect(url, key_file, cert_file)
+    user = connect(url, user_key, user_cert)
     result = {}
 
-    computer = slap.registerComputer(computer_id)
+    computer = node.registerComputer(computer_id)
     computer.updateConfiguration(
         dumps(
             {
@@ -69,22 +81,22 @@ def main(url, computer_id):
             }
         )
     )
-    supply = slap.registerSupply()
+    supply = user.registerSupply()
     supply.supply(SR, computer_guid=computer_id)
     supply.supply(FRONTEND, computer_guid=computer_id)
 
-    order = slap.registerOpenOrder()
+    order = user.registerOpenOrder()
     root = order.request(SR, "web", partition_parameter_kw={"n": 1, "s": "a&b<c>&lt;"})
     result["root"] = answer(root)
     result["frontend"] = answer(order.request(FRONTEND, "frontend"))
 
-    registered = slap.registerComputerPartition(computer_id, root.getId())
+    registered = node.registerComputerPartition(computer_id, root.getId())
     result["registered"] = described(registered)
     registered.setConnectionDict({"url": "http://[fd00::1]:8080/", "_": '{"k": [1, 2]}'})
 
     child = registered.request(SR, "default", "db", partition_parameter_kw={"size": "big"})
     result["child"] = answer(child)
-    slap.registerComputerPartition(computer_id, child.getId()).setConnectionDict({"dsn": "pg"})
+    node.registerComputerPartition(computer_id, child.getId()).setConnectionDict({"dsn": "pg"})
     result["child_again"] = answer(
         registered.request(SR, "default", "db", partition_parameter_kw={"size": "big"})
     )
@@ -94,7 +106,7 @@ def main(url, computer_id):
     )
     result["shared"] = answer(shared)
 
-    full = slap.registerComputer(computer_id)  # syncs with getFullComputerInformation
+    full = node.registerComputer(computer_id)  # syncs with getFullComputerInformation
     result["software"] = sorted(
         (sr.getURI(), sr.getState()) for sr in full.getSoftwareReleaseList()
     )
@@ -106,7 +118,7 @@ def main(url, computer_id):
         {k: v for k, v in slave.items() if k not in ("slave_reference", "slave_title")}
         for slave in slaves
     ]
-    slap.registerComputerPartition(computer_id, host.getId()).setConnectionDict(
+    node.registerComputerPartition(computer_id, host.getId()).setConnectionDict(
         {"site": "https://front"}, slave_reference=slaves[0]["slave_reference"]
     )
     result["shared_again"] = answer(
@@ -118,7 +130,7 @@ def main(url, computer_id):
             partition_parameter_kw={"url": "http://x"},
         )
     )
-    refreshed = slap.registerComputer(computer_id)
+    refreshed = node.registerComputer(computer_id)
     result["root_after"] = described(
         next(p for p in refreshed.getComputerPartitionList() if p.getId() == root.getId())
     )
@@ -126,4 +138,4 @@ def main(url, computer_id):
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main(*sys.argv[1:7])

@@ -3,7 +3,8 @@
 * Our agent (format, software, instance, report) against the reference `slapos proxy`; the
   user side is the reference client library, which must see what our agent published.
 * The reference agent (`slapos node software|instance|report` of slapos.core 1.26.1) against
-  our embedded master, which must record what the reference reported.
+  our embedded master over HTTPS, with the computer's certificate our master issued, which
+  must record what the reference reported; the user side is a user's certificate.
 
 Both walk the same life: build, start (the service answers, the promise is kept, the
 connection parameter `url` reaches the requester), stop, start, destroy, free. Run as root,
@@ -29,7 +30,7 @@ import pytest
 
 import reference_env
 from nodes import format_partitions
-from slapgrid.master.server import MasterServer
+from slapgrid.master.pki.identity import Identity
 from slapgrid.master.storage import MasterStore
 from slapgrid.node.config import NodeConfig
 from slapgrid.node.instance.run import run_instance
@@ -38,6 +39,7 @@ from slapgrid.node.safety import software_hash
 from slapgrid.node.software.run import run_software
 from slapgrid.slap.client import SlapClient
 from support.configs import node_config
+from support.tls import TlsMaster, tls_master
 
 pytestmark = pytest.mark.interop
 
@@ -221,11 +223,16 @@ class ReferenceNode:
     venv: Path
     config: Path
     root: Path
-    store: MasterStore
-    client: SlapClient
+    master: TlsMaster
+    client: SlapClient  # the computer's
+    requester: SlapClient  # a user's
     computer: str
     user: str
     software: reference_env.NodeRun
+
+    @property
+    def store(self) -> MasterStore:
+        return self.master.store
 
     def node(self, command: str) -> reference_env.NodeRun:
         return run_reference(self.venv, command, self.config)
@@ -245,7 +252,7 @@ class ReferenceNode:
         return run
 
     def request(self, title: str, state: str) -> dict[str, str]:
-        return self.client.request(SOFTWARE, title, state=state).connection
+        return self.requester.request(SOFTWARE, title, state=state).connection
 
     def partition(self, title: str) -> Path:
         return partition_of(self.client, self.root / "instance", title)
@@ -268,31 +275,43 @@ def reference_node(reference_venv: Path) -> Iterator[ReferenceNode]:
         pytest.skip(str(exc))
     root = reference_env.public_tempdir("slapgrid-interop-")
     computer = "COMP-REF"
-    store = MasterStore(root / "master.db", default_computer=computer)
     try:
         with (
-            MasterServer(store, insecure=True) as server,
-            SlapClient(server.url, computer) as client,
+            tls_master(root, computer) as master,
+            master.node_client() as client,
+            master.user_client() as requester,
         ):
-            format_partitions(server.url, root, PARTITIONS, computer=computer)
+            format_partitions(
+                master.url, root, PARTITIONS, computer=computer, credentials=master.computer
+            )
             reference_env.give_to(user, root / "software", *(root / "instance").glob("slappart*"))
             config = reference_env.write_node_config(
                 root / "slapos.cfg",
-                master_url=server.url,
+                master_url=master.url,
                 computer_id=computer,
                 software_root=root / "software",
                 instance_root=root / "instance",
+                extra=reference_env.tls_options(
+                    root, master.computer.key_file, master.computer.cert_file
+                ),
             )
-            client.supply(SOFTWARE)
+            requester.supply(SOFTWARE)
             software = run_reference(reference_venv, "software", config)
             try:
                 yield ReferenceNode(
-                    reference_venv, config, root, store, client, computer, user.pw_name, software
+                    reference_venv,
+                    config,
+                    root,
+                    master,
+                    client,
+                    requester,
+                    computer,
+                    user.pw_name,
+                    software,
                 )
             finally:
                 reference_env.stop_supervisord(root / "instance")
     finally:
-        store.close()
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -316,6 +335,13 @@ def test_reference_deploys_and_our_master_records_it(reference_node: ReferenceNo
     url = node.request("deploys", "started")["url"]
     assert "Hello from deploys" in get(url)
     assert [p.username() for p in services(partition)] == [node.user]
+    # the reference fetched the partition's certificate for its recipes, with the computer's
+    certificate = node.root / "certificates" / f"{partition.name}.crt"
+    assert certificate.owner() == node.user
+    authority = node.master.server.authority
+    assert authority is not None
+    identity = authority.identity_of(certificate.read_bytes())
+    assert identity == Identity.for_partition(node.computer, partition.name)
 
 
 def test_reference_stops_and_starts_as_our_master_requests(reference_node: ReferenceNode) -> None:

@@ -22,7 +22,6 @@ import pytest
 
 import reference_env
 from nodes import format_partitions, get
-from slapgrid.master.server import MasterServer
 from slapgrid.master.storage import MasterStore
 from slapgrid.node.config import NodeConfig
 from slapgrid.node.instance.run import run_instance
@@ -32,6 +31,7 @@ from slapgrid.slap.client import SlapClient
 from support import cookbook
 from support.addresses import free_port
 from support.configs import node_config
+from support.tls import TlsMaster, tls_master
 from support.waiting import wait_for
 
 pytestmark = pytest.mark.interop
@@ -186,13 +186,18 @@ class ReferenceNode:
     venv: Path
     config: Path
     root: Path
-    store: MasterStore
-    client: SlapClient
+    master: TlsMaster
+    client: SlapClient  # the computer's
+    requester: SlapClient  # a user's
     computer: str
     url: str
     software: reference_env.NodeRun
     shop: Deployed | None = None
     shop_runs: list[reference_env.NodeRun] = field(default_factory=list)
+
+    @property
+    def store(self) -> MasterStore:
+        return self.master.store
 
     def status(self, partition: Path) -> str:
         return self.store.partition_status(self.computer, partition.name)["text"]
@@ -205,36 +210,46 @@ def reference_run(venv: Path, command: str, config: Path) -> reference_env.NodeR
 
 @pytest.fixture(scope="module")
 def reference_node(reference_venv: Path) -> Iterator[ReferenceNode]:
-    """The reference agent on a node of our master, the root `shop` requested and run
-    until it converged (or `REFERENCE_RUNS` runs)."""
+    """The reference agent on a node of our TLS master, the root `shop` requested and run
+    until it converged (or `REFERENCE_RUNS` runs). The node has the computer's certificate;
+    its recipes request and publish with their partition's, which the agent fetches."""
     try:
         user = reference_env.node_user(reference_venv / "bin" / "python")
     except reference_env.Unavailable as exc:
         pytest.skip(str(exc))
     root = reference_env.public_tempdir("slapgrid-cookbook-")
     computer = "COMP-REF"
-    store = MasterStore(root / "master.db", default_computer=computer)
     try:
         with (
-            MasterServer(store, insecure=True) as server,
-            SlapClient(server.url, computer) as client,
+            tls_master(root, computer) as master,
+            master.node_client() as client,
+            master.user_client() as requester,
         ):
-            format_partitions(server.url, root, REFERENCE_PARTITIONS, computer=computer)
+            format_partitions(
+                master.url,
+                root,
+                REFERENCE_PARTITIONS,
+                computer=computer,
+                credentials=master.computer,
+            )
             cache = cookbook.cache_for(user)
             url = cookbook.cached_profile(root, cache)
             reference_env.give_to(user, root / "software", *(root / "instance").glob("slappart*"))
             config = reference_env.write_node_config(
                 root / "slapos.cfg",
-                master_url=server.url,
+                master_url=master.url,
                 computer_id=computer,
                 software_root=root / "software",
                 instance_root=root / "instance",
+                extra=reference_env.tls_options(
+                    root, master.computer.key_file, master.computer.cert_file
+                ),
             )
-            client.supply(url)
+            requester.supply(url)
             with cookbook.cache_lock(cache):
                 software = reference_run(reference_venv, "software", config)
             node = ReferenceNode(
-                reference_venv, config, root, store, client, computer, url, software
+                reference_venv, config, root, master, client, requester, computer, url, software
             )
             try:
                 if software.returncode == 0:
@@ -243,7 +258,6 @@ def reference_node(reference_venv: Path) -> Iterator[ReferenceNode]:
             finally:
                 reference_env.stop_supervisord(root / "instance")
     finally:
-        store.close()
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -261,7 +275,7 @@ def converge_reference(
     not listening yet; the node's next run deploys the partition again.
     """
     for _ in range(REFERENCE_RUNS):
-        connection = node.client.request(node.url, title, parameters=parameters).connection
+        connection = node.requester.request(node.url, title, parameters=parameters).connection
         if connection.keys() >= PUBLISHED:
             while settle and runs[-1].returncode != 0 and len(runs) < REFERENCE_RUNS:
                 runs.append(reference_run(node.venv, "instance", node.config))

@@ -22,6 +22,7 @@ from slapgrid.master.pki.authority import Authority
 from slapgrid.master.pki.identity import Identity
 from slapgrid.master.server import MasterServer
 from slapgrid.master.storage import InstanceRequest, MasterStore
+from support.tls import tls_master
 
 pytestmark = pytest.mark.interop
 
@@ -31,7 +32,7 @@ SCRIPT = """
 import json, sys
 from slapos import slap
 connection = slap.slap()
-connection.initializeConnection(sys.argv[1])
+connection.initializeConnection(sys.argv[1], key_file=sys.argv[3], cert_file=sys.argv[4])
 partition = connection.registerComputerPartition(sys.argv[2], "slappart0")
 print(json.dumps([partition.getCertificate(), partition.getCertificate()]))
 """
@@ -40,18 +41,19 @@ print(json.dumps([partition.getCertificate(), partition.getCertificate()]))
 def test_the_reference_client_gets_the_partitions_certificate(
     reference_python: Path, tmp_path: Path
 ) -> None:
-    store = MasterStore(tmp_path / "master.db", default_computer=COMP)
-    authority = Authority.open(tmp_path / "pki")
-    store.load_computer_configuration(small_computer(COMP, 1))
-    store.request(InstanceRequest(SR, "web"))
-    with MasterServer(store, authority=authority, insecure=True) as server:
+    """As `slapos node instance` asks it: over HTTPS, with the computer's certificate."""
+    with tls_master(tmp_path, COMP) as master:
+        master.store.load_computer_configuration(small_computer(COMP, 1))
+        master.store.request(InstanceRequest(SR, "web"))
+        files = (master.computer.key_file, master.computer.cert_file)
         result = subprocess.run(
-            [str(reference_python), "-c", SCRIPT, server.url, COMP],
+            [str(reference_python), "-c", SCRIPT, master.url, COMP, *map(str, files)],
             capture_output=True,
             text=True,
             timeout=120,
         )
-    store.close()
+        authority = master.server.authority
+    assert authority is not None
     assert result.returncode == 0, result.stderr[-3000:]
     first, second = json.loads(result.stdout)
     assert first == second

@@ -10,6 +10,10 @@ against both; what the client sees must be the same, except for these deliberate
   guid and `slave_title` its title (as on the production master), the proxy uses
   `<root title>_<title>` for both; ours also carry a `timestamp`;
 * routed addresses: ours `full_ip_list` (master), the proxy's `full_address_list`.
+
+Our master serves HTTPS: the reference client presents the certificates our master issued
+(`slapgrid master computer add` / `user add`), a computer's for the node's calls and a
+user's for supply and request; the proxy is plain HTTP, where both are anonymous.
 """
 
 from __future__ import annotations
@@ -22,23 +26,35 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from master_site import small_computer
 from slapgrid.cli.user_cmds import show_command
-from slapgrid.master.server import MasterServer
-from slapgrid.master.storage import MasterStore
+from support.tls import TlsMaster, tls_master
 
 pytestmark = pytest.mark.interop
 
 SCENARIO = Path(__file__).with_name("reference_scenario.py")
 DIFFERENT_KEYS = {"timestamp", "full_ip_list", "full_address_list"}
 DIFFERENT_SLAVE_KEYS = {"slave_reference", "slave_title", "timestamp"}
+SR = "https://example.com/software/web/software.cfg"
 
 
-def run_scenario(python: Path, url: str, computer: str) -> dict[str, Any]:
+def run_scenario(python: Path, url: str, computer: str, *files: Path) -> dict[str, Any]:
+    """`files`: the computer's key and certificate, then the user's (none on plain HTTP)."""
     result = subprocess.run(
-        [str(python), str(SCENARIO), url, computer], capture_output=True, text=True, timeout=300
+        [str(python), str(SCENARIO), url, computer, *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout)
+
+
+def run_scenario_on(python: Path, master: TlsMaster) -> dict[str, Any]:
+    """The scenario against our TLS master, each call with the certificate it needs."""
+    computer, user = master.computer, master.user
+    files = (computer.key_file, computer.cert_file, user.key_file, user.cert_file)
+    return run_scenario(python, master.url, master.computer_id, *files)
 
 
 def normalise(value: Any) -> Any:
@@ -60,10 +76,9 @@ def test_reference_client_sees_the_same_on_both_masters(
 ) -> None:
     proxy_url, computer = reference_proxy
     theirs = run_scenario(reference_python, proxy_url, computer)
-    store = MasterStore(tmp_path / "ours.db", default_computer=computer)
-    with MasterServer(store, insecure=True) as server:
-        ours = run_scenario(reference_python, server.url, computer)
-    store.close()
+    with tls_master(tmp_path, computer) as master:
+        assert master.url.startswith("https://")
+        ours = run_scenario_on(reference_python, master)
 
     assert normalise(ours) == normalise(theirs)
 
@@ -83,9 +98,13 @@ def test_reference_client_sees_the_same_on_both_masters(
     assert ours["root_after"]["timestamp"] > ours["registered"]["timestamp"]
 
 
-def shown_by_slapgrid(url: str, monkeypatch: pytest.MonkeyPatch, *args: str) -> Any:
+def shown_by_slapgrid(
+    url: str, monkeypatch: pytest.MonkeyPatch, *args: str, config: Path | None = None
+) -> Any:
+    """`slapgrid show --json`, with the user's configuration `config` when given."""
     monkeypatch.setenv("SLAPGRID_MASTER_URL", url)
-    result = CliRunner().invoke(show_command, [*args, "--json"])
+    flags = ["--cfg", str(config)] if config else []
+    result = CliRunner().invoke(show_command, [*args, *flags, "--json"])
     assert result.exit_code == 0, result.output
     return json.loads(result.output)
 
@@ -102,12 +121,12 @@ def test_slapgrid_show_reads_what_the_reference_client_requested(
     proxy_url, computer = reference_proxy
     run_scenario(reference_python, proxy_url, computer)
     theirs = shown_by_slapgrid(proxy_url, monkeypatch)
-    store = MasterStore(tmp_path / "ours.db", default_computer=computer)
-    with MasterServer(store, insecure=True) as server:
-        run_scenario(reference_python, server.url, computer)
-        ours = shown_by_slapgrid(server.url, monkeypatch)
-        web = shown_by_slapgrid(server.url, monkeypatch, "web")
-    store.close()
+    with tls_master(tmp_path, computer) as master:
+        run_scenario_on(reference_python, master)
+        user = tmp_path / "user.cfg"
+        user.write_text(f"[slapos]\n{master.user.console_lines()}")
+        ours = shown_by_slapgrid(master.url, monkeypatch, config=user)
+        web = shown_by_slapgrid(master.url, monkeypatch, "web", config=user)
 
     assert [item["name"] for item in theirs] == ["frontend", "web"]
     assert ours == theirs
@@ -134,15 +153,14 @@ def test_reference_service_list_and_info_read_our_master(
     """Our HATEOAS subset: the reference client lists and shows what `slapgrid show` does."""
     (tmp_path / "client.cfg").write_text("[slapos]\n")
     monkeypatch.setenv("SLAPOS_CLIENT_CONFIGURATION", str(tmp_path / "client.cfg"))
-    store = MasterStore(tmp_path / "ours.db", default_computer="COMP-OURS")
-    with MasterServer(store, insecure=True) as server:
-        run_scenario(reference_venv / "bin" / "python", server.url, "COMP-OURS")
+    with tls_master(tmp_path, "COMP-OURS") as master:
+        run_scenario_on(reference_venv / "bin" / "python", master)
         config = tmp_path / "reference-client.cfg"
-        config.write_text(f"[slapconsole]\n[slapos]\nmaster_url = {server.url}\n")
+        config.write_text(f"{master.user.console_lines()}[slapos]\nmaster_url = {master.url}\n")
         listed = reference_service(reference_venv, config, "list")
         info = reference_service(reference_venv, config, "info", "web")
-        ours = {item["name"]: item for item in shown_by_slapgrid(server.url, monkeypatch)}
-    store.close()
+        shown = shown_by_slapgrid(master.url, monkeypatch, config=config)
+        ours = {item["name"]: item for item in shown}
     assert listed == {name: item["software_release"] for name, item in ours.items()}
     assert info["software-url"] == ours["web"]["software_release"]
     assert info["requested-state"] == ours["web"]["state"]
@@ -151,3 +169,36 @@ def test_reference_service_list_and_info_read_our_master(
     connection = ours["web"]["connection"]
     assert info["connection-parameters"] == {"k": [1, 2]} and connection["k"] == [1, 2]
     assert info["shared"] is False
+
+
+def reference_command(reference_venv: Path, config: Path, *args: str) -> str:
+    """A `slapos` user command of the reference (supply, request): its output."""
+    result = subprocess.run(
+        [str(reference_venv / "bin" / "slapos"), *args, "--cfg", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return result.stdout + result.stderr
+
+
+def test_reference_supply_and_request_present_a_users_certificate(
+    reference_venv: Path, tmp_path: Path
+) -> None:
+    """`slapos supply|request` of 1.26.1 with `[slapconsole] key_file/cert_file`: over
+    HTTPS, as the user our master issued the certificate to, who then sees the tree."""
+    with tls_master(tmp_path, "COMP-CLI") as master:
+        master.store.load_computer_configuration(small_computer("COMP-CLI", 1))
+        config = tmp_path / "reference-client.cfg"
+        config.write_text(f"{master.user.console_lines()}[slapos]\nmaster_url = {master.url}\n")
+        reference_command(reference_venv, config, "supply", SR, "COMP-CLI")
+        reference_command(reference_venv, config, "request", "web", SR, "--parameters", "n=1")
+        snapshot = master.store.snapshot()
+        with master.user_client() as user:
+            trees = [tree["title"] for tree in user.instance_trees()]
+        with master.node_client() as node:
+            [busy] = [p for p in node.computer().partitions if p.software_release_url]
+    assert [(s["url"], s["requested_state"]) for s in snapshot["software"]] == [(SR, "available")]
+    assert trees == ["web"]
+    assert busy.instance_title == "web" and busy.parameters and busy.parameters["n"] == "1"

@@ -21,8 +21,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from nodes import COMPUTER, embedded_master, format_partitions
-from slapgrid.master.server import MasterServer
+from nodes import COMPUTER, format_partitions
 from slapgrid.node.config import NodeConfig
 from slapgrid.node.instance.run import run_instance
 from slapgrid.node.safety import software_hash
@@ -31,6 +30,7 @@ from slapgrid.node.supervisor.control import Supervisor
 from slapgrid.slap.client import SlapClient
 from support.configs import node_config
 from support.software_releases import Master, Release, make_config
+from support.tls import TlsMaster, tls_master
 
 SOURCE = Path(__file__).resolve().parents[1] / "software" / "cookbook" / "software.cfg"
 BUILD_TIMEOUT = 1200  # s: a cold build on a slow machine, from PyPI
@@ -100,24 +100,34 @@ def build(root: Path, config: NodeConfig | None = None) -> Built:
 
 
 class CookbookNode:
-    """A formatted node of the embedded master, with the cookbook SR built and supplied."""
+    """A formatted node of the embedded master over HTTPS, with the cookbook SR built and
+    supplied: the agent has the computer's certificate and checks the master against its
+    CA; it writes each partition's certificate, with which the recipes request and publish;
+    requests are a user's."""
 
-    def __init__(self, root: Path, server: MasterServer, built: Built) -> None:
-        self.root, self.server, self.store, self.url = root, server, server.store, built.url
+    def __init__(self, root: Path, master: TlsMaster, built: Built) -> None:
+        self.root, self.master, self.store, self.url = root, master, master.store, built.url
+        repository = root / "certificates"
+        repository.mkdir(exist_ok=True)
         self.config = node_config(
             root,
-            master_url=server.url,
+            master_url=master.url,
             computer_id=COMPUTER,
             software_root=built.software_root,
             software_min_free_space=0,
             instance_min_free_space=0,
             promise_timeout=20,
+            key_file=master.computer.key_file,
+            cert_file=master.computer.cert_file,
+            master_ca_file=master.computer.ca_file,
+            certificate_repository_path=repository,
         )
-        self.client = SlapClient(server.url, COMPUTER)
+        self.client = SlapClient.from_config(self.config)
+        self.user = master.user_client()
         self.supervisor = Supervisor(self.config.instance_root)
 
     def request(self, title: str, state: str = "started", **parameters: Any):
-        return self.client.request(self.url, title, parameters=parameters, state=state)
+        return self.user.request(self.url, title, parameters=parameters, state=state)
 
     def instance(self, **kwargs: Any) -> int:
         return int(run_instance(self.config, self.client, **kwargs).status)
@@ -132,17 +142,27 @@ class CookbookNode:
     def status_text(self, partition: Path) -> str:
         return self.store.partition_status(COMPUTER, partition.name)["text"]
 
+    def close(self) -> None:
+        self.client.close()
+        self.user.close()
+
 
 @contextlib.contextmanager
 def cookbook_node(root: Path, built: Built, partitions: int = 3) -> Iterator[CookbookNode]:
-    """Master up, `partitions` formatted, the cookbook SR supplied (found built)."""
-    with embedded_master(root) as server:
-        format_partitions(server.url, root, partitions, software_root=built.software_root)
-        node = CookbookNode(root, server, built)
-        node.client.supply(built.url)
+    """Master up (HTTPS), `partitions` formatted, the cookbook SR supplied (found built)."""
+    with tls_master(root, COMPUTER) as master:
+        format_partitions(
+            master.url,
+            root,
+            partitions,
+            software_root=built.software_root,
+            credentials=master.computer,
+        )
+        node = CookbookNode(root, master, built)
+        node.user.supply(built.url)
         assert run_software(node.config, node.client).status == 0
         try:
             yield node
         finally:
             node.supervisor.shutdown()
-            node.client.close()
+            node.close()

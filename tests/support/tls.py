@@ -1,16 +1,28 @@
-"""Callers of a TLS master in tests: each with a certificate made on the spot, or none."""
+"""Callers of a TLS master in tests: each with a certificate made on the spot, or none;
+and a TLS master with the files its node and its user are given (`tls_master`)."""
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 from slapgrid.master import credentials
+from slapgrid.master.credentials import (
+    CA_FILE,
+    CERT_FILE,
+    KEY_FILE,
+    MasterCredentials,
+    user_config_lines,
+)
 from slapgrid.master.pki.authority import Authority, cert_pem
-from slapgrid.master.pki.identity import PARTITION, Identity
+from slapgrid.master.pki.identity import PARTITION, USER, Identity
+from slapgrid.master.server import MasterServer
 from slapgrid.master.storage import MasterStore
 from slapgrid.slap.client import SlapClient
 
@@ -86,3 +98,92 @@ def node_client(url: str, authority: Authority, computer: str, directory: Path) 
     return SlapClient(
         url, computer, key_file=key_file, cert_file=cert_file, ca_file=authority.ca_file
     )
+
+
+# --- a TLS master with the credentials its callers are given ------------------------------
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A caller's files as `slapgrid master computer add|user add --out DIR` writes them."""
+
+    key_file: Path
+    cert_file: Path
+    ca_file: Path
+
+    def node_options(self) -> dict[str, str]:
+        """A node's `[slapos]` options using them (read by our agent and the reference's)."""
+        return {
+            "key_file": str(self.key_file),
+            "cert_file": str(self.cert_file),
+            "master_ca_file": str(self.ca_file),
+        }
+
+    def console_lines(self) -> str:
+        """A user's `[slapconsole]` section using them, as `slapgrid master user add` prints
+        it: read by `slapgrid supply|request|show` and `slapos supply|request|service` (which
+        ignores `master_ca_file`)."""
+        return user_config_lines((self.key_file, self.cert_file, self.ca_file))
+
+    def client(self, url: str, computer: str) -> SlapClient:
+        """Our SLAP client with these files, verifying the master against the CA."""
+        return SlapClient(
+            url, computer, key_file=self.key_file, cert_file=self.cert_file, ca_file=self.ca_file
+        )
+
+
+def add_credentials(server: MasterServer, identity: Identity, out: Path) -> Credentials:
+    """What `slapgrid master computer add|user add --out` does: issued, recorded, written."""
+    assert server.authority is not None, "a TLS master has an authority"
+    master = MasterCredentials(server.store, server.authority)
+    if identity.kind == USER:
+        master.add_user(identity.user or "", out)
+    else:
+        master.add_computer(identity.computer or "", out)
+    return Credentials(out.resolve() / KEY_FILE, out.resolve() / CERT_FILE, out.resolve() / CA_FILE)
+
+
+@dataclass(frozen=True)
+class TlsMaster:
+    """Our master over HTTPS, a computer's credentials and a user's."""
+
+    server: MasterServer
+    computer_id: str
+    computer: Credentials  # the node's: computer calls (format, software, instance, report)
+    user: Credentials  # a user's: supply, request, show
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def store(self) -> MasterStore:
+        return self.server.store
+
+    def node_client(self) -> SlapClient:
+        return self.computer.client(self.url, self.computer_id)
+
+    def user_client(self) -> SlapClient:
+        """A user's client: user calls name no computer; `supply` defaults to this one."""
+        return self.user.client(self.url, self.computer_id)
+
+
+USER_NAME = "tester"
+
+
+@contextlib.contextmanager
+def tls_master(root: Path, computer: str, user: str = USER_NAME) -> Iterator[TlsMaster]:
+    """Our master serving HTTPS on 127.0.0.1, its database in `root`, its CA in `root/pki`,
+    `computer` existing; the credentials of `computer` and of `user` in `root/credentials`."""
+    store = MasterStore(root / "master.db", default_computer=computer)
+    try:
+        with MasterServer(store, authority=Authority.open(root / "pki")) as server:
+            files = root / "credentials"
+            yield TlsMaster(
+                server,
+                computer,
+                add_credentials(server, Identity.for_computer(computer), files / computer),
+                add_credentials(server, Identity.for_user(user), files / f"user-{user}"),
+            )
+    finally:
+        store.close()

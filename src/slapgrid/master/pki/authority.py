@@ -221,6 +221,10 @@ class Authority:
         context.load_cert_chain(*self.server_files(hosts))
         context.load_verify_locations(cadata=self.ca_pem.decode())
         context.verify_mode = ssl.CERT_OPTIONAL
+        # No TLS 1.3 session tickets: no client of a master resumes a session (ours and the
+        # reference's open each connection afresh and keep it), and issuing the default two
+        # after every handshake was about 40 % of its CPU here (OpenSSL 3.0).
+        context.num_tickets = 0
         return context
 
     def _server_fits(self, key_path: Path, cert_path: Path, wanted: list[x509.GeneralName]) -> bool:
