@@ -57,16 +57,6 @@ DOWNLOADED = "Extracting archive of cached software release"  # the reference's 
 def config(workdir: Path, name: str, url: str, certificate: str, key: Path | None) -> Path:
     """slapos.cfg (both agents read it): download from the master's cache, upload with
     `key`."""
-    options = {
-        "download-binary-cache-url": f"{url}/shacache",
-        "download-binary-dir-url": f"{url}/shadir",
-    }
-    if key is not None:
-        options |= {
-            "upload-binary-cache-url": f"{url}/shacache",
-            "upload-binary-dir-url": f"{url}/shadir",
-            "signature-private-key-file": str(key),
-        }
     path = reference_env.write_node_config(
         workdir / f"{name}.cfg",
         master_url=url + "/",
@@ -74,10 +64,7 @@ def config(workdir: Path, name: str, url: str, certificate: str, key: Path | Non
         software_root=workdir / "software",
         instance_root=workdir / "instance",
     )
-    pem = "".join(f"  {line}\n" for line in certificate.splitlines())
-    section = "".join(f"{k} = {v}\n" for k, v in options.items())
-    with path.open("a") as f:
-        f.write(f"[networkcache]\n{section}signature-certificate-list =\n{pem}")
+    reference_env.add_master_cache(path, url, certificate, key)
     return path
 
 

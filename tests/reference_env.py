@@ -316,6 +316,28 @@ def write_node_config(
     return path
 
 
+def add_master_cache(
+    path: Path, master_url: str, certificates: str, signature_key: Path | None
+) -> None:
+    """A `[networkcache]` both agents read: download from the master's cache, and upload to
+    it, signed with `signature_key`, when given; `certificates` (PEM) are trusted."""
+    url = master_url.rstrip("/")
+    options = {
+        "download-binary-cache-url": f"{url}/shacache",
+        "download-binary-dir-url": f"{url}/shadir",
+    }
+    if signature_key is not None:
+        options |= {
+            "upload-binary-cache-url": f"{url}/shacache",
+            "upload-binary-dir-url": f"{url}/shadir",
+            "signature-private-key-file": str(signature_key),
+        }
+    pem = "".join(f"  {line}\n" for line in certificates.splitlines())
+    section = "".join(f"{key} = {value}\n" for key, value in options.items())
+    with path.open("a") as f:
+        f.write(f"[networkcache]\n{section}signature-certificate-list =\n{pem}")
+
+
 def tls_options(root: Path, key_file: Path, cert_file: Path) -> dict[str, str]:
     """The reference node's options for an HTTPS master: its computer's key and certificate,
     and where it writes its partitions' (`root/certificates`, made), which their recipes

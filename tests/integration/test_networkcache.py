@@ -29,23 +29,9 @@ from slapgrid.node.state import StateStore
 from slapgrid.node.status import collect
 from support.networkcache_server import CacheServer, networkcache_server
 from support.signing import signer
-from support.software_releases import HELLO, Master, Release, make_config
+from support.software_releases import Master, Release, counted_hello, make_config
 
 pytestmark = pytest.mark.integration
-
-COUNTED = """\
-[buildout]
-extends = {hello}
-parts += counter
-
-[counter]
-recipe = slapos.recipe.build
-install =
-  import os
-  with open({counter!r}, "a") as f:
-      f.write("built\\n")
-  os.makedirs(options["location"])
-"""
 
 
 def cache_options(server_url: str, key: Path | None, certificates: str) -> dict[str, str]:
@@ -77,7 +63,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]
     root = tmp_path_factory.mktemp("cache")
     counter = root / "counter"
     url = root / "counted.cfg"
-    url.write_text(COUNTED.format(hello=HELLO, counter=str(counter)))
+    url.write_text(counted_hello(counter))
     key, certificate = signer(root, "node1")
     with networkcache_server() as server:
         config = node(root / "node1", cache_options(server.url, key, certificate))

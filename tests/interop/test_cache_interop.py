@@ -42,24 +42,11 @@ from slapgrid.node.safety import software_hash
 from slapgrid.node.state import StateStore
 from slapgrid.slap.client import SlapClient
 from support.signing import signer
-from support.software_releases import HELLO
+from support.software_releases import counted_hello
 
 pytestmark = pytest.mark.interop
 
 COMPUTER = "COMP-CACHE-INTEROP"
-COUNTED = """\
-[buildout]
-extends = {hello}
-parts += counter
-
-[counter]
-recipe = slapos.recipe.build
-install =
-  import os
-  with open({counter!r}, "a") as f:
-      f.write("built\\n")
-  os.makedirs(options["location"])
-"""
 DOWNLOADED = "Extracting archive of cached software release"  # the reference, after a download
 
 
@@ -83,7 +70,7 @@ class Node:
         """A counted release: its URL (a local profile)."""
         profile = self.root / f"{name}.cfg"
         counter = self.root / "counters" / name
-        profile.write_text(COUNTED.format(hello=HELLO, counter=str(counter)))
+        profile.write_text(counted_hello(counter))
         self.client.supply(str(profile))
         return str(profile)
 
@@ -94,17 +81,6 @@ class Node:
     def config(self, name: str, signature_key: Path | None) -> Path:
         """slapos.cfg for both agents: download from the master's cache, and upload to it
         when `signature_key` is given."""
-        url = self.server_url.rstrip("/")
-        cache = {
-            "download-binary-cache-url": f"{url}/shacache",
-            "download-binary-dir-url": f"{url}/shadir",
-        }
-        if signature_key is not None:
-            cache |= {
-                "upload-binary-cache-url": f"{url}/shacache",
-                "upload-binary-dir-url": f"{url}/shadir",
-                "signature-private-key-file": str(signature_key),
-            }
         path = reference_env.write_node_config(
             self.root / f"{name}.slapos.cfg",
             master_url=self.server_url,
@@ -112,10 +88,7 @@ class Node:
             software_root=self.software_root,
             instance_root=self.root / "instance",
         )
-        certificates = "".join(f"  {line}\n" for line in self.certificates.splitlines())
-        section = "".join(f"{key} = {value}\n" for key, value in cache.items())
-        with path.open("a") as f:
-            f.write(f"[networkcache]\n{section}signature-certificate-list =\n{certificates}")
+        reference_env.add_master_cache(path, self.server_url, self.certificates, signature_key)
         return path
 
     def move_away(self, url: str, where: str) -> None:

@@ -63,6 +63,27 @@ class Master:
 make_config = functools.partial(node_config, software_min_free_space=0, jobs=2)
 
 
+COUNTED_HELLO = """\
+[buildout]
+extends = {hello}
+parts += counter
+
+[counter]
+recipe = slapos.recipe.build
+install =
+  import os
+  with open({counter!r}, "a") as f:
+      f.write("built\\n")
+  os.makedirs(options["location"])
+"""
+
+
+def counted_hello(counter: Path) -> str:
+    """examples/hello plus a part appending a line to `counter` each time it is built:
+    a release installed from a binary cache leaves the counter as it was."""
+    return COUNTED_HELLO.format(hello=HELLO, counter=str(counter))
+
+
 def profile(directory: Path, name: str, text: str) -> str:
     path = directory / name
     path.write_text(text)

@@ -9,7 +9,6 @@ is logged and leaves the database unchanged (each write is one transaction).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import inspect
 import json
@@ -26,13 +25,12 @@ from starlette.routing import Route as StarletteRoute
 
 from slapgrid.master import access, credentials
 from slapgrid.master.access_log import AccessLog
+from slapgrid.master.bodies import bounded_body
 from slapgrid.master.cache.store import CacheStore
 from slapgrid.master.endpoints import text
 from slapgrid.master.errors import (
     BadRequest,
     MasterError,
-    TimedOut,
-    TooLarge,
     UnsupportedMediaType,
 )
 from slapgrid.master.params import Params
@@ -110,7 +108,7 @@ async def _params(request: Request) -> Params:
     kind = request.headers.get("content-type", FORM).split(";")[0].strip().lower()
     if kind != FORM:  # what every SLAP client sends
         raise UnsupportedMediaType(f"a SLAP call's body is {FORM}, not {kind}")
-    body = await _body(request)
+    body = await bounded_body(request, MAX_BODY_BYTES, BODY_TIMEOUT)
     try:  # a byte or an escape that is not UTF-8 is refused, never replaced
         fields = parse_qsl(
             body.decode(), keep_blank_values=True, errors="strict", max_num_fields=MAX_FIELDS
@@ -123,30 +121,12 @@ async def _params(request: Request) -> Params:
 async def _document(request: Request) -> Params:
     """A JSON API call: its body is one JSON object."""
     try:
-        document = json.loads(await _body(request) or b"{}")
+        document = json.loads(await bounded_body(request, MAX_BODY_BYTES, BODY_TIMEOUT) or b"{}")
     except ValueError:
         raise BadRequest("the body must be a JSON object") from None
     if not isinstance(document, dict):
         raise BadRequest("the body must be a JSON object")
     return Params(request.query_params.multi_items(), none_is_absent=False, document=document)
-
-
-async def _body(request: Request) -> bytes:
-    """The body, bounded whether its length is declared or it comes in chunks."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise TooLarge(f"body larger than {MAX_BODY_BYTES} bytes")
-    chunks, size = [], 0
-    try:
-        async with asyncio.timeout(BODY_TIMEOUT):  # a body sent a byte at a time holds a slot
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > MAX_BODY_BYTES:
-                    raise TooLarge(f"body larger than {MAX_BODY_BYTES} bytes")
-                chunks.append(chunk)
-    except TimeoutError:
-        raise TimedOut(f"body not received within {BODY_TIMEOUT:g} s") from None
-    return b"".join(chunks)
 
 
 def _error(request: Request, status: int, message: str) -> Response:

@@ -20,9 +20,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, Response
 
+from slapgrid.master.bodies import bounded_body, declared_length
 from slapgrid.master.cache.store import MAX_ENTRY_BYTES, CacheStore, check_sha512
 from slapgrid.master.endpoints import text
-from slapgrid.master.errors import BadRequest, NotFound, TimedOut, TooLarge
+from slapgrid.master.errors import BadRequest, NotFound, TimedOut
 from slapgrid.master.params import Params
 from slapgrid.master.state import MasterState
 
@@ -41,24 +42,13 @@ def _cache(master: MasterState) -> CacheStore:
     return master.cache
 
 
-def _declared(request: Request, bound: int) -> int | None:
-    declared = request.headers.get("content-length")
-    if declared is None:
-        return None
-    if not declared.isdigit():
-        raise BadRequest("Content-Length is not a number")
-    if int(declared) > bound:
-        raise TooLarge(f"body larger than {bound} bytes")
-    return int(declared)
-
-
 async def upload_file(master: MasterState, p: Params, request: Request) -> Response:
     """A shacache upload, streamed to disk; answered with its SHA-512."""
     cache = _cache(master)
     expected = request.path_params.get("sha512")
     if expected is not None:
         check_sha512(expected)
-    declared = _declared(request, cache.max_upload_bytes)
+    declared = declared_length(request, cache.max_upload_bytes)
     loop = asyncio.get_running_loop()
     expected_size = declared if declared is not None else cache.max_upload_bytes
     deadline = loop.time() + IDLE_TIMEOUT + expected_size / MIN_RATE
@@ -101,20 +91,8 @@ def download_file(master: MasterState, p: Params, request: Request) -> Response:
 async def add_entry(master: MasterState, p: Params, request: Request) -> Response:
     """A shadir upload: one [entry, signature], its key in the path."""
     cache = _cache(master)
-    _declared(request, MAX_ENTRY_BYTES)
-    chunks, size = [], 0
-    try:
-        async with asyncio.timeout(IDLE_TIMEOUT):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > MAX_ENTRY_BYTES:
-                    raise TooLarge(f"a shadir entry is at most {MAX_ENTRY_BYTES} bytes")
-                chunks.append(chunk)
-    except TimeoutError:
-        raise TimedOut(f"body not received within {IDLE_TIMEOUT:g} s") from None
-    except ClientDisconnect:
-        raise BadRequest("upload interrupted") from None
-    await run_in_threadpool(cache.add_entry, request.path_params["key"], b"".join(chunks))
+    body = await bounded_body(request, MAX_ENTRY_BYTES, IDLE_TIMEOUT)
+    await run_in_threadpool(cache.add_entry, request.path_params["key"], body)
     return text("", 201)
 
 
