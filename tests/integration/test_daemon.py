@@ -101,7 +101,7 @@ def test_sigterm_mid_build_then_rerun_converges(tmp_path: Path) -> None:
         port = free_port()
         pid = site.request("first", port=str(port))
         agent = site.start_agent()
-        agent.event(lambda e: e["message"].startswith("building "), timeout=20)
+        agent.event(lambda e: e["message"].startswith("installing "), timeout=20)
         software = site.software_root / software_hash(SOFTWARE)
         wait_for(lambda: buildouts_in(software), timeout=20, what="the build's buildout")
         assert agent.stop(timeout=20) == 0
