@@ -1,10 +1,10 @@
 """The master's HTTP face: the route table served by Starlette over a `MasterStore`.
 
 GET endpoints read the query string, POST endpoints the form body (the networkcache's
-uploads stream theirs to disk: `cache.endpoints`). A wrong method gets 405,
-a missing parameter or malformed XML 400, a caller the route's rule refuses 403 (`access`),
-an unknown computer or partition 404; every error
-is logged and leaves the database unchanged (each write is one transaction).
+uploads stream theirs to disk: `cache.endpoints`). A wrong method gets 405, a missing
+parameter or malformed XML 400, a caller the route's rule refuses 403 (`access`), an
+unknown computer or partition 404; every error is logged and leaves the database
+unchanged (each write is one transaction).
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def _endpoint(master: MasterState, route: Route) -> Callable[[Request], Awaitabl
             else:
                 p = await (_document(request) if route.body == "json" else _params(request))
             caller = access.caller_of(request)
-            route.access(caller, p)  # refused before anything is read
+            route.access(caller, p)  # refused before the store is touched
             if caller.partition and master.authority is not None:
                 await run_in_threadpool(
                     credentials.check_partition_serial, master.store, caller.identity, caller.serial
