@@ -32,9 +32,15 @@ ADDED_COLUMNS: tuple[Column[Any], ...] = (
 
 
 def database_url(database: str | Path) -> str:
-    """A SQLAlchemy URL as is, or a file path made into a SQLite URL."""
+    """A SQLAlchemy URL, or a file path made into a SQLite URL.
+
+    `postgresql://` (and `postgres://`, as libpq spells it) is served by psycopg 3.
+    """
     text = str(database)
     if "://" in text:
+        scheme, rest = text.split("://", 1)
+        if scheme in ("postgresql", "postgres"):
+            return f"postgresql+psycopg://{rest}"
         return text
     return f"sqlite:///{Path(text).expanduser().resolve()}"
 
