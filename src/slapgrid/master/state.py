@@ -3,7 +3,8 @@ document cache, the networkcache.
 
 Commits happen in worker threads; `MasterState` hands each over to the event loop, where it
 wakes the long polls of the changed computers and re-renders their documents. At start-up
-every computer's document is rendered the same way.
+every computer's document is rendered the same way. On a shared (PostgreSQL) database the
+commits of other processes arrive the same way, through a `notifications.Listener`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import AsyncIterator
 from slapgrid.master.cache.store import CacheStore
 from slapgrid.master.change_feed import ChangeFeed, RunBlocking
 from slapgrid.master.document_cache import DocumentCache
+from slapgrid.master.notifications import Listener
 from slapgrid.master.pki.authority import Authority
 from slapgrid.master.storage import MasterStore
 
@@ -40,12 +42,22 @@ class MasterState:
     async def serving(self) -> AsyncIterator[None]:
         """While the app runs: commits reach this loop; documents are rendered ahead."""
         self._loop = asyncio.get_running_loop()
+        listening = None
+        if self.store.shared:
+            # caught up: every open poll re-reads its generation (documents are always
+            # checked against the database's generation)
+            listener = Listener(self.store.url, self._changed, self.feed.wake_all)
+            listening = asyncio.ensure_future(listener.run())
         self.documents.refresh(await self.run_blocking(self.store.computer_ids))
         try:
             yield
         finally:
             self._loop = None
             self.documents.close()
+            if listening is not None:
+                listening.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listening
 
     def _committed(self, changed: dict[str, int]) -> None:
         """Called from whichever thread committed: hand over to the loop."""

@@ -10,8 +10,10 @@ Semantics follow the reference proxy, with its bugs fixed:
 * every computer has a `generation`, bumped in the same transaction as any change to its
   getFullComputerInformation answer, so that answer can be cached and long-polled.
 
-A `MasterStore` owns its database: writes are serialised in-process (plus `BEGIN IMMEDIATE`
-on SQLite), and the generations of committed writes are kept in memory for cheap polling.
+A `MasterStore` owns a SQLite database: writes are serialised in-process (plus `BEGIN
+IMMEDIATE`), and the generations of committed writes are kept in memory for cheap polling.
+A PostgreSQL database may be shared (several workers, several masters): generations are
+read from it, and each write that moves them notifies the others (`notifications`).
 Each computer's last contact (its node's last fetch of its document) is stored too, written
 in batches since nodes poll so often.
 The tables live in `tables`; the transitions in `computers` (format, supply, usage),
@@ -32,7 +34,16 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from slapgrid.master import answers, computers, instances, lookups, partitions, reports, trees
+from slapgrid.master import (
+    answers,
+    computers,
+    instances,
+    lookups,
+    notifications,
+    partitions,
+    reports,
+    trees,
+)
 from slapgrid.master.database import database_url, init_schema, make_engine
 from slapgrid.master.errors import BadRequest, Conflict, MasterError, NotFound
 from slapgrid.master.inputs import (
@@ -95,6 +106,8 @@ class MasterStore:
     ) -> None:
         self.url = database_url(database)
         self.default_computer = default_computer
+        self.shared = self.url.startswith("postgresql")
+        """Other processes may write the database: no generation is trusted from memory."""
         self._lock = threading.Lock()
         self._generations: dict[str, int] = {}
         self._contacts_lock = threading.Lock()  # never held across a query
@@ -146,7 +159,10 @@ class MasterStore:
                     for row in session.scalars(query):
                         row.generation = next_stamp(row.generation)
                         changed[row.reference] = row.generation
-            self._generations.update(changed)
+                    if self.shared:
+                        notifications.notify(session, changed)
+            if not self.shared:
+                self._generations.update(changed)
         if changed:
             for callback in self._listeners:
                 callback(changed)
@@ -164,12 +180,14 @@ class MasterStore:
     # --- generations ---------------------------------------------------------------------
 
     def generation(self, computer: str) -> int:
-        """The computer's current generation (memory first; `NotFound` if unknown)."""
+        """The computer's current generation (memory first, unless `shared`; `NotFound` if
+        unknown)."""
         value = self._generations.get(computer)
         if value is None:
             with self._read() as session:
                 value = lookups.computer_row(session, computer).generation
-            self._generations.setdefault(computer, value)
+            if not self.shared:
+                self._generations.setdefault(computer, value)
         return value
 
     def computer_ids(self) -> list[str]:
@@ -179,7 +197,7 @@ class MasterStore:
             )
 
     def known_generation(self, computer: str) -> int | None:
-        """The generation held in memory, without touching the database."""
+        """The generation held in memory, without touching the database (never `shared`)."""
         return self._generations.get(computer)
 
     # --- computer-level writes -----------------------------------------------------------

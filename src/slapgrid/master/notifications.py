@@ -1,0 +1,116 @@
+"""Changes committed by other processes on a shared PostgreSQL database: NOTIFY and LISTEN.
+
+Several workers (or masters) serving one database share no memory, so a commit wakes only
+its own process's long polls. Each write that moves generations therefore sends the changed
+computers on `CHANNEL` in its own transaction: PostgreSQL delivers the notification only
+once, and if, the write commits. Each serving process listens on a dedicated connection of
+its event loop. Notifications sent while that connection is down are lost for good, so
+after each `LISTEN` (a restart of PostgreSQL, a killed backend) every open poll is woken:
+polls re-read their generation from the database and nothing is missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Iterable
+
+import psycopg
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+log = logging.getLogger("slapgrid.master")
+
+CHANNEL = "slapgrid_changes"
+MAX_PAYLOAD = 7999  # bytes: PostgreSQL refuses a payload of 8000 or more
+RETRY_BASE = 0.1  # seconds before the first attempt to listen again, doubled up to RETRY_CAP
+RETRY_CAP = 5.0
+
+
+def payloads(computers: Iterable[str]) -> list[str]:
+    """The computers as JSON lists, each under PostgreSQL's payload limit.
+
+    ASCII JSON (one byte a character): a computer reference (255 characters at most) always
+    fits in one payload.
+    """
+    chunks: list[str] = []
+    chunk: list[str] = []
+    size = 2  # the brackets
+    for computer in computers:
+        cost = len(json.dumps(computer)) + 1  # and its comma
+        if chunk and size + cost > MAX_PAYLOAD:
+            chunks.append(_compact(chunk))
+            chunk, size = [], 2
+        chunk.append(computer)
+        size += cost
+    if chunk:
+        chunks.append(_compact(chunk))
+    return chunks
+
+
+def _compact(computers: list[str]) -> str:
+    return json.dumps(computers, separators=(",", ":"))
+
+
+def notify(session: Session, computers: Iterable[str]) -> None:
+    """Send the changed computers, in the session's transaction, in one statement."""
+    session.execute(
+        text("SELECT pg_notify(:channel, payload) FROM unnest(CAST(:payloads AS text[])) payload"),
+        {"channel": CHANNEL, "payloads": payloads(computers)},
+    )
+
+
+def decode(payload: str) -> list[str] | None:
+    """The computers a payload names; None if it is not ours (anything may have changed)."""
+    try:
+        computers = json.loads(payload)
+    except ValueError:
+        return None
+    if not isinstance(computers, list) or not all(isinstance(c, str) for c in computers):
+        return None
+    return computers
+
+
+def retry_delay(failures: int) -> float:
+    return min(RETRY_CAP, RETRY_BASE * 2 ** max(failures - 1, 0))
+
+
+class Listener:
+    """Listens on `CHANNEL` until cancelled: `changed(computers)` for each notification,
+    `caught_up()` once listening again (and on unreadable payloads): something may have
+    been missed. Event loop only."""
+
+    def __init__(
+        self, url: str, changed: Callable[[list[str]], None], caught_up: Callable[[], None]
+    ) -> None:
+        sqlalchemy_url = make_url(url)
+        self._connect_args = sqlalchemy_url.get_dialect()().create_connect_args(sqlalchemy_url)[1]
+        self.changed = changed
+        self.caught_up = caught_up
+
+    async def run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                connection = await psycopg.AsyncConnection.connect(
+                    autocommit=True, **self._connect_args
+                )
+                async with connection:
+                    await connection.execute(f"LISTEN {CHANNEL}")
+                    failures = 0
+                    self.caught_up()
+                    async for notification in connection.notifies():
+                        computers = decode(notification.payload)
+                        if computers is None:
+                            self.caught_up()
+                        else:
+                            self.changed(computers)
+                reason = "the connection ended"
+            except (psycopg.Error, OSError) as exc:
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            failures += 1
+            delay = retry_delay(failures)
+            log.warning("listening for other workers' changes: %s; again in %g s", reason, delay)
+            await asyncio.sleep(delay)

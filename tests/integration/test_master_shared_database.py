@@ -1,0 +1,142 @@
+"""Two masters on one PostgreSQL database, as two workers are: no memory shared, yet a change
+made through one is seen and long-polled through the other at once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+
+from master_site import small_computer
+from slapgrid.master.server import MasterServer
+from slapgrid.master.storage import MasterStore
+from slapgrid.slap import changes
+from slapgrid.slap.client import SlapClient
+from support.postgres import Cluster
+from support.waiting import wait_for
+
+pytestmark = pytest.mark.integration
+
+COMP = "COMP-SHARED"
+SR = "https://example.com/software/shared/software.cfg"
+LISTENERS = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    with Cluster() as running:
+        yield running
+
+
+@pytest.fixture
+def masters(cluster: Cluster, tmp_path: Path) -> Iterator[tuple[MasterServer, MasterServer]]:
+    """Masters A and B, each with its own store on the same new database, both listening."""
+    url = cluster.create_database()
+    stores = [MasterStore(url, default_computer=COMP) for _ in range(2)]
+    try:
+        with (
+            MasterServer(stores[0], insecure=True) as a,
+            MasterServer(stores[1], insecure=True) as b,
+        ):
+            wait_for(lambda: listeners(cluster, url) == 2, what="both masters to listen")
+            with SlapClient(a.url, COMP) as client:
+                client.load_computer_configuration(small_computer(COMP, 2))
+            yield a, b
+    finally:
+        for store in stores:
+            store.close()
+
+
+def listeners(cluster: Cluster, url: str) -> int:
+    """How many connections listen on the database of `url`."""
+    return int(cluster.psql(f"{LISTENERS} AND datname = '{make_url(url).database}'"))
+
+
+def generation(master: MasterServer, since: int = changes.ANY_GENERATION, wait: float = 0) -> int:
+    query = changes.poll_query(COMP, since, wait)
+    answer = httpx.get(master.url + changes.CHANGES_PATH, params=query, timeout=wait + 10)
+    answer.raise_for_status()
+    return changes.parse_generation(answer.content)
+
+
+class Poll(threading.Thread):
+    """A long poll of `master` held in a thread: its answer and when it came."""
+
+    def __init__(self, master: MasterServer, since: int) -> None:
+        super().__init__(daemon=True)
+        self.master, self.since = master, since
+        self.answer: int | None = None
+        self.answered_at = 0.0
+
+    def run(self) -> None:
+        self.answer = generation(self.master, self.since, wait=30)
+        self.answered_at = time.monotonic()
+
+
+def held(master: MasterServer, since: int) -> Poll:
+    poll = Poll(master, since)
+    poll.start()
+    wait_for(lambda: master.state.feed.open_polls == 1, what="the poll to be held")
+    return poll
+
+
+def test_a_poll_on_b_wakes_at_a_change_through_a(
+    masters: tuple[MasterServer, MasterServer],
+) -> None:
+    a, b = masters
+    before = generation(b)
+    poll = held(b, before)
+    with SlapClient(a.url, COMP) as client:
+        client.supply(SR)
+        changed_at = time.monotonic()
+    poll.join(10)
+    assert poll.answer is not None and poll.answer != before
+    assert poll.answered_at - changed_at < 0.5
+    assert poll.answer == generation(a) == generation(b)
+
+
+def test_b_serves_the_new_document_right_after_a_commit_through_a(
+    masters: tuple[MasterServer, MasterServer],
+) -> None:
+    a, b = masters
+    path = "getFullComputerInformation"
+    first = httpx.get(b.url + path, params={"computer_id": COMP})
+    assert first.status_code == 200 and SR.encode() not in first.content
+    with SlapClient(a.url, COMP) as client:
+        client.supply(SR)
+    headers = {"If-None-Match": first.headers["etag"]}
+    second = httpx.get(b.url + path, params={"computer_id": COMP}, headers=headers)
+    assert second.status_code == 200 and SR.encode() in second.content
+    assert second.headers["etag"] != first.headers["etag"]
+
+
+def test_a_killed_listener_listens_again_and_misses_nothing(
+    cluster: Cluster, masters: tuple[MasterServer, MasterServer]
+) -> None:
+    a, b = masters
+    before = generation(b)
+    poll = held(b, before)
+    cluster.psql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        f"WHERE query LIKE 'LISTEN%' AND datname = '{make_url(a.store.url).database}'"
+    )
+    with SlapClient(a.url, COMP) as client:
+        client.supply(SR)  # while no master listens, most likely: lost, then caught up
+    poll.join(10)
+    assert poll.answer is not None and poll.answer != before
+    assert poll.answer == generation(b)
+
+    wait_for(lambda: listeners(cluster, a.store.url) == 2, what="both masters to listen again")
+    before = generation(b)
+    poll = held(b, before)
+    with SlapClient(a.url, COMP) as client:
+        client.supply(SR, state="destroyed")
+        changed_at = time.monotonic()
+    poll.join(10)
+    assert poll.answer is not None and poll.answer != before
+    assert poll.answered_at - changed_at < 0.5
