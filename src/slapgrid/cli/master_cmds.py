@@ -2,7 +2,8 @@
 look into its database, hand out credentials and the binary cache's signing key.
 
 The configuration file is the one `slapos proxy start --cfg` reads: `[slapproxy]` host, port,
-database_uri (and our pki_dir) and `[slapos]` computer_id. Flags override it.
+database_uri (and our pki_dir, cache_dir, workers) and `[slapos]` computer_id. Flags
+override it.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from rich.console import Console
 from rich.table import Table
 
 from slapgrid.cli.options import SubGroup
+from slapgrid.errors import ConfigError
 from slapgrid.master.server import (
     DEFAULT_COMPUTER_ID,
     DEFAULT_DATABASE,
     DEFAULT_HOST,
     DEFAULT_PORT,
     check_insecure_host,
+    check_workers,
     default_cache_dir,
     default_pki_dir,
     serve,
@@ -41,10 +44,11 @@ def master_settings(
     data_dir: str | None = None,
     pki_dir: str | None = None,
     cache_dir: str | None = None,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Flags over `[slapproxy]`/`[slapos]` over defaults → host, port, database, computer_id,
     pki_dir (the CA's directory: `pki/` beside a SQLite database), cache_dir (the
-    networkcache's: `cache/` beside it too)."""
+    networkcache's: `cache/` beside it too), workers (processes serving)."""
     proxy: dict[str, str] = {}
     slapos: dict[str, str] = {}
     if configuration_file:
@@ -56,6 +60,10 @@ def master_settings(
     )
     pki = pki_dir or proxy.get("pki_dir") or default_pki_dir(database, data_dir)
     cache = cache_dir or proxy.get("cache_dir") or default_cache_dir(database, data_dir)
+    if workers is None:
+        workers = parse_int(proxy.get("workers") or 1, "[slapproxy] workers")
+        if workers < 1:
+            raise ConfigError(f"option '[slapproxy] workers' must be 1 or more, not {workers}")
     return {
         "host": host or proxy.get("host") or DEFAULT_HOST,
         "port": port
@@ -65,6 +73,7 @@ def master_settings(
         "computer_id": computer_id or slapos.get("computer_id") or DEFAULT_COMPUTER_ID,
         "pki_dir": str(Path(pki).expanduser()),
         "cache_dir": str(Path(cache).expanduser()),
+        "workers": workers,
     }
 
 
@@ -117,6 +126,11 @@ def master_group() -> None:
     help="Plain HTTP, every caller trusted: on a loopback address only, for tools that "
     "cannot present a certificate.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Processes serving, sharing the port; above 1 needs PostgreSQL [1].",
+)
 def start_command(
     configuration_file: str | None,
     host: str | None,
@@ -127,6 +141,7 @@ def start_command(
     cache_dir: str | None,
     computer_id: str | None,
     insecure: bool,
+    workers: int | None,
 ) -> None:
     """Serve the SLAP protocol until interrupted: HTTPS, each caller known by its client
     certificate (`slapgrid master computer add`, `user add`)."""
@@ -139,15 +154,18 @@ def start_command(
         data_dir=data_dir,
         pki_dir=pki_dir,
         cache_dir=cache_dir,
+        workers=workers,
     )
     if data_dir:
         Path(data_dir).mkdir(parents=True, exist_ok=True)
+    check_workers(settings["workers"], settings["database"])  # before saying where it serves
     if insecure:
-        check_insecure_host(settings["host"])  # before saying where it serves
+        check_insecure_host(settings["host"])
     scheme = "http" if insecure else "https"
     click.echo(
         f"slapgrid master on {scheme}://{_netloc(settings['host'], settings['port'])}/ "
         f"(database {settings['database']}, computer {settings['computer_id']}"
+        + (f", {settings['workers']} workers" if settings["workers"] > 1 else "")
         + (
             ", INSECURE: no caller is authenticated)"
             if insecure

@@ -1,7 +1,8 @@
 """Running the master: uvicorn on a socket we bind ourselves, so errors are one line.
 
-`serve()` runs in the foreground (`slapgrid master start`); `MasterServer` runs the same
-thing in a background thread (tests, benchmarks, embedding).
+`serve()` runs in the foreground (`slapgrid master start`), in this process or in forked
+workers (`workers`); `MasterServer` runs the same thing in a background thread (tests,
+benchmarks, embedding).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from slapgrid.master.connections import HEAD_TIMEOUT, guarded_protocol, raise_fi
 from slapgrid.master.pki.authority import Authority
 from slapgrid.master.state import MasterState
 from slapgrid.master.storage import MasterStore, database_url
+from slapgrid.master.workers import supervise
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
@@ -73,6 +75,15 @@ def check_insecure_host(host: str) -> None:
         )
 
 
+def check_workers(workers: int, database: str | Path) -> None:
+    """Workers share no memory: only PostgreSQL tells each of the others' commits."""
+    if workers > 1 and not database_url(database).startswith("postgresql"):
+        raise SlapgridError(
+            f"{workers} workers need a PostgreSQL database (postgresql://…): "
+            "a SQLite database is served by one process"
+        )
+
+
 def _server(
     store: MasterStore,
     log_level: str,
@@ -107,6 +118,7 @@ def serve(
     cache_dir: str | Path | None = None,
     insecure: bool = False,
     log_level: str = "info",
+    workers: int = 1,
 ) -> None:
     """Serve the master until interrupted; `computer_id` exists from the start.
 
@@ -114,20 +126,31 @@ def serve(
     at the first start; later starts read them. Its networkcache is kept in `cache_dir`
     (default: `cache/` beside the database). It serves HTTPS, each caller known by its
     client certificate, unless `insecure` (plain HTTP, loopback only, every caller trusted).
+    More than one of `workers` (forked processes, `workers.supervise`) needs PostgreSQL.
     """
     if insecure:
         check_insecure_host(host)
+    check_workers(workers, database)
     raise_file_limit()
     with bind(host, port) as sock:
         directory = Path(pki_dir) if pki_dir else default_pki_dir(database)
         authority = Authority.open(directory)
-        tls = None if insecure else authority.server_context([host])
         cache = CacheStore(cache_dir or default_cache_dir(database))
-        store = MasterStore(database, default_computer=computer_id)
-        try:
-            _server(store, log_level, HEAD_TIMEOUT, authority, tls, cache).run(sockets=[sock])
-        finally:
-            store.close()
+
+        def run() -> None:
+            tls = None if insecure else authority.server_context([host])
+            store = MasterStore(database, default_computer=computer_id)
+            try:
+                _server(store, log_level, HEAD_TIMEOUT, authority, tls, cache).run(sockets=[sock])
+            finally:
+                store.close()
+
+        if workers == 1:
+            run()
+        else:
+            # the schema and the default computer made once, and no connection left to fork
+            MasterStore(database, default_computer=computer_id).close()
+            supervise(workers, run)
 
 
 def default_pki_dir(database: str | Path, data_dir: str | Path | None = None) -> Path:

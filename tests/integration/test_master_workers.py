@@ -1,0 +1,182 @@
+"""`slapgrid master start --workers 3` on PostgreSQL, as an operator runs it: every
+connection answered, polls on any worker woken by a change through any other, a killed
+worker replaced, SIGTERM a clean stop; and the refusal of workers on SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from master_site import small_computer
+from slapgrid.slap import changes
+from slapgrid.slap.client import SlapClient
+from support.addresses import free_port
+from support.postgres import Cluster
+from support.waiting import wait_for
+
+pytestmark = pytest.mark.integration
+
+COMP = "COMP-WORKERS"
+SR = "https://example.com/software/workers/software.cfg"
+WORKERS = 3
+SLAPGRID = "from slapgrid.cli.main import main; main()"
+
+
+@dataclass
+class Running:
+    process: subprocess.Popen[bytes]
+    url: str
+    port: int
+    log: Path
+
+    def workers(self) -> list[psutil.Process]:
+        return psutil.Process(self.process.pid).children()
+
+    def generation(self, since: int = changes.ANY_GENERATION, wait: float = 0) -> int:
+        query = changes.poll_query(COMP, since, wait)
+        answer = httpx.get(self.url + changes.CHANGES_PATH, params=query, timeout=wait + 10)
+        answer.raise_for_status()
+        return changes.parse_generation(answer.content)
+
+    def document(self) -> httpx.Response:
+        return httpx.get(self.url + "getFullComputerInformation", params={"computer_id": COMP})
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    with Cluster() as running:
+        yield running
+
+
+def start(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[bytes], Path]:
+    log = tmp_path / "master.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-c", SLAPGRID, "master", "start", "--insecure", *args],
+            stdout=output,
+            stderr=output,
+        )
+    return process, log
+
+
+@pytest.fixture
+def master(cluster: Cluster, tmp_path: Path) -> Iterator[Running]:
+    port = free_port()
+    database = cluster.create_database()
+    process, log = start(
+        tmp_path,
+        *("--workers", str(WORKERS), "--port", str(port), "--database", database),
+        *("--data-dir", str(tmp_path), "--computer-id", COMP),
+    )
+    running = Running(process, f"http://127.0.0.1:{port}/", port, log)
+    try:
+        wait_for(lambda: ready(running), 30, what="the master's workers to serve")
+        with SlapClient(running.url, COMP) as client:
+            client.load_computer_configuration(small_computer(COMP, 2))
+        yield running
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+def ready(running: Running) -> bool:
+    assert running.process.poll() is None, running.log.read_text()
+    if len(running.workers()) != WORKERS:
+        return False
+    try:
+        return running.document().status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_many_concurrent_connections_all_get_answers(master: Running) -> None:
+    async def fetch_all() -> list[int]:
+        limits = httpx.Limits(max_connections=300, max_keepalive_connections=0)
+        async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+            url = master.url + "getFullComputerInformation"
+            answers = await asyncio.gather(
+                *(client.get(url, params={"computer_id": COMP}) for _ in range(300))
+            )
+        return [answer.status_code for answer in answers]
+
+    assert asyncio.run(fetch_all()) == [200] * 300
+
+
+def server_connections(master: Running) -> int:
+    """Established connections the workers hold on the master's port."""
+    return sum(
+        1
+        for worker in master.workers()
+        for connection in worker.net_connections("tcp")
+        if connection.laddr.port == master.port and connection.status == psutil.CONN_ESTABLISHED
+    )
+
+
+def test_polls_on_every_worker_wake_at_one_request(master: Running) -> None:
+    before = master.generation()
+    answers: list[int] = []
+    polls = [
+        threading.Thread(target=lambda: answers.append(master.generation(before, wait=30)))
+        for _ in range(12)
+    ]
+    for poll in polls:
+        poll.start()
+    wait_for(lambda: server_connections(master) >= len(polls), what="the polls to be held")
+    assert not answers
+    with SlapClient(master.url, COMP) as client:
+        client.supply(SR)
+    for poll in polls:
+        poll.join(5)  # far under the polls' 30 s: woken, not timed out
+    assert len(answers) == len(polls) and before not in answers
+    assert set(answers) == {master.generation()}
+
+
+def test_a_killed_worker_is_replaced_and_the_master_keeps_serving(master: Running) -> None:
+    workers = {worker.pid for worker in master.workers()}
+    killed = workers.pop()
+    psutil.Process(killed).send_signal(signal.SIGKILL)
+    assert all(master.document().status_code == 200 for _ in range(20))
+
+    def replaced() -> bool:
+        now = {worker.pid for worker in master.workers()}
+        return len(now) == WORKERS and killed not in now and workers <= now
+
+    wait_for(replaced, what="the killed worker to be replaced")
+    assert f"(pid {killed}) was killed by SIGKILL: replaced in" in master.log.read_text()
+    assert all(master.document().status_code == 200 for _ in range(20))
+
+
+def test_sigterm_answers_open_polls_stops_every_worker_and_exits_0(master: Running) -> None:
+    workers = master.workers()
+    before = master.generation()
+    answers: list[int] = []
+    poll = threading.Thread(target=lambda: answers.append(master.generation(before, wait=30)))
+    poll.start()
+    wait_for(lambda: server_connections(master) >= 1, what="the poll to be held")
+    master.process.send_signal(signal.SIGTERM)
+    assert master.process.wait(20) == 0
+    poll.join(5)
+    assert answers == [before]
+    assert not any(worker.is_running() for worker in workers)
+    assert "Traceback" not in master.log.read_text()
+
+
+def test_workers_on_sqlite_are_refused_in_one_line(tmp_path: Path) -> None:
+    process, log = start(
+        tmp_path, "--workers", "2", "--port", str(free_port()), "--data-dir", str(tmp_path)
+    )
+    assert process.wait(30) != 0
+    lines = log.read_text().splitlines()
+    assert len(lines) == 1 and "PostgreSQL" in lines[0], lines
+    assert not (tmp_path / "slapgrid-master.db").exists()
