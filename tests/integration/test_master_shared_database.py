@@ -1,8 +1,10 @@
 """Two masters on one PostgreSQL database, as two workers are: no memory shared, yet a change
-made through one is seen and long-polled through the other at once."""
+made through one is seen and long-polled through the other at once; and a node that finds
+its master again after a restart gets the change made meanwhile at once."""
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -15,8 +17,11 @@ from sqlalchemy.engine import make_url
 from master_site import small_computer
 from slapgrid.master.server import MasterServer
 from slapgrid.master.storage import MasterStore
+from slapgrid.node.config import NodeConfig
+from slapgrid.node.daemon.changes import LONG_POLL, Observed, Watcher, WatchEvent, WatchFailed
 from slapgrid.slap import changes
 from slapgrid.slap.client import SlapClient
+from support.addresses import free_port
 from support.postgres import Cluster
 from support.waiting import wait_for
 
@@ -140,3 +145,55 @@ def test_a_killed_listener_listens_again_and_misses_nothing(
     poll.join(10)
     assert poll.answer is not None and poll.answer != before
     assert poll.answered_at - changed_at < 0.5
+
+
+def test_a_node_back_after_a_master_restart_gets_the_change_made_meanwhile(
+    cluster: Cluster,
+) -> None:
+    url = cluster.create_database()
+    first, other, restarted = (MasterStore(url, default_computer=COMP) for _ in range(3))
+    port = free_port()
+    config = NodeConfig(
+        master_url=f"http://127.0.0.1:{port}/",
+        computer_id=COMP,
+        instance_root=Path("/"),
+        software_root=Path("/"),
+    )
+    events: queue.SimpleQueue[WatchEvent] = queue.SimpleQueue()
+    watcher = Watcher(
+        config, lambda c: SlapClient(c.master_url, c.computer_id), events.put, poll_interval=60
+    )
+    try:
+        with MasterServer(first, port=port, insecure=True):
+            watcher.start()
+            baseline = events.get(timeout=10)
+            assert isinstance(baseline, Observed) and baseline.mode == LONG_POLL
+        assert isinstance(events.get(timeout=10), WatchFailed)  # its master is gone
+        other.supply(COMP, SR)  # meanwhile, through another worker of the database
+        with MasterServer(restarted, port=port, insecure=True):
+            back_at = time.monotonic()
+            event = events.get(timeout=40)
+            while isinstance(event, WatchFailed):  # tried again before the restart
+                event = events.get(timeout=40)
+            watcher.stop.set()
+        assert isinstance(event, Observed) and event.recovered and event.mode == LONG_POLL
+        # at its first poll (after its back-off), not at the end of a 30 s long poll
+        assert time.monotonic() - back_at < 10
+        assert event.generation != baseline.generation
+        assert (SR, "available") in event.snapshot.software
+    finally:
+        for store in (first, other, restarted):
+            store.close()
+
+
+def test_a_contact_with_one_master_shows_through_the_other(
+    masters: tuple[MasterServer, MasterServer],
+) -> None:
+    a, b = masters
+    assert not b.store.computer_status(COMP)["text"].startswith("#access")
+    assert httpx.get(a.url + "getFullComputerInformation", params={"computer_id": COMP})
+    # written by A within a few seconds, with no further poll to trigger it
+    wait_for(
+        lambda: b.store.computer_status(COMP)["text"] == f"#access {COMP}",
+        what="A's contact to be written",
+    )

@@ -27,6 +27,9 @@ CHANNEL = "slapgrid_changes"
 MAX_PAYLOAD = 7999  # bytes: PostgreSQL refuses a payload of 8000 or more
 RETRY_BASE = 0.1  # seconds before the first attempt to listen again, doubled up to RETRY_CAP
 RETRY_CAP = 5.0
+# a listening connection only reads: TCP keepalives tell it when its server vanished unseen
+# (a Unix socket ignores them); the database URL's own settings win
+KEEPALIVES = {"keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
 
 
 def payloads(computers: Iterable[str]) -> list[str]:
@@ -86,7 +89,8 @@ class Listener:
         self, url: str, changed: Callable[[list[str]], None], caught_up: Callable[[], None]
     ) -> None:
         sqlalchemy_url = make_url(url)
-        self._connect_args = sqlalchemy_url.get_dialect()().create_connect_args(sqlalchemy_url)[1]
+        given = sqlalchemy_url.get_dialect()().create_connect_args(sqlalchemy_url)[1]
+        self._connect_args = {**KEEPALIVES, **given}
         self.changed = changed
         self.caught_up = caught_up
 

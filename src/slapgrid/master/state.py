@@ -4,13 +4,15 @@ document cache, the networkcache.
 Commits happen in worker threads; `MasterState` hands each over to the event loop, where it
 wakes the long polls of the changed computers and re-renders their documents. At start-up
 every computer's document is rendered the same way. On a shared (PostgreSQL) database the
-commits of other processes arrive the same way, through a `notifications.Listener`.
+commits of other processes arrive the same way, through a `notifications.Listener`, and
+the contacts noted here are written every few seconds, since other processes read them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 from slapgrid.master.cache.store import CacheStore
@@ -18,7 +20,9 @@ from slapgrid.master.change_feed import ChangeFeed, RunBlocking
 from slapgrid.master.document_cache import DocumentCache
 from slapgrid.master.notifications import Listener
 from slapgrid.master.pki.authority import Authority
-from slapgrid.master.storage import MasterStore
+from slapgrid.master.storage import CONTACT_DELAY_US, MasterStore
+
+log = logging.getLogger("slapgrid.master")
 
 
 class MasterState:
@@ -42,22 +46,31 @@ class MasterState:
     async def serving(self) -> AsyncIterator[None]:
         """While the app runs: commits reach this loop; documents are rendered ahead."""
         self._loop = asyncio.get_running_loop()
-        listening = None
+        tasks = []
         if self.store.shared:
             # caught up: every open poll re-reads its generation (documents are always
             # checked against the database's generation)
             listener = Listener(self.store.url, self._changed, self.feed.wake_all)
-            listening = asyncio.ensure_future(listener.run())
+            tasks = [asyncio.ensure_future(listener.run()), asyncio.ensure_future(self._contacts())]
         self.documents.refresh(await self.run_blocking(self.store.computer_ids))
         try:
             yield
         finally:
             self._loop = None
             self.documents.close()
-            if listening is not None:
-                listening.cancel()
+            for task in tasks:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await listening
+                    await task
+
+    async def _contacts(self) -> None:
+        """Contacts noted here written within `CONTACT_DELAY_US`, even with no next poll."""
+        while True:
+            await asyncio.sleep(CONTACT_DELAY_US / 1e6)
+            try:
+                await self.run_blocking(self.store.write_contacts)
+            except Exception as exc:  # the database away: the next round tries again
+                log.warning("writing the nodes' last contacts failed: %s", exc)
 
     def _committed(self, changed: dict[str, int]) -> None:
         """Called from whichever thread committed: hand over to the loop."""
