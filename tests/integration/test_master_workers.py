@@ -86,8 +86,12 @@ def master(cluster: Cluster, tmp_path: Path) -> Iterator[Running]:
         yield running
     finally:
         if process.poll() is None:
-            process.kill()
-            process.wait(10)
+            process.terminate()
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()  # its workers too: they stop with their parent
+                process.wait(10)
 
 
 def ready(running: Running) -> bool:
@@ -180,3 +184,18 @@ def test_workers_on_sqlite_are_refused_in_one_line(tmp_path: Path) -> None:
     lines = log.read_text().splitlines()
     assert len(lines) == 1 and "PostgreSQL" in lines[0], lines
     assert not (tmp_path / "slapgrid-master.db").exists()
+
+
+def test_workers_stop_when_their_parent_is_killed(master: Running) -> None:
+    workers = master.workers()
+    master.process.kill()
+    master.process.wait(10)
+    wait_for(lambda: not any(map(alive, workers)), what="the orphaned workers to stop")
+
+
+def alive(process: psutil.Process) -> bool:
+    """Running (a zombie, dead and not reaped by its new parent, is not)."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

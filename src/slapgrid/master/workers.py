@@ -6,6 +6,8 @@ PostgreSQL database keeps them coherent (`notifications`). The parent only super
 forks with no other thread and no database connection open, restarts a worker that dies
 (later each time one dies young, so a worker failing at start does not spin), and on
 SIGTERM or SIGINT stops them all (each answers its open long polls first) and returns.
+A worker whose parent dies (even by SIGKILL) is stopped too, so none is left holding the
+port.
 
 The parent waits for signals with `sigtimedwait` while they are blocked: no handler runs
 at an awkward moment, and no signal between two checks is lost.
@@ -14,6 +16,7 @@ at an awkward moment, and no signal between two checks is lost.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -31,6 +34,7 @@ HEALTHY_AFTER = 10.0  # seconds: a worker that lived this long did not die young
 STOP_TIMEOUT = 15.0  # seconds the workers have to stop before they are killed
 STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 WAITED = frozenset({signal.SIGCHLD, *STOP_SIGNALS})
+PR_SET_PDEATHSIG = 1  # Linux's prctl: a signal for this process when its parent dies
 
 
 def restart_delay(young_deaths: int) -> float:
@@ -72,14 +76,19 @@ def supervise(workers: int, run_worker: Callable[[], None]) -> None:
 
 
 def _start(slot: Slot, run_worker: Callable[[], None], mask: set[signal.Signals]) -> None:
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # the worker: never returns into the parent's code
         code = 1
         try:
+            _stop_with_parent(parent)
+            # uvicorn raises the signal it stopped at again once stopped: SIGTERM must then
+            # end the worker through its `finally` clauses (the store written, closed)
+            signal.signal(signal.SIGTERM, _exit)
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             run_worker()
             code = 0
-        except KeyboardInterrupt:  # uvicorn raises the SIGINT it stopped at again
+        except (KeyboardInterrupt, SystemExit):
             code = 0
         except Exception as exc:
             log.error("worker %d stopped: %s", slot.number, exc)
@@ -89,6 +98,18 @@ def _start(slot: Slot, run_worker: Callable[[], None], mask: set[signal.Signals]
             os._exit(code)
     slot.pid, slot.started = pid, time.monotonic()
     log.info("worker %d started (pid %d)", slot.number, pid)
+
+
+def _stop_with_parent(parent: int) -> None:
+    """SIGTERM for this worker when its parent dies, or now if it already has (Linux)."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:
+        raise SystemExit(0)
+
+
+def _exit(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _reap(slots: list[Slot], *, stopping: bool) -> None:
