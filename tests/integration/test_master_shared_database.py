@@ -11,10 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
 from master_site import small_computer
+from slapgrid.master import notifications
 from slapgrid.master.server import MasterServer
 from slapgrid.master.storage import MasterStore
 from slapgrid.node.config import NodeConfig
@@ -145,6 +147,45 @@ def test_a_killed_listener_listens_again_and_misses_nothing(
     poll.join(10)
     assert poll.answer is not None and poll.answer != before
     assert poll.answered_at - changed_at < 0.5
+
+
+def test_masters_listen_again_after_a_postgresql_restart(
+    cluster: Cluster, masters: tuple[MasterServer, MasterServer]
+) -> None:
+    a, b = masters
+    before = generation(b)
+    poll = held(b, before)
+    cluster.restart()
+    poll.join(30)  # answered once B listens again: it may have missed a change
+    assert poll.answer == before
+    wait_for(lambda: listeners(cluster, a.store.url) == 2, what="both masters to listen again")
+    poll = held(b, before)
+    with SlapClient(a.url, COMP) as client:
+        client.supply(SR)
+        changed_at = time.monotonic()
+    poll.join(10)
+    assert poll.answer is not None and poll.answer != before
+    assert poll.answered_at - changed_at < 0.5
+
+
+def test_every_computer_of_a_large_write_is_notified(
+    cluster: Cluster, masters: tuple[MasterServer, MasterServer]
+) -> None:
+    """More computers than one payload holds: PostgreSQL takes every chunk."""
+    a, _ = masters
+    names = [f"COMP-{i:04}-{'x' * 240}" for i in range(400)]
+    with psycopg.connect(
+        dbname=make_url(a.store.url).database, host=str(cluster.socket_dir), user="postgres"
+    ) as connection:
+        connection.autocommit = True
+        connection.execute(f"LISTEN {notifications.CHANNEL}")
+        a.store.write_with(lambda session: notifications.notify(session, names))
+        received: list[str] = []
+        for notification in connection.notifies(timeout=10):
+            received += notifications.decode(notification.payload) or []
+            if len(received) >= len(names):
+                break
+    assert received == names
 
 
 def test_a_node_back_after_a_master_restart_gets_the_change_made_meanwhile(
