@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,14 +70,28 @@ def start(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[bytes], Path]:
     return process, log
 
 
+@pytest.fixture(scope="module")
+def master(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """One master for the tests that leave it serving."""
+    with running(cluster, tmp_path_factory.mktemp("master")) as served:
+        yield served
+
+
 @pytest.fixture
-def master(cluster: Cluster, tmp_path: Path) -> Iterator[Running]:
+def own_master(cluster: Cluster, tmp_path: Path) -> Iterator[Running]:
+    """A master of the test's own, for tests that stop it."""
+    with running(cluster, tmp_path) as served:
+        yield served
+
+
+@contextmanager
+def running(cluster: Cluster, directory: Path) -> Iterator[Running]:
     port = free_port()
     database = cluster.create_database()
     process, log = start(
-        tmp_path,
+        directory,
         *("--workers", str(WORKERS), "--port", str(port), "--database", database),
-        *("--data-dir", str(tmp_path), "--computer-id", COMP),
+        *("--data-dir", str(directory), "--computer-id", COMP),
     )
     running = Running(process, f"http://127.0.0.1:{port}/", port, log)
     try:
@@ -161,7 +176,8 @@ def test_a_killed_worker_is_replaced_and_the_master_keeps_serving(master: Runnin
     assert all(master.document().status_code == 200 for _ in range(20))
 
 
-def test_sigterm_answers_open_polls_stops_every_worker_and_exits_0(master: Running) -> None:
+def test_sigterm_answers_open_polls_stops_every_worker_and_exits_0(own_master: Running) -> None:
+    master = own_master
     workers = master.workers()
     before = master.generation()
     answers: list[int] = []
@@ -186,7 +202,8 @@ def test_workers_on_sqlite_are_refused_in_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "slapgrid-master.db").exists()
 
 
-def test_workers_stop_when_their_parent_is_killed(master: Running) -> None:
+def test_workers_stop_when_their_parent_is_killed(own_master: Running) -> None:
+    master = own_master
     workers = master.workers()
     master.process.kill()
     master.process.wait(10)
