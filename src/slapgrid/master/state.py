@@ -1,7 +1,7 @@
 """What the master's endpoints share while it serves: the store, the change feed, the
 document cache, the networkcache.
 
-Commits happen in worker threads; `MasterState` hands each over to the event loop, where it
+Commits happen in the thread pool; `MasterState` hands each over to the event loop, where it
 wakes the long polls of the changed computers and re-renders their documents. At start-up
 every computer's document is rendered the same way. On a shared (PostgreSQL) database the
 commits of other processes arrive the same way, through a `notifications.Listener`, and
@@ -46,7 +46,7 @@ class MasterState:
     async def serving(self) -> AsyncIterator[None]:
         """While the app runs: commits reach this loop; documents are rendered ahead."""
         self._loop = asyncio.get_running_loop()
-        tasks = []
+        tasks: list[asyncio.Future[None]] = []
         if self.store.shared:
             # caught up: every open poll re-reads its generation (documents are always
             # checked against the database's generation)
@@ -70,7 +70,8 @@ class MasterState:
             try:
                 await self.run_blocking(self.store.write_contacts)
             except Exception as exc:  # the database away: the next round tries again
-                log.warning("writing the nodes' last contacts failed: %s", exc)
+                reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+                log.warning("writing the nodes' last contacts failed: %s", reason)
 
     def _committed(self, changed: dict[str, int]) -> None:
         """Called from whichever thread committed: hand over to the loop."""
