@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -63,7 +64,7 @@ def start(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[bytes], Path]:
     log = tmp_path / "master.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [sys.executable, "-c", SLAPGRID, "master", "start", "--insecure", *args],
+            [sys.executable, "-c", SLAPGRID, "master", "start", *args],
             stdout=output,
             stderr=output,
         )
@@ -90,6 +91,7 @@ def running(cluster: Cluster, directory: Path) -> Iterator[Running]:
     database = cluster.create_database()
     process, log = start(
         directory,
+        "--insecure",
         *("--workers", str(WORKERS), "--port", str(port), "--database", database),
         *("--data-dir", str(directory), "--computer-id", COMP),
     )
@@ -194,7 +196,9 @@ def test_sigterm_answers_open_polls_stops_every_worker_and_exits_0(own_master: R
 
 def test_workers_on_sqlite_are_refused_in_one_line(tmp_path: Path) -> None:
     process, log = start(
-        tmp_path, "--workers", "2", "--port", str(free_port()), "--data-dir", str(tmp_path)
+        tmp_path,
+        *("--insecure", "--workers", "2", "--port", str(free_port())),
+        *("--data-dir", str(tmp_path)),
     )
     assert process.wait(30) != 0
     lines = log.read_text().splitlines()
@@ -216,3 +220,34 @@ def alive(process: psutil.Process) -> bool:
         return process.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_every_worker_serves_https_with_the_masters_certificate(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    port = free_port()
+    database = cluster.create_database()
+    process, log = start(
+        tmp_path,
+        *("--workers", str(WORKERS), "--port", str(port), "--database", database),
+        *("--data-dir", str(tmp_path)),
+    )
+    url = f"https://127.0.0.1:{port}/getHateoasUrl"
+    ca = tmp_path / "pki" / "ca.pem"
+
+    def answered() -> int:
+        assert process.poll() is None, log.read_text()
+        try:
+            return httpx.get(url, verify=ssl.create_default_context(cafile=ca)).status_code
+        except httpx.TransportError:
+            return 0
+
+    try:
+        wait_for(ca.exists, 30, what="the master's CA")
+        wait_for(answered, 30, what="the master to serve HTTPS")
+        wait_for(lambda: len(psutil.Process(process.pid).children()) == WORKERS)
+        # new connections, spread over the workers: each completes a verified handshake
+        assert all(answered() in (200, 403) for _ in range(30))
+    finally:
+        process.terminate()
+        assert process.wait(20) == 0
