@@ -101,17 +101,11 @@ def _answer(
 def computer_document(session: Session, computer: str) -> tuple[int, Computer]:
     """The getFullComputerInformation answer and the generation it reflects."""
     row = lookups.computer_row(session, computer)
-    partitions = list(
-        session.scalars(
-            select(PartitionRow).where(PartitionRow.computer == computer).order_by(PartitionRow.id)
-        )
-    )
+    partitions = lookups.partitions_of(session, computer)
     busy_ids = [p.id for p in partitions if p.slap_state == BUSY]
     addresses = lookups.addresses(session, busy_ids)
     shared = lookups.hosted(session, busy_ids)
-    software = session.scalars(
-        select(SoftwareRow).where(SoftwareRow.computer == computer).order_by(SoftwareRow.id)
-    )
+    software = lookups.software_of(session, computer)
     document = Computer(
         computer_id=computer,
         partitions=[partition_document(p, addresses[p.id], shared[p.id]) for p in partitions],

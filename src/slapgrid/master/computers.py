@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
-
 from slapgrid.master import lookups
 from slapgrid.master.inputs import ComputerFormat
 from slapgrid.master.stamps import next_stamp, now_us
@@ -37,10 +35,7 @@ def load_configuration(tx: Tx, computer_format: ComputerFormat) -> str:
     if (computer.address, computer.netmask) != (address, netmask):
         computer.address, computer.netmask = address, netmask
         tx.touch(reference)
-    existing = {
-        row.reference: row
-        for row in session.scalars(select(PartitionRow).where(PartitionRow.computer == reference))
-    }
+    existing = {row.reference: row for row in lookups.partitions_of(session, reference)}
     for name, row in existing.items():
         if name not in addresses_by_partition and row.slap_state == FREE:
             session.delete(row)
