@@ -52,7 +52,10 @@ def load_configuration(tx: Tx, computer_format: ComputerFormat) -> str:
     )
     replaced: dict[int, list[AddressKey]] = {}
     for name, wanted in addresses_by_partition.items():
-        if [a.key() for a in stored[ids[name]]] != wanted:
+        keys = [
+            (a.interface, a.address, a.netmask, a.gateway, a.network) for a in stored[ids[name]]
+        ]
+        if keys != wanted:
             replaced[ids[name]] = wanted
             row = existing.get(name)
             if row is not None and row.slap_state == BUSY:

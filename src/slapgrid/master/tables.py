@@ -92,9 +92,6 @@ class AddressRow(Base):
     gateway: Mapped[str] = mapped_column(String(255), default="")
     network: Mapped[str] = mapped_column(String(255), default="")
 
-    def key(self) -> tuple[str, ...]:
-        return (self.interface, self.address, self.netmask, self.gateway, self.network)
-
 
 class SoftwareRow(Reported, Base):
     __tablename__ = "software_installation"
