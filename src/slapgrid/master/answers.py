@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from slapgrid.master import lookups
@@ -17,7 +17,6 @@ from slapgrid.master.inputs import InstanceRequest
 from slapgrid.master.stamps import http_date, now_us
 from slapgrid.master.tables import (
     BUSY,
-    AddressRow,
     ComputerRow,
     PartitionRow,
     Reported,
@@ -31,7 +30,7 @@ _MINUTE_US = 60_000_000
 
 
 def ip_lists(
-    addresses: list[AddressRow],
+    addresses: list[Row[Any]],
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str, str, str, str]]]:
     """(ip_list, full_ip_list): plain addresses, and routed tap addresses with a gateway."""
     ip_list = [(a.interface, a.address) for a in addresses if not a.gateway]
@@ -67,14 +66,14 @@ def shared_answer(session: Session, shared: SharedRow) -> dict[str, Any]:
     return _answer(shared, *host_of(session, shared))
 
 
-def host_of(session: Session, shared: SharedRow) -> tuple[PartitionRow | None, list[AddressRow]]:
+def host_of(session: Session, shared: SharedRow) -> tuple[PartitionRow | None, list[Row[Any]]]:
     """The partition hosting a shared instance (None before allocation), and its addresses."""
     host = session.get(PartitionRow, shared.host_id) if shared.host_id else None
     return host, lookups.addresses(session, [host.id])[host.id] if host else []
 
 
 def _answer(
-    instance: PartitionRow | SharedRow, host: PartitionRow | None, addresses: list[AddressRow]
+    instance: PartitionRow | SharedRow, host: PartitionRow | None, addresses: list[Row[Any]]
 ) -> dict[str, Any]:
     ip_list, full_ip_list = ip_lists(addresses)
     return {
@@ -100,29 +99,24 @@ def _answer(
 
 def computer_document(session: Session, computer: str) -> tuple[int, Computer]:
     """The getFullComputerInformation answer and the generation it reflects."""
-    row = lookups.computer_row(session, computer)
-    partitions = list(
-        session.scalars(
-            select(PartitionRow).where(PartitionRow.computer == computer).order_by(PartitionRow.id)
-        )
-    )
+    generation = lookups.generation(session, computer)
+    partitions = lookups.partition_rows(session, computer)
     busy_ids = [p.id for p in partitions if p.slap_state == BUSY]
     addresses = lookups.addresses(session, busy_ids)
     shared = lookups.hosted(session, busy_ids)
-    software = session.scalars(
-        select(SoftwareRow).where(SoftwareRow.computer == computer).order_by(SoftwareRow.id)
-    )
+    software = lookups.software_of(session, computer)
     document = Computer(
         computer_id=computer,
         partitions=[partition_document(p, addresses[p.id], shared[p.id]) for p in partitions],
         software_releases=[SoftwareRelease(s.url, computer, s.requested_state) for s in software],
     )
-    return row.generation, document
+    return generation, document
 
 
 def partition_document(
-    row: PartitionRow, addresses: list[AddressRow], hosted: list[SharedRow]
+    row: PartitionRow | Row[Any], addresses: list[Row[Any]], hosted: list[Row[Any]]
 ) -> ComputerPartition:
+    """A partition as its node reads it (`row`: the ORM object, or a plain row)."""
     if row.slap_state != BUSY:
         return ComputerPartition(row.computer, row.reference, DESTROYED, need_modification=0)
     ip_list, full_ip_list = ip_lists(addresses)
@@ -141,7 +135,7 @@ def partition_document(
         "full_ip_list": full_ip_list,
         "instance_title": row.title,
         "ip_list": ip_list,
-        "root_instance_title": row.root_title,
+        "root_instance_title": row.requested_by or row.title or "",  # its root_title
         "slap_computer_id": row.computer,
         "slap_computer_partition_id": row.reference,
         "slap_software_release_url": row.software_release,

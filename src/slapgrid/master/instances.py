@@ -19,7 +19,7 @@ from slapgrid.master import answers, lookups
 from slapgrid.master.errors import BadRequest, Conflict, Forbidden, NotFound
 from slapgrid.master.inputs import InstanceRequest, as_xml
 from slapgrid.master.stamps import next_stamp
-from slapgrid.master.tables import BUSY, DEFAULT_SOFTWARE_TYPE, FREE, PartitionRow, SharedRow
+from slapgrid.master.tables import BUSY, DEFAULT_SOFTWARE_TYPE, PartitionRow, SharedRow
 from slapgrid.master.transaction import Tx
 from slapgrid.slap.documents import DESTROYED, STARTED, STOPPED
 
@@ -75,22 +75,10 @@ def _request_partition(tx: Tx, wanted: _Wanted) -> dict[str, Any]:
     session, request, root_title = tx.session, wanted.request, wanted.root_title
     state = request.state or STARTED
     if root_title:
-        root = session.scalar(
-            select(PartitionRow).where(
-                PartitionRow.title == root_title,
-                PartitionRow.requested_by == "",
-                PartitionRow.slap_state == BUSY,
-            )
-        )
+        root = lookups.busy_titled(session, root_title, "")
         if root is not None:
             state = _stronger(state, root.requested_state)
-    row = session.scalar(
-        select(PartitionRow).where(
-            PartitionRow.title == request.title,
-            PartitionRow.requested_by == root_title,
-            PartitionRow.slap_state == BUSY,
-        )
-    )
+    row = lookups.busy_titled(session, request.title, root_title)
     _check_owner(row, request)
     if row is None:
         if state == DESTROYED:
@@ -121,11 +109,7 @@ def _request_shared(tx: Tx, wanted: _Wanted) -> dict[str, Any]:
     """Host, update or drop a shared instance; the answer is its SoftwareInstance dict."""
     session, request, root_title = tx.session, wanted.request, wanted.root_title
     state = request.state or STARTED
-    shared = session.scalar(
-        select(SharedRow).where(
-            SharedRow.title == request.title, SharedRow.requested_by == root_title
-        )
-    )
+    shared = lookups.shared_titled(session, request.title, root_title)
     _check_owner(shared, request)
     if state == DESTROYED:
         if shared is None:
@@ -181,14 +165,9 @@ def _stronger(state: str, other: str) -> str:
 def _allocate(session: Session, computer: Any, title: str) -> PartitionRow:
     if not isinstance(computer, str) or not computer:
         raise BadRequest("no computer_guid in the filter and no default computer")
-    lookups.computer_row(session, computer)
-    row = session.scalar(
-        select(PartitionRow)
-        .where(PartitionRow.computer == computer, PartitionRow.slap_state == FREE)
-        .order_by(PartitionRow.id)
-        .limit(1)
-    )
+    row = lookups.free_partition(session, computer)
     if row is None:
+        lookups.computer_row(session, computer)  # unknown: said so
         raise NotFound(f"no free partition on computer {computer!r} for {title!r}")
     return row
 

@@ -1,7 +1,10 @@
 """The row lookups that transitions and answers start from, as functions of a `Session`.
 
 Each raises `NotFound` with the message a node or user sees, so callers never test for
-`None` on what must exist.
+`None` on what must exist. The statements of frequent calls are built once, with bound
+parameters: building one costs more than running it on an indexed table. What is only read
+(addresses, hosted shared instances, a computer's document) comes as plain rows, not ORM
+objects: loading those costs three times the query.
 """
 
 from __future__ import annotations
@@ -9,12 +12,13 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import Row, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from slapgrid.master.errors import NotFound
 from slapgrid.master.tables import (
     BUSY,
+    FREE,
     AddressRow,
     ComputerRow,
     PartitionRow,
@@ -22,6 +26,70 @@ from slapgrid.master.tables import (
     SoftwareRow,
 )
 from slapgrid.slap.documents import STARTED
+
+_PARTITION = select(PartitionRow).where(
+    PartitionRow.computer == bindparam("computer"), PartitionRow.reference == bindparam("reference")
+)
+_PARTITIONS_OF = (
+    select(PartitionRow)
+    .where(PartitionRow.computer == bindparam("computer"))
+    .order_by(PartitionRow.id)
+)
+_FREE = _PARTITIONS_OF.where(PartitionRow.slap_state == FREE).limit(1)
+_BUSY_TITLED = select(PartitionRow).where(
+    PartitionRow.title == bindparam("title"),
+    PartitionRow.requested_by == bindparam("root"),
+    PartitionRow.slap_state == BUSY,
+)
+_SHARED_TITLED = select(SharedRow).where(
+    SharedRow.title == bindparam("title"), SharedRow.requested_by == bindparam("root")
+)
+_SOFTWARE_OF = (
+    select(SoftwareRow.url, SoftwareRow.requested_state)
+    .where(SoftwareRow.computer == bindparam("computer"))
+    .order_by(SoftwareRow.id)
+)
+_PARTITION_ROWS = (
+    select(PartitionRow.__table__)
+    .where(PartitionRow.__table__.c.computer == bindparam("computer"))
+    .order_by(PartitionRow.__table__.c.id)
+)
+_SOFTWARE = select(SoftwareRow).where(
+    SoftwareRow.computer == bindparam("computer"), SoftwareRow.url == bindparam("url")
+)
+_ADDRESS, _SHARED = AddressRow.__table__.c, SharedRow.__table__.c
+_ADDRESSES = (
+    select(AddressRow.__table__)
+    .where(_ADDRESS.partition_id.in_(bindparam("ids", expanding=True)))
+    .order_by(_ADDRESS.id)
+)
+_HOSTED = (
+    select(SharedRow.__table__)
+    .where(_SHARED.host_id.in_(bindparam("ids", expanding=True)))
+    .where(_SHARED.requested_state == STARTED)
+    .order_by(_SHARED.id)
+)
+_GENERATION = select(ComputerRow.generation).where(ComputerRow.reference == bindparam("computer"))
+_BY_REQUESTER = {
+    row_type: select(row_type)
+    .where(
+        row_type.requester_computer == bindparam("computer"),
+        row_type.requester_partition == bindparam("reference"),
+    )
+    .order_by(row_type.id)
+    for row_type in (PartitionRow, SharedRow)
+}
+_TREE = (
+    select(PartitionRow)
+    .where(
+        PartitionRow.slap_state == BUSY,
+        or_(
+            PartitionRow.requested_by == bindparam("root"),
+            (PartitionRow.title == bindparam("root")) & (PartitionRow.requested_by == ""),
+        ),
+    )
+    .order_by(PartitionRow.id)
+)
 
 
 def computer_row(session: Session, reference: str) -> ComputerRow:
@@ -32,10 +100,7 @@ def computer_row(session: Session, reference: str) -> ComputerRow:
 
 
 def partition_row(session: Session, computer: str, reference: str) -> PartitionRow:
-    query = select(PartitionRow).where(
-        PartitionRow.computer == computer, PartitionRow.reference == reference
-    )
-    row = session.scalar(query)
+    row = session.scalar(_PARTITION, {"computer": computer, "reference": reference})
     if row is None:
         computer_row(session, computer)
         raise NotFound(f"unknown partition {reference!r} on computer {computer!r}")
@@ -50,12 +115,47 @@ def busy_row(session: Session, computer: str, reference: str) -> PartitionRow:
     return row
 
 
+def partitions_of(session: Session, computer: str) -> list[PartitionRow]:
+    """Every partition of the computer, in the order they were declared."""
+    return list(session.scalars(_PARTITIONS_OF, {"computer": computer}))
+
+
+def free_partition(session: Session, computer: str) -> PartitionRow | None:
+    """The computer's first free partition."""
+    return session.scalar(_FREE, {"computer": computer})
+
+
+def busy_titled(session: Session, title: str, root_title: str) -> PartitionRow | None:
+    """The partition instance titled `title` in the tree of `root_title` ("": a root)."""
+    return session.scalar(_BUSY_TITLED, {"title": title, "root": root_title})
+
+
+def shared_titled(session: Session, title: str, root_title: str) -> SharedRow | None:
+    return session.scalar(_SHARED_TITLED, {"title": title, "root": root_title})
+
+
+def generation(session: Session, computer: str) -> int:
+    """The computer's generation, as a plain value."""
+    value = session.scalar(_GENERATION, {"computer": computer})
+    if value is None:
+        raise NotFound(f"unknown computer {computer!r}")
+    return value
+
+
+def partition_rows(session: Session, computer: str) -> list[Row[Any]]:
+    """`partitions_of` as plain rows, to be read only."""
+    return list(session.execute(_PARTITION_ROWS, {"computer": computer}))
+
+
+def software_of(session: Session, computer: str) -> list[Row[Any]]:
+    """(url, requested_state) of each release supplied to the computer."""
+    return list(session.execute(_SOFTWARE_OF, {"computer": computer}))
+
+
 def software_row(session: Session, computer: str, url: str) -> SoftwareRow | None:
     """The computer's installation of `url`, if it was ever supplied."""
     computer_row(session, computer)
-    return session.scalar(
-        select(SoftwareRow).where(SoftwareRow.computer == computer, SoftwareRow.url == url)
-    )
+    return session.scalar(_SOFTWARE, {"computer": computer, "url": url})
 
 
 def supplied_row(session: Session, computer: str, url: str) -> SoftwareRow:
@@ -90,13 +190,9 @@ def title_taken(session: Session, row_type: Any, title: str, requested_by: str) 
 
 def by_requester(session: Session, row_type: Any, partition: PartitionRow) -> list[Any]:
     """Instances (busy partitions, or shared instances) this partition requested."""
-    query = select(row_type).where(
-        row_type.requester_computer == partition.computer,
-        row_type.requester_partition == partition.reference,
-    )
-    if row_type is PartitionRow:
-        query = query.where(PartitionRow.slap_state == BUSY)
-    return list(session.scalars(query.order_by(row_type.id)))
+    values = {"computer": partition.computer, "reference": partition.reference}
+    found = session.scalars(_BY_REQUESTER[row_type], values)
+    return [row for row in found if row_type is SharedRow or row.slap_state == BUSY]
 
 
 def descendants(session: Session, partition: PartitionRow) -> list[PartitionRow]:
@@ -113,38 +209,22 @@ def descendants(session: Session, partition: PartitionRow) -> list[PartitionRow]
 
 def tree(session: Session, root_title: str) -> list[PartitionRow]:
     """Every busy partition of the instance tree whose root is titled `root_title`."""
-    query = select(PartitionRow).where(
-        PartitionRow.slap_state == BUSY,
-        or_(
-            PartitionRow.requested_by == root_title,
-            (PartitionRow.title == root_title) & (PartitionRow.requested_by == ""),
-        ),
-    )
-    return list(session.scalars(query.order_by(PartitionRow.id)))
+    return list(session.scalars(_TREE, {"root": root_title}))
 
 
-def addresses(session: Session, partition_ids: list[int]) -> dict[int, list[AddressRow]]:
-    grouped: dict[int, list[AddressRow]] = defaultdict(list)
+def addresses(session: Session, partition_ids: list[int]) -> dict[int, list[Row[Any]]]:
+    """The addresses of each partition, as plain rows (interface, address, netmask …)."""
+    grouped: dict[int, list[Row[Any]]] = defaultdict(list)
     if partition_ids:
-        query = (
-            select(AddressRow)
-            .where(AddressRow.partition_id.in_(partition_ids))
-            .order_by(AddressRow.id)
-        )
-        for address in session.scalars(query):
+        for address in session.execute(_ADDRESSES, {"ids": partition_ids}):
             grouped[address.partition_id].append(address)
     return grouped
 
 
-def hosted(session: Session, host_ids: list[int]) -> dict[int, list[SharedRow]]:
-    """The shared instances each host lists in its slave_instance_list."""
-    grouped: dict[int, list[SharedRow]] = defaultdict(list)
+def hosted(session: Session, host_ids: list[int]) -> dict[int, list[Row[Any]]]:
+    """The shared instances each host lists in its slave_instance_list, as plain rows."""
+    grouped: dict[int, list[Row[Any]]] = defaultdict(list)
     if host_ids:
-        query = (
-            select(SharedRow)
-            .where(SharedRow.host_id.in_(host_ids), SharedRow.requested_state == STARTED)
-            .order_by(SharedRow.id)
-        )
-        for shared in session.scalars(query):
-            grouped[shared.host_id].append(shared)  # type: ignore[index]
+        for shared in session.execute(_HOSTED, {"ids": host_ids}):
+            grouped[shared.host_id].append(shared)
     return grouped

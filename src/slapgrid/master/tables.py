@@ -6,7 +6,7 @@ Plain data only: what the rows mean is decided by the transitions in `storage` a
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from slapgrid.slap.documents import AVAILABLE, DESTROYED, STARTED
@@ -48,6 +48,9 @@ class PartitionRow(Reported, Base):
     __table_args__ = (
         UniqueConstraint("computer", "reference"),
         UniqueConstraint("title", "requested_by"),
+        # an instance tree's members, the instances a partition requested: never a scan
+        Index("ix_partition_requested_by", "requested_by"),
+        Index("ix_partition_requester", "requester_computer", "requester_partition"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     computer: Mapped[str] = mapped_column(ForeignKey("computer.reference", ondelete="CASCADE"))
@@ -80,15 +83,14 @@ class AddressRow(Base):
 
     __tablename__ = "partition_address"
     id: Mapped[int] = mapped_column(primary_key=True)
-    partition_id: Mapped[int] = mapped_column(ForeignKey("partition.id", ondelete="CASCADE"))
+    partition_id: Mapped[int] = mapped_column(
+        ForeignKey("partition.id", ondelete="CASCADE"), index=True
+    )
     interface: Mapped[str] = mapped_column(String(255))
     address: Mapped[str] = mapped_column(String(255))
     netmask: Mapped[str] = mapped_column(String(255), default="")
     gateway: Mapped[str] = mapped_column(String(255), default="")
     network: Mapped[str] = mapped_column(String(255), default="")
-
-    def key(self) -> tuple[str, ...]:
-        return (self.interface, self.address, self.netmask, self.gateway, self.network)
 
 
 class SoftwareRow(Reported, Base):
@@ -104,7 +106,11 @@ class SharedRow(Reported, Base):
     """A shared ("slave") instance: hosted by a partition, listed in its slave_instance_list."""
 
     __tablename__ = "shared_instance"
-    __table_args__ = (UniqueConstraint("title", "requested_by"),)
+    __table_args__ = (
+        UniqueConstraint("title", "requested_by"),
+        Index("ix_shared_instance_requested_by", "requested_by"),
+        Index("ix_shared_instance_requester", "requester_computer", "requester_partition"),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     guid: Mapped[str] = mapped_column(String(64), unique=True)
     title: Mapped[str] = mapped_column(String(255))
@@ -136,7 +142,9 @@ class _ComputerEvent:
     """Something a computer sent, kept with when it arrived; gone with the computer."""
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    computer: Mapped[str] = mapped_column(ForeignKey("computer.reference", ondelete="CASCADE"))
+    computer: Mapped[str] = mapped_column(
+        ForeignKey("computer.reference", ondelete="CASCADE"), index=True
+    )
     received_at: Mapped[int] = mapped_column(BigInteger)
 
 

@@ -9,6 +9,7 @@ and anything that is not a SLAP document raises `ProtocolError`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +49,13 @@ class SlapObject:
 
 
 # --- writing ---------------------------------------------------------------------------
+# Written as text, not as an lxml tree: a master renders thousands of documents. What lxml
+# would write differently than plain ASCII (other characters, carriage returns, control
+# characters it refuses) is handed to lxml itself, one string at a time, so the bytes stay
+# lxml's.
+
+_PLAIN_TEXT = re.compile(r"[\t\n\x20-\x7e]*")
+_PLAIN_ATTRIBUTE = re.compile(r"[\w.:-]*", re.ASCII)
 
 
 def _escape(text: str) -> str:
@@ -55,63 +63,126 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def _string(text: str) -> str:
+    if _PLAIN_TEXT.fullmatch(text):
+        return f"<string>{_escape(_escape(text))}</string>"
+    element = etree.Element("string")
+    try:
+        element.text = _escape(text)
+    except ValueError as exc:
+        raise ProtocolError(f"cannot marshal string {text[:40]!r}: {exc}") from None
+    return etree.tostring(element).decode("ascii")
+
+
+def _attribute(name: str, value: str) -> str:
+    if _PLAIN_ATTRIBUTE.fullmatch(value):
+        return f' {name}="{value}"'
+    return etree.tostring(etree.Element("a", {name: value})).decode("ascii")[2:-2]
+
+
 class _Writer:
     def __init__(self) -> None:
         self.counter = 1
         self.seen: dict[int, str] = {}
+        self.parts: list[str] = []
 
-    def _container(self, parent: etree._Element, tag: str, value: object) -> etree._Element | None:
-        """Open a list/dict/set/object element, or emit a reference if already written."""
+    def _open(self, tag: str, value: object, attributes: str = "") -> int | None:
+        """Open a list/dict/set/object element (→ its index in `parts`), or write a
+        reference (→ None) if it was written already."""
         ref = self.seen.get(id(value))
         if ref is not None:
-            etree.SubElement(parent, "reference", id=ref)
+            self.parts.append(f'<reference id="{ref}"/>')
             return None
         self.counter += 1
         ident = f"i{self.counter}"
         self.seen[id(value)] = ident
-        return etree.SubElement(parent, tag, id=ident)
+        return self._start(f'<{tag} id="{ident}"{attributes}>')
 
-    def write(self, parent: etree._Element, value: Any) -> None:
-        if value is None:
-            etree.SubElement(parent, "none")
-        elif isinstance(value, bool):
-            etree.SubElement(parent, "bool").text = "1" if value else "0"
-        elif isinstance(value, int):
-            tag = "int" if -_LONG_BOUND < value < _LONG_BOUND else "long"
-            etree.SubElement(parent, tag).text = str(value)
-        elif isinstance(value, float):
-            etree.SubElement(parent, "float").text = repr(value)
-        elif isinstance(value, str | bytes):
-            text = value.decode("utf-8") if isinstance(value, bytes) else value
-            try:
-                etree.SubElement(parent, "string").text = _escape(text)
-            except ValueError as exc:
-                raise ProtocolError(f"cannot marshal string {text[:40]!r}: {exc}") from None
-        elif isinstance(value, tuple):
-            element = etree.SubElement(parent, "tuple")
-            for item in value:
-                self.write(element, item)
-        elif isinstance(value, list | set | frozenset):
-            tag = "list" if isinstance(value, list) else "set"
-            element = self._container(parent, tag, value)
-            if element is not None:
-                for item in value:
-                    self.write(element, item)
-        elif isinstance(value, dict):
-            element = self._container(parent, "dictionary", value)
-            if element is not None:
-                for key, item in _sorted_items(value):
-                    self.write(element, key)
-                    self.write(element, item)
-        elif isinstance(value, SlapObject):
-            element = self._container(parent, "object", value)
-            if element is not None:
-                element.set("module", value.module)
-                element.set("class", value.cls)
-                self.write(element, tuple(value.args))
-                self.write(element, value.state)
+    def _start(self, tag: str) -> int:
+        self.parts.append(tag)
+        return len(self.parts) - 1
+
+    def _close(self, start: int, tag: str) -> None:
+        """Close the element opened at `start`: `<tag …/>` if it holds nothing, as lxml."""
+        if len(self.parts) == start + 1:
+            self.parts[start] = self.parts[start][:-1] + "/>"
         else:
-            raise ProtocolError(f"cannot marshal a {type(value).__name__}")
+            self.parts.append(f"</{tag}>")
+
+    def write(self, value: Any) -> None:
+        # by exact type first: documents are thousands of values, mostly strings
+        write = _WRITERS.get(type(value))
+        if write is None:
+            write = next((w for kind, w in _WRITERS.items() if isinstance(value, kind)), None)
+            if write is None:
+                raise ProtocolError(f"cannot marshal a {type(value).__name__}")
+        write(self, value)
+
+    def _none(self, _value: None) -> None:
+        self.parts.append("<none/>")
+
+    def _bool(self, value: bool) -> None:
+        self.parts.append("<bool>1</bool>" if value else "<bool>0</bool>")
+
+    def _int(self, value: int) -> None:
+        tag = "int" if -_LONG_BOUND < value < _LONG_BOUND else "long"
+        self.parts.append(f"<{tag}>{int.__str__(value)}</{tag}>")
+
+    def _float(self, value: float) -> None:
+        self.parts.append(f"<float>{value!r}</float>")
+
+    def _str(self, value: str) -> None:
+        self.parts.append(_string(value))
+
+    def _bytes(self, value: bytes) -> None:
+        self.parts.append(_string(value.decode("utf-8")))
+
+    def _tuple(self, value: tuple[Any, ...]) -> None:
+        start = self._start("<tuple>")
+        for item in value:
+            self.write(item)
+        self._close(start, "tuple")
+
+    def _sequence(self, value: list[Any] | set[Any] | frozenset[Any]) -> None:
+        tag = "list" if isinstance(value, list) else "set"
+        start = self._open(tag, value)
+        if start is not None:
+            for item in value:
+                self.write(item)
+            self._close(start, tag)
+
+    def _dict(self, value: dict[Any, Any]) -> None:
+        start = self._open("dictionary", value)
+        if start is not None:
+            for key, item in _sorted_items(value):
+                self.write(key)
+                self.write(item)
+            self._close(start, "dictionary")
+
+    def _object(self, value: SlapObject) -> None:
+        attributes = _attribute("module", value.module) + _attribute("class", value.cls)
+        start = self._open("object", value, attributes)
+        if start is not None:
+            self.write(tuple(value.args))
+            self.write(value.state)
+            self._close(start, "object")
+
+
+# subclasses are matched in this order (bool before int, as isinstance would)
+_WRITERS: dict[type, Callable[[_Writer, Any], None]] = {
+    type(None): _Writer._none,
+    bool: _Writer._bool,
+    int: _Writer._int,
+    float: _Writer._float,
+    str: _Writer._str,
+    bytes: _Writer._bytes,
+    tuple: _Writer._tuple,
+    list: _Writer._sequence,
+    set: _Writer._sequence,
+    frozenset: _Writer._sequence,
+    dict: _Writer._dict,
+    SlapObject: _Writer._object,
+}
 
 
 def _sorted_items(mapping: dict[Any, Any]) -> list[tuple[Any, Any]]:
@@ -123,9 +194,9 @@ def _sorted_items(mapping: dict[Any, Any]) -> list[tuple[Any, Any]]:
 
 def dumps(value: Any) -> bytes:
     """Marshal a value (None, bool, int, float, str, bytes, tuple, list, set, dict, SlapObject)."""
-    root = etree.Element("marshal")
-    _Writer().write(root, value)
-    return etree.tostring(root)
+    writer = _Writer()
+    writer.write(value)
+    return f"<marshal>{''.join(writer.parts)}</marshal>".encode("ascii")
 
 
 # --- reading ---------------------------------------------------------------------------
