@@ -2,10 +2,12 @@
 document cache, the networkcache.
 
 Commits happen in the thread pool; `MasterState` hands each over to the event loop, where it
-wakes the long polls of the changed computers and re-renders their documents. At start-up
-every computer's document is rendered the same way. On a shared (PostgreSQL) database the
-commits of other processes arrive the same way, through a `notifications.Listener`, and
-the contacts noted here are written every few seconds, since other processes read them.
+wakes the long polls of the changed computers and, in a master that owns its database,
+re-renders their documents ahead of the fetch that follows. A document is otherwise
+rendered when first asked for: a master of 10,000 computers starts at once, and workers
+sharing a (PostgreSQL) database render only what their own nodes fetch. There the commits
+of other processes arrive through a `notifications.Listener`, and the contacts noted here
+are written every few seconds, since other processes read them.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ class MasterState:
 
     @contextlib.asynccontextmanager
     async def serving(self) -> AsyncIterator[None]:
-        """While the app runs: commits reach this loop; documents are rendered ahead."""
+        """While the app runs: commits reach this loop."""
         self._loop = asyncio.get_running_loop()
         tasks: list[asyncio.Future[None]] = []
         if self.store.shared:
@@ -52,7 +54,6 @@ class MasterState:
             # checked against the database's generation)
             listener = Listener(self.store.url, self._changed, self.feed.wake_all)
             tasks = [asyncio.ensure_future(listener.run()), asyncio.ensure_future(self._contacts())]
-        self.documents.refresh(await self.run_blocking(self.store.computer_ids))
         try:
             yield
         finally:
@@ -81,4 +82,5 @@ class MasterState:
 
     def _changed(self, computers: list[str]) -> None:
         self.feed.wake(computers)
-        self.documents.refresh(computers)
+        if not self.store.shared:
+            self.documents.refresh(computers)

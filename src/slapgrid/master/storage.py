@@ -190,12 +190,6 @@ class MasterStore:
                 self._generations.setdefault(computer, value)
         return value
 
-    def computer_ids(self) -> list[str]:
-        with self._read() as session:
-            return list(
-                session.scalars(select(ComputerRow.reference).order_by(ComputerRow.reference))
-            )
-
     def known_generation(self, computer: str) -> int | None:
         """The generation held in memory, without touching the database (never `shared`)."""
         return self._generations.get(computer)
