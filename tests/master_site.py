@@ -57,9 +57,9 @@ def format_definition(count: int = 6, **overrides: Any) -> dict[str, Any]:
 
 
 @contextmanager
-def formatted_store(tmp_path: Path) -> Iterator[MasterStore]:
+def formatted_store(database: str | Path) -> Iterator[MasterStore]:
     """A store with a formatted computer of six partitions and SR_A supplied."""
-    master = MasterStore(tmp_path / "master.db", default_computer=COMP)
+    master = MasterStore(database, default_computer=COMP)
     master.load_computer_configuration(format_definition())
     master.supply(COMP, SR_A)
     yield master

@@ -242,7 +242,7 @@ def test_document_is_marshallable_and_registered_partitions_are_synced(tree: Mas
 def test_reopening_keeps_everything(tree: MasterStore, tmp_path: Path) -> None:
     snapshot, generation = tree.snapshot(), tree.generation(COMP)
     tree.close()
-    reopened = MasterStore(tmp_path / "master.db", create=False)
+    reopened = MasterStore(tree.url, create=False)
     assert reopened.snapshot() == snapshot and reopened.generation(COMP) == generation
     reopened.close()
     with pytest.raises(storage.MasterError, match="no master database"):

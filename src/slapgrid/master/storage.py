@@ -10,8 +10,9 @@ Semantics follow the reference proxy, with its bugs fixed:
 * every computer has a `generation`, bumped in the same transaction as any change to its
   getFullComputerInformation answer, so that answer can be cached and long-polled.
 
-A `MasterStore` owns its database: writes are serialised in-process (plus `BEGIN IMMEDIATE`
-on SQLite), and the generations of committed writes are kept in memory for cheap polling.
+A `MasterStore` owns its database: its schema is brought up to date at open, writes are
+serialised in-process (and across processes: `database`), and the generations of committed
+writes are kept in memory for cheap polling.
 Each computer's last contact (its node's last fetch of its document) is stored too, written
 in batches since nodes poll so often.
 The tables live in `tables`; the transitions in `computers` (format, supply, usage),
@@ -33,7 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from slapgrid.master import answers, computers, instances, lookups, partitions, reports, trees
-from slapgrid.master.database import database_url, init_schema, make_engine
+from slapgrid.master.database import database_url, describe, make_engine, upgrade
 from slapgrid.master.errors import BadRequest, Conflict, MasterError, NotFound
 from slapgrid.master.inputs import (
     InstanceRequest,
@@ -110,10 +111,10 @@ class MasterStore:
             self._reader = make_engine(self.url, busy_timeout, immediate=False)
             self._writer = make_engine(self.url, busy_timeout, immediate=True)
             with self._lock:
-                init_schema(self._writer, create)
+                upgrade(self._writer, create=create)
         except SQLAlchemyError as exc:
             reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-            raise MasterError(f"cannot use database {self.url}: {reason}") from None
+            raise MasterError(f"cannot use database {describe(self.url)}: {reason}") from None
         if default_computer:
             self.ensure_computer(default_computer)
 
