@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from master_site import format_definition, request
-from slapgrid.master.database import database_url
+from slapgrid.master.database import WRITE_LOCK, database_url
 from slapgrid.master.stamps import now_us
 from slapgrid.master.storage import CONTACT_DELAY_US, MasterError, MasterStore
 from support.postgres import Cluster
@@ -125,3 +125,16 @@ def test_errors_naming_a_database_hide_its_password() -> None:
 def test_other_databases_are_refused_in_one_line() -> None:
     with pytest.raises(MasterError, match=r"^database mysql://…: only sqlite:// and postgresql"):
         MasterStore("mysql://user@host/db")
+
+
+def test_a_write_on_postgresql_holds_the_write_lock(postgres_cluster: Cluster) -> None:
+    store = MasterStore(postgres_cluster.create_database())
+    query = text(
+        "SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+    )
+    try:
+        held = store.write_with(lambda session: list(session.scalars(query)))
+        read = store.read_with(lambda session: list(session.scalars(query)))
+    finally:
+        store.close()
+    assert held == [WRITE_LOCK] and read == []
