@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from slapgrid.cli.options import SubGroup
+from slapgrid.master.database import describe
 from slapgrid.master.server import (
     DEFAULT_COMPUTER_ID,
     DEFAULT_DATABASE,
@@ -27,7 +28,7 @@ from slapgrid.master.server import (
     default_pki_dir,
     serve,
 )
-from slapgrid.master.storage import MasterStore
+from slapgrid.master.storage import MasterStore, database_url
 from slapgrid.node.config import parse_int, read_config_file, section
 
 
@@ -147,7 +148,8 @@ def start_command(
     scheme = "http" if insecure else "https"
     click.echo(
         f"slapgrid master on {scheme}://{_netloc(settings['host'], settings['port'])}/ "
-        f"(database {settings['database']}, computer {settings['computer_id']}"
+        f"(database {describe(database_url(settings['database']))}, "
+        f"computer {settings['computer_id']}"
         + (
             ", INSECURE: no caller is authenticated)"
             if insecure
