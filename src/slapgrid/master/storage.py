@@ -41,6 +41,7 @@ from slapgrid.master.inputs import (
     as_xml,
     check_request,
     check_supply,
+    check_title,
     check_usage,
     dict_param,
     parse_format,
@@ -262,8 +263,7 @@ class MasterStore:
     def rename(
         self, computer: str, partition: str, new_name: str, slave_reference: str | None = None
     ) -> None:
-        if not new_name:
-            raise BadRequest("new name is empty")
+        check_title(new_name, "new name")
         with self._write() as tx:
             partitions.rename(tx, computer, partition, new_name, slave_reference)
 
