@@ -31,7 +31,7 @@ from slapgrid.slap.client import SlapClient
 from support import cookbook
 from support.addresses import free_port
 from support.configs import node_config
-from support.postgres import Cluster
+from support.master_databases import MasterDatabases
 from support.tls import TlsMaster, tls_master
 from support.waiting import wait_for
 
@@ -211,7 +211,7 @@ def reference_run(venv: Path, command: str, config: Path) -> reference_env.NodeR
 
 @pytest.fixture(scope="module")
 def reference_node(
-    reference_venv: Path, postgres_cluster: Cluster, postgres_template: str
+    reference_venv: Path, master_databases: MasterDatabases
 ) -> Iterator[ReferenceNode]:
     """The reference agent on a node of our TLS master, the root `shop` requested and run
     until it converged (or `REFERENCE_RUNS` runs). The node has the computer's certificate;
@@ -227,11 +227,8 @@ def reference_node(
     computer = "COMP-REF"
     try:
         with (
-            tls_master(
-                root,
-                computer,
-                database=postgres_cluster.create_database(template=postgres_template),
-            ) as master,
+            master_databases.lend() as database,
+            tls_master(root, computer, database=database) as master,
             master.node_client() as client,
             master.user_client() as requester,
         ):

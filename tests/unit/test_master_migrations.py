@@ -21,7 +21,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, MetaData, create_engine, inspect, text
 
 import master_release_db
-from slapgrid.master.database import BASELINE, MIGRATIONS, database_url
+from slapgrid.master.database import BASELINE, MIGRATIONS, database_url, make_engine, upgrade
 from slapgrid.master.storage import InstanceRequest, MasterError, MasterStore, now_us
 from slapgrid.master.tables import Base
 from support.postgres import Cluster
@@ -200,6 +200,17 @@ def test_a_database_of_an_unknown_schema_version_is_refused(tmp_path: Path) -> N
         connection.commit()
     with pytest.raises(MasterError, match=r"unknown schema version 7$"):
         MasterStore(path)
+
+
+def test_a_parent_upgrades_once_and_its_workers_find_it_done(empty_database: str) -> None:
+    """What a master of several worker processes does before it forks them."""
+    engine = make_engine(database_url(empty_database), 5.0, immediate=True)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+    assert scalar(empty_database, "SELECT version_num FROM alembic_version") == HEAD
+    MasterStore(empty_database, create=False).close()
 
 
 def test_concurrent_starts_do_not_race(empty_database: str) -> None:

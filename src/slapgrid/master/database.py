@@ -97,7 +97,9 @@ def _postgresql_engine(url: str, busy_timeout: float, *, immediate: bool) -> Eng
     the lock, so each write sees every write before it. Readers: REPEATABLE READ, so a
     document and the generation it reflects come from one snapshot; a bounded pool, since
     every worker process of a fleet's master has its own."""
-    timeout_ms = int(busy_timeout * 1000)
+    connect_args: dict[str, Any] = {"connect_timeout": max(1, round(busy_timeout))}
+    if immediate:  # waiting for the write lock (or any) is bounded as on SQLite
+        connect_args["options"] = f"-c lock_timeout={int(busy_timeout * 1000)}"
     engine = create_engine(
         url,
         pool_pre_ping=True,
@@ -105,10 +107,7 @@ def _postgresql_engine(url: str, busy_timeout: float, *, immediate: bool) -> Eng
         max_overflow=0 if immediate else 8,
         pool_timeout=busy_timeout,
         isolation_level="READ COMMITTED" if immediate else "REPEATABLE READ",
-        connect_args={
-            "connect_timeout": max(1, round(busy_timeout)),
-            "options": f"-c lock_timeout={timeout_ms}" if immediate else "",
-        },
+        connect_args=connect_args,
     )
     if immediate:
 
