@@ -16,8 +16,6 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-import psycopg
-
 PG_USER = "slapgrid-pg"
 SUPERUSER = "postgres"
 
@@ -107,9 +105,7 @@ class Cluster:
         """A new database, empty or a copy of `template` (which nobody may be connected to):
         its URL."""
         name = name or f"test_{next(self._numbers)}"
-        sql = f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")
-        with psycopg.connect(self.url(), autocommit=True) as connection:
-            connection.execute(sql)
+        self.psql(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
         return self.url(name)
 
     def psql(self, sql: str, database: str = SUPERUSER) -> str:

@@ -1,7 +1,9 @@
 """The master database's Alembic migrations, run by `slapgrid.master.database.upgrade`.
 
 Each revision in `versions/` is frozen: it names its tables and columns itself and never
-imports `tables`, so it still makes the same schema once the models have moved on.
+imports `tables`, so it still makes the same schema once the models have moved on. A change
+to `tables` comes with a new revision: tests/unit/test_master_migrations.py checks that the
+revisions make what the models describe.
 """
 
 from __future__ import annotations
