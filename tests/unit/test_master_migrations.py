@@ -116,11 +116,14 @@ def test_the_migrated_schema_is_a_new_one(tmp_path: Path) -> None:
     assert schema(migrated) == schema(new)
 
 
+def differences_from_the_models(database: str) -> list[Any]:
+    with engine_of(database) as engine, engine.connect() as connection:
+        return compare_metadata(MigrationContext.configure(connection), Base.metadata)
+
+
 def test_the_migrations_make_the_models_tables(empty_database: str) -> None:
     MasterStore(empty_database).close()
-    with engine_of(empty_database) as engine, engine.connect() as connection:
-        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
-    assert differences == []
+    assert differences_from_the_models(empty_database) == []
 
 
 def test_a_baseline_database_is_upgraded_in_place(
@@ -144,6 +147,7 @@ def test_a_baseline_database_is_upgraded_in_place(
     del expected["computer_status COMP-A"]
     assert answers == expected
     assert scalar(url, "SELECT version_num FROM alembic_version") == HEAD
+    assert differences_from_the_models(url) == []
     store = MasterStore(url)  # it serves writes too: owners, contacts, new rows
     try:
         comp = master_release_db.COMPUTERS[0]
