@@ -57,9 +57,9 @@ def format_definition(count: int = 6, **overrides: Any) -> dict[str, Any]:
 
 
 @contextmanager
-def formatted_store(tmp_path: Path) -> Iterator[MasterStore]:
+def formatted_store(database: str | Path) -> Iterator[MasterStore]:
     """A store with a formatted computer of six partitions and SR_A supplied."""
-    master = MasterStore(tmp_path / "master.db", default_computer=COMP)
+    master = MasterStore(database, default_computer=COMP)
     master.load_computer_configuration(format_definition())
     master.supply(COMP, SR_A)
     yield master
@@ -116,11 +116,16 @@ def small_computer(reference: str, count: int) -> dict[str, Any]:
 
 
 @contextmanager
-def served(tmp_path: Path, computer: str, *, pki: bool = False) -> Iterator[MasterServer]:
-    """A master over HTTP on 127.0.0.1, its database in `tmp_path` (its CA in `pki/`)."""
-    store = MasterStore(tmp_path / "master.db", default_computer=computer)
+def served(
+    tmp_path: Path, computer: str, *, pki: bool = False, database: str | None = None
+) -> Iterator[MasterServer]:
+    """A master over HTTP on 127.0.0.1, its files in `tmp_path` (its CA in `pki/`), its
+    database there too unless `database` says where."""
+    store = MasterStore(database or tmp_path / "master.db", default_computer=computer)
     authority = Authority.open(tmp_path / "pki") if pki else None
-    with MasterServer(store, authority=authority, insecure=True) as server:
+    with MasterServer(
+        store, authority=authority, insecure=True, cache_dir=tmp_path / "cache"
+    ) as server:
         yield server
     store.close()
 

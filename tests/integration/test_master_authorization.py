@@ -199,16 +199,16 @@ def cache_dump(site: Site) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+def site(tmp_path_factory: pytest.TempPathFactory, module_database: str) -> Iterator[Site]:
     directory = tmp_path_factory.mktemp("authz")
     authority = Authority.open(directory / "pki")
-    store = MasterStore(directory / "master.db")
+    store = MasterStore(module_database)
     store.load_computer_configuration(small_computer(A, 6))
     store.load_computer_configuration(small_computer(B, 4))
     store.supply(A, SR_A)
     store.supply(A, SR_GONE, "destroyed")
     store.supply(B, SR_B)
-    with MasterServer(store, authority=authority) as server:
+    with MasterServer(store, authority=authority, cache_dir=directory / "cache") as server:
         site = Site(
             server,
             store,

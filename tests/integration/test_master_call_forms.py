@@ -37,9 +37,9 @@ OWN_INSTANCE_FORMS = {
 
 
 @pytest.fixture
-def master(tmp_path: Path) -> Iterator[MasterServer]:
+def master(tmp_path: Path, database: str) -> Iterator[MasterServer]:
     """slappart0 hosts `web` (requested by a user), slappart1 a frontend with `site` on it."""
-    with served(tmp_path, COMP) as server, SlapClient(server.url, COMP) as node:
+    with served(tmp_path, COMP, database=database) as server, SlapClient(server.url, COMP) as node:
         node.load_computer_configuration(small_computer(COMP, 2))
         node.supply(SR)
         node.supply(FRONTEND)

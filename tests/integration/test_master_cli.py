@@ -36,12 +36,13 @@ def start_master_process(config: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def test_kill_9_after_acknowledged_writes_loses_nothing(tmp_path: Path) -> None:
+def test_kill_9_after_acknowledged_writes_loses_nothing(tmp_path: Path, database: str) -> None:
     port = free_port()
     config = tmp_path / "slapos-proxy.cfg"
     config.write_text(
         f"[slapos]\ncomputer_id = {COMP}\n[slapproxy]\nhost = 127.0.0.1\nport = {port}\n"
-        f"database_uri = {tmp_path / 'proxy-compatible.db'}\n"
+        f"database_uri = {database}\npki_dir = {tmp_path / 'pki'}\n"
+        f"cache_dir = {tmp_path / 'cache'}\n"
     )
     url = f"http://127.0.0.1:{port}/"
     process = start_master_process(config)
@@ -71,8 +72,10 @@ def test_kill_9_after_acknowledged_writes_loses_nothing(tmp_path: Path) -> None:
     assert [p.parameters["i"] for p in computer.partitions] == [str(i) for i in range(10)]
 
 
-def test_user_and_master_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with served(tmp_path, COMP) as master, SlapClient(master.url, COMP) as node:
+def test_user_and_master_commands(
+    tmp_path: Path, database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with served(tmp_path, COMP, database=database) as master, SlapClient(master.url, COMP) as node:
         monkeypatch.setenv("SLAPGRID_MASTER_URL", master.url)
         monkeypatch.setenv("SLAPOS_CLIENT_CONFIGURATION", str(tmp_path / "absent.cfg"))
         (tmp_path / "absent.cfg").write_text("[slapos]\n")

@@ -80,6 +80,16 @@ def token_rows(store: MasterStore) -> list[tuple[str, int | None]]:
     return store.read_with(lambda session: sorted(tuple(row) for row in session.execute(query)))
 
 
+def stored_text(store: MasterStore) -> str:
+    """Every row of every table, as text."""
+    from slapgrid.master.tables import Base
+
+    tables = Base.metadata.sorted_tables
+    return store.read_with(
+        lambda session: repr([session.execute(t.select()).all() for t in tables])
+    )
+
+
 # --- the commands on the master's machine --------------------------------------------------
 
 
@@ -158,8 +168,8 @@ def test_existing_files_and_bad_names_are_refused_in_one_line(tmp_path: Path) ->
 
 
 @pytest.fixture
-def master(tmp_path: Path) -> Iterator[MasterServer]:
-    store = MasterStore(tmp_path / "master.db", default_computer=COMP)
+def master(tmp_path: Path, database: str) -> Iterator[MasterServer]:
+    store = MasterStore(database, default_computer=COMP)
     authority = Authority.open(tmp_path / "pki")
     with MasterServer(store, authority=authority) as server:
         yield server
@@ -170,9 +180,7 @@ def test_user_commands_verify_the_master_with_the_ca_of_their_configuration(
     master: MasterServer, tmp_path: Path
 ) -> None:
     out = tmp_path / "alice"
-    added = run(
-        master_group, "user", "add", "alice", "--out", out, "--database", tmp_path / "master.db"
-    )
+    added = run(master_group, "user", "add", "alice", "--out", out, *where(master, tmp_path))
     assert added.exit_code == 0, added.output
     foreign = Authority.open(tmp_path / "elsewhere").ca_file
     config = tmp_path / "slapos-client.cfg"
@@ -193,9 +201,14 @@ def test_user_commands_verify_the_master_with_the_ca_of_their_configuration(
     assert show(f"master_ca_file = {out / 'ca.pem'}\n", console).exit_code == 0
 
 
-def token_for(tmp_path: Path, computer: str = COMP) -> str:
+def where(master: MasterServer, tmp_path: Path) -> tuple[str, ...]:
+    """The master commands' options naming the running master's database and CA."""
+    return ("--database", master.store.url, "--pki-dir", str(tmp_path / "pki"))
+
+
+def token_for(master: MasterServer, tmp_path: Path, computer: str = COMP) -> str:
     """`slapgrid master token create`, against the running master's database."""
-    result = run(master_group, "token", "create", computer, "--database", tmp_path / "master.db")
+    result = run(master_group, "token", "create", computer, *where(master, tmp_path))
     assert result.exit_code == 0, result.output
     token = result.output.strip()
     assert len(token) >= 40 and "\n" not in token
@@ -208,7 +221,7 @@ def register(master: MasterServer, token: str, out: Path, computer: str = COMP) 
 
 
 def test_a_token_registers_a_node_once(master: MasterServer, tmp_path: Path) -> None:
-    token = token_for(tmp_path)
+    token = token_for(master, tmp_path)
     result = register(master, token, tmp_path / "node")
     assert result.exit_code == 0, result.output
     out = tmp_path / "node"
@@ -231,7 +244,7 @@ def test_expired_unknown_and_foreign_tokens_are_refused_and_change_nothing(
 ) -> None:
     day_ago = now_us() - int(datetime.timedelta(hours=25).total_seconds() * 1e6)
     expired = credentials.create_token(master.store, COMP, now=day_ago)
-    other = token_for(tmp_path, "COMP-OTHER")
+    other = token_for(master, tmp_path, "COMP-OTHER")
     dump = token_rows(master.store)
     with https_client(master.url, master.authority) as client:  # anonymous: no certificate yet
         for token in (expired, "not-a-token", "", other):
@@ -244,9 +257,9 @@ def test_expired_unknown_and_foreign_tokens_are_refused_and_change_nothing(
     assert register(master, other, tmp_path / "other", "COMP-OTHER").exit_code == 0
 
 
-def test_a_token_expires_after_its_hours(tmp_path: Path) -> None:
+def test_a_token_expires_after_its_hours(tmp_path: Path, database: str) -> None:
     """The clock injected: valid until the last µs of its day, refused from then on."""
-    store = MasterStore(tmp_path / "master.db")
+    store = MasterStore(database)
     authority = Authority.open(tmp_path / "pki")
     t0 = now_us()
     day = int(datetime.timedelta(hours=24).total_seconds() * 1e6)
@@ -264,7 +277,9 @@ def test_the_reference_flow_gets_a_key_made_by_the_master(
     """What `slapos node register` sends: no CSR, so the answer carries a key."""
     with https_client(master.url, master.authority) as client:
         response = client.post(
-            REGISTER_PATH, data={"title": COMP}, headers={"X-Access-Token": token_for(tmp_path)}
+            REGISTER_PATH,
+            data={"title": COMP},
+            headers={"X-Access-Token": token_for(master, tmp_path)},
         )
     assert response.status_code == 200, response.text
     answer = response.json()
@@ -276,7 +291,7 @@ def test_the_reference_flow_gets_a_key_made_by_the_master(
 
 
 def test_a_bad_request_leaves_the_token_usable(master: MasterServer, tmp_path: Path) -> None:
-    token = token_for(tmp_path)
+    token = token_for(master, tmp_path)
     with https_client(master.url, master.authority) as client:
         response = client.post(
             REGISTER_PATH,
@@ -312,7 +327,7 @@ def test_partitions_get_their_own_certificate_and_keep_it(
         ("partition", COMP, None),
         ("partition", COMP, None),
     ]
-    assert "PRIVATE KEY" not in (tmp_path / "master.db").read_bytes().decode("latin-1")
+    assert "PRIVATE KEY" not in stored_text(master.store)
     repository = tmp_path / "certificates"
     repository.mkdir()
     written = write_certificate(repository, "slappart0", cert, key, (os.getuid(), os.getgid()))

@@ -209,8 +209,8 @@ def _long(value: str) -> bool:
 
 
 @pytest.fixture
-def master(tmp_path: Path) -> Iterator[MasterServer]:
-    with served(tmp_path, COMP, pki=True) as server:
+def master(tmp_path: Path, database: str) -> Iterator[MasterServer]:
+    with served(tmp_path, COMP, pki=True, database=database) as server:
         with SlapClient(server.url, COMP) as node:
             node.load_computer_configuration(small_computer(COMP, PARTITIONS))
             node.supply(SR)
@@ -219,10 +219,10 @@ def master(tmp_path: Path) -> Iterator[MasterServer]:
 
 
 @pytest.fixture
-def tls_master(tmp_path: Path) -> Iterator[tuple[MasterServer, list[httpx.Client]]]:
+def tls_master(tmp_path: Path, database: str) -> Iterator[tuple[MasterServer, list[httpx.Client]]]:
     """A TLS master, and callers of every kind: its computer, a partition, a user, another
     computer and nobody."""
-    store = MasterStore(tmp_path / "master.db", default_computer=COMP)
+    store = MasterStore(database, default_computer=COMP)
     authority = Authority.open(tmp_path / "pki")
     store.load_computer_configuration(small_computer(COMP, PARTITIONS))
     store.supply(COMP, SR)

@@ -32,8 +32,8 @@ MiB = 1 << 20
 
 
 @pytest.fixture
-def master(tmp_path: Path) -> Iterator[MasterServer]:
-    with served(tmp_path, COMP) as server:
+def master(tmp_path: Path, database: str) -> Iterator[MasterServer]:
+    with served(tmp_path, COMP, database=database) as server:
         with SlapClient(server.url, COMP) as node:
             node.load_computer_configuration(small_computer(COMP, 1))
             node.supply(SR)

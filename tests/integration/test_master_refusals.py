@@ -23,8 +23,8 @@ FRONTEND = "https://example.com/software/frontend/software.cfg"
 
 
 @pytest.fixture
-def master(tmp_path: Path) -> Iterator[MasterServer]:
-    with served(tmp_path, COMP) as server:
+def master(tmp_path: Path, database: str) -> Iterator[MasterServer]:
+    with served(tmp_path, COMP, database=database) as server:
         yield server
 
 

@@ -31,6 +31,7 @@ from slapgrid.slap.client import SlapClient
 from support import cookbook
 from support.addresses import free_port
 from support.configs import node_config
+from support.master_databases import MasterDatabases
 from support.tls import TlsMaster, tls_master
 from support.waiting import wait_for
 
@@ -209,10 +210,15 @@ def reference_run(venv: Path, command: str, config: Path) -> reference_env.NodeR
 
 
 @pytest.fixture(scope="module")
-def reference_node(reference_venv: Path) -> Iterator[ReferenceNode]:
+def reference_node(
+    reference_venv: Path, master_databases: MasterDatabases
+) -> Iterator[ReferenceNode]:
     """The reference agent on a node of our TLS master, the root `shop` requested and run
     until it converged (or `REFERENCE_RUNS` runs). The node has the computer's certificate;
-    its recipes request and publish with their partition's, which the agent fetches."""
+    its recipes request and publish with their partition's, which the agent fetches.
+
+    The master's database is PostgreSQL: a build this long runs once, and the reference
+    agent meets our master on SQLite in test_agent_interop."""
     try:
         user = reference_env.node_user(reference_venv / "bin" / "python")
     except reference_env.Unavailable as exc:
@@ -221,7 +227,8 @@ def reference_node(reference_venv: Path) -> Iterator[ReferenceNode]:
     computer = "COMP-REF"
     try:
         with (
-            tls_master(root, computer) as master,
+            master_databases.lend() as database,
+            tls_master(root, computer, database=database) as master,
             master.node_client() as client,
             master.user_client() as requester,
         ):

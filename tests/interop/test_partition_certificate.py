@@ -39,10 +39,10 @@ print(json.dumps([partition.getCertificate(), partition.getCertificate()]))
 
 
 def test_the_reference_client_gets_the_partitions_certificate(
-    reference_python: Path, tmp_path: Path
+    reference_python: Path, tmp_path: Path, database: str
 ) -> None:
     """As `slapos node instance` asks it: over HTTPS, with the computer's certificate."""
-    with tls_master(tmp_path, COMP) as master:
+    with tls_master(tmp_path, COMP, database=database) as master:
         master.store.load_computer_configuration(small_computer(COMP, 1))
         master.store.request(InstanceRequest(SR, "web"))
         files = (master.computer.key_file, master.computer.cert_file)
@@ -73,10 +73,10 @@ print(json.dumps({"certificate": certificate, "key": key}))
 
 
 def test_the_reference_node_register_call_trades_our_token(
-    reference_python: Path, tmp_path: Path
+    reference_python: Path, tmp_path: Path, database: str
 ) -> None:
     """`slapos node register`'s download of the node's key pair, against our master."""
-    store = MasterStore(tmp_path / "master.db")
+    store = MasterStore(database)
     authority = Authority.open(tmp_path / "pki")
     token = credentials.create_token(store, COMP)
     with MasterServer(store, authority=authority) as server:

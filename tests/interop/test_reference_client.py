@@ -72,11 +72,11 @@ def busy(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_reference_client_sees_the_same_on_both_masters(
-    reference_python: Path, reference_proxy: tuple[str, str], tmp_path: Path
+    reference_python: Path, reference_proxy: tuple[str, str], tmp_path: Path, database: str
 ) -> None:
     proxy_url, computer = reference_proxy
     theirs = run_scenario(reference_python, proxy_url, computer)
-    with tls_master(tmp_path, computer) as master:
+    with tls_master(tmp_path, computer, database=database) as master:
         assert master.url.startswith("https://")
         ours = run_scenario_on(reference_python, master)
 
@@ -113,6 +113,7 @@ def test_slapgrid_show_reads_what_the_reference_client_requested(
     reference_python: Path,
     reference_proxy: tuple[str, str],
     tmp_path: Path,
+    database: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """No local memory: `show` lists and reads instances another tool requested, on both."""
@@ -121,7 +122,7 @@ def test_slapgrid_show_reads_what_the_reference_client_requested(
     proxy_url, computer = reference_proxy
     run_scenario(reference_python, proxy_url, computer)
     theirs = shown_by_slapgrid(proxy_url, monkeypatch)
-    with tls_master(tmp_path, computer) as master:
+    with tls_master(tmp_path, computer, database=database) as master:
         run_scenario_on(reference_python, master)
         user = tmp_path / "user.cfg"
         user.write_text(f"[slapos]\n{master.user.console_lines()}")
@@ -148,12 +149,12 @@ def reference_service(reference_venv: Path, config: Path, *args: str) -> Any:
 
 
 def test_reference_service_list_and_info_read_our_master(
-    reference_venv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    reference_venv: Path, tmp_path: Path, database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Our HATEOAS subset: the reference client lists and shows what `slapgrid show` does."""
     (tmp_path / "client.cfg").write_text("[slapos]\n")
     monkeypatch.setenv("SLAPOS_CLIENT_CONFIGURATION", str(tmp_path / "client.cfg"))
-    with tls_master(tmp_path, "COMP-OURS") as master:
+    with tls_master(tmp_path, "COMP-OURS", database=database) as master:
         run_scenario_on(reference_venv / "bin" / "python", master)
         config = tmp_path / "reference-client.cfg"
         config.write_text(f"{master.user.console_lines()}[slapos]\nmaster_url = {master.url}\n")
@@ -184,11 +185,11 @@ def reference_command(reference_venv: Path, config: Path, *args: str) -> str:
 
 
 def test_reference_supply_and_request_present_a_users_certificate(
-    reference_venv: Path, tmp_path: Path
+    reference_venv: Path, tmp_path: Path, database: str
 ) -> None:
     """`slapos supply|request` of 1.26.1 with `[slapconsole] key_file/cert_file`: over
     HTTPS, as the user our master issued the certificate to, who then sees the tree."""
-    with tls_master(tmp_path, "COMP-CLI") as master:
+    with tls_master(tmp_path, "COMP-CLI", database=database) as master:
         master.store.load_computer_configuration(small_computer("COMP-CLI", 1))
         config = tmp_path / "reference-client.cfg"
         config.write_text(f"{master.user.console_lines()}[slapos]\nmaster_url = {master.url}\n")

@@ -109,10 +109,11 @@ class Cluster:
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(self.directory, ignore_errors=True)
 
-    def create_database(self, name: str | None = None) -> str:
-        """A new empty database: its URL."""
+    def create_database(self, name: str | None = None, *, template: str | None = None) -> str:
+        """A new database, empty or a copy of `template` (which nobody may be connected to):
+        its URL."""
         name = name or f"test_{next(self._numbers)}"
-        self.psql(f'CREATE DATABASE "{name}"')
+        self.psql(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
         return self.url(name)
 
     def psql(self, sql: str, database: str = SUPERUSER) -> str:

@@ -172,12 +172,16 @@ USER_NAME = "tester"
 
 
 @contextlib.contextmanager
-def tls_master(root: Path, computer: str, user: str = USER_NAME) -> Iterator[TlsMaster]:
-    """Our master serving HTTPS on 127.0.0.1, its database in `root`, its CA in `root/pki`,
-    `computer` existing; the credentials of `computer` and of `user` in `root/credentials`."""
-    store = MasterStore(root / "master.db", default_computer=computer)
+def tls_master(
+    root: Path, computer: str, user: str = USER_NAME, *, database: str | None = None
+) -> Iterator[TlsMaster]:
+    """Our master serving HTTPS on 127.0.0.1, its database in `root` (unless `database`
+    says where), its CA in `root/pki`, its cache in `root/cache`, `computer` existing; the
+    credentials of `computer` and of `user` in `root/credentials`."""
+    store = MasterStore(database or root / "master.db", default_computer=computer)
     try:
-        with MasterServer(store, authority=Authority.open(root / "pki")) as server:
+        authority = Authority.open(root / "pki")
+        with MasterServer(store, authority=authority, cache_dir=root / "cache") as server:
             files = root / "credentials"
             yield TlsMaster(
                 server,

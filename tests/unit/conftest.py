@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -12,8 +11,8 @@ from slapgrid.master.storage import MasterStore
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[MasterStore]:
-    with formatted_store(tmp_path) as master:
+def store(database: str) -> Iterator[MasterStore]:
+    with formatted_store(database) as master:
         yield master
 
 

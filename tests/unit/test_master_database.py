@@ -1,48 +1,50 @@
-"""The master's database across processes: last contacts, and databases of older code."""
+"""The master's database across processes: last contacts, engines, who may open it."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
-from contextlib import closing
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 
+from master_site import format_definition, request
+from slapgrid.master.database import WRITE_LOCK, database_url
 from slapgrid.master.stamps import now_us
-from slapgrid.master.storage import CONTACT_DELAY_US, MasterStore
+from slapgrid.master.storage import CONTACT_DELAY_US, MasterError, MasterStore
+from support.postgres import Cluster
 
 COMP = "COMP-DB"
 
 
 @pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "master.db"
-
-
-@pytest.fixture
-def store(path: Path) -> Iterator[MasterStore]:
-    master = MasterStore(path, default_computer=COMP)
+def store(database: str) -> Iterator[MasterStore]:
+    master = MasterStore(database, default_computer=COMP)
     yield master
     master.close()
 
 
-def stored_contact(path: Path) -> int | None:
-    with closing(sqlite3.connect(path)) as connection:
-        query = "SELECT last_contact FROM computer WHERE reference = ?"
-        [(value,)] = connection.execute(query, (COMP,)).fetchall()
-    return value
+def stored_contact(database: str) -> int | None:
+    """What another process reads of the computer's last contact."""
+    engine = create_engine(database_url(database))
+    try:
+        with engine.connect() as connection:
+            query = text("SELECT last_contact FROM computer WHERE reference = :computer")
+            return connection.execute(query, {"computer": COMP}).scalar_one()
+    finally:
+        engine.dispose()
 
 
 def test_never_seen_computer_has_no_data(store: MasterStore) -> None:
     assert store.computer_status(COMP)["no_data"] == 1
 
 
-def test_last_contact_outlives_the_process(store: MasterStore, path: Path) -> None:
+def test_last_contact_outlives_the_process(store: MasterStore, database: str) -> None:
     generation = store.generation(COMP)
     store.note_contact(COMP, now_us())
     store.close()
-    reopened = MasterStore(path, create=False)
+    reopened = MasterStore(database, create=False)
     status = reopened.computer_status(COMP)
     assert status["text"] == f"#access {COMP}" and "no_data" not in status
     assert reopened.generation(COMP) == generation  # a contact changes no answer
@@ -50,15 +52,15 @@ def test_last_contact_outlives_the_process(store: MasterStore, path: Path) -> No
 
 
 def test_contacts_are_written_together_once_the_oldest_waited(
-    store: MasterStore, path: Path
+    store: MasterStore, database: str
 ) -> None:
     first = now_us()
     assert not store.note_contact(COMP, first)
     assert not store.note_contact(COMP, first + CONTACT_DELAY_US - 1)
-    assert stored_contact(path) is None
+    assert stored_contact(database) is None
     assert store.note_contact(COMP, first + CONTACT_DELAY_US)
     store.write_contacts()
-    assert stored_contact(path) == first + CONTACT_DELAY_US
+    assert stored_contact(database) == first + CONTACT_DELAY_US
     assert not store.note_contact(COMP, first + CONTACT_DELAY_US + 1)  # a new batch
 
 
@@ -70,20 +72,6 @@ def test_status_compares_the_contact_with_the_latest_report(store: MasterStore) 
     assert store.computer_status(COMP)["text"] == f"#access {COMP}"
 
 
-def test_database_of_the_previous_code_gets_the_column(store: MasterStore, path: Path) -> None:
-    generation = store.generation(COMP)
-    store.close()
-    with closing(sqlite3.connect(path)) as connection:  # as the previous code created it
-        connection.execute("ALTER TABLE computer DROP COLUMN last_contact")
-        connection.commit()
-    for _ in range(2):  # the upgrade is idempotent
-        upgraded = MasterStore(path, create=False)
-        assert upgraded.generation(COMP) == generation
-        upgraded.note_contact(COMP, now_us())
-        assert upgraded.computer_status(COMP)["text"] == f"#access {COMP}"
-        upgraded.close()
-
-
 def test_a_new_database_is_readable_by_its_owner_only(tmp_path: Path) -> None:
     store = MasterStore(tmp_path / "master.db", default_computer="COMP-1")
     try:
@@ -91,3 +79,62 @@ def test_a_new_database_is_readable_by_its_owner_only(tmp_path: Path) -> None:
             assert path.stat().st_mode & 0o777 == 0o600, path
     finally:
         store.close()
+
+
+def test_writers_of_two_processes_are_serialised(database: str) -> None:
+    """Two stores on one database (as two worker processes): every request from both at
+    once gets a partition of its own, and one title asked by both is one instance."""
+    first = MasterStore(database, default_computer=COMP)
+    second = MasterStore(database, default_computer=COMP)
+    try:
+        first.load_computer_configuration(format_definition(count=9, reference=COMP))
+        titles = [f"instance-{i}" for i in range(8)]
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(
+                pool.map(
+                    lambda pair: request(pair[0], pair[1]),
+                    [(first if i % 2 else second, title) for i, title in enumerate(titles)],
+                )
+            )
+            shared = list(pool.map(lambda store: request(store, "same"), [first, second]))
+        partitions = {answer["slap_computer_partition_id"] for answer in answers}
+        assert len(partitions) == len(titles)
+        assert shared[0]["_instance_guid"] == shared[1]["_instance_guid"]
+    finally:
+        first.close()
+        second.close()
+
+
+def test_an_empty_database_is_not_a_master_database_when_not_created(
+    tmp_path: Path, postgres_cluster: Cluster
+) -> None:
+    with pytest.raises(MasterError, match=r"^no master database at "):
+        MasterStore(tmp_path / "master.db", create=False)
+    with pytest.raises(MasterError, match=r"^no master database in postgresql"):
+        MasterStore(postgres_cluster.create_database(), create=False)
+
+
+def test_errors_naming_a_database_hide_its_password() -> None:
+    url = "postgresql://user:s3cret@/db?host=/nonexistent-socket-dir"
+    with pytest.raises(MasterError) as refused:
+        MasterStore(url, busy_timeout=1)
+    message = str(refused.value)
+    assert "s3cret" not in message and "***" in message and "\n" not in message
+
+
+def test_other_databases_are_refused_in_one_line() -> None:
+    with pytest.raises(MasterError, match=r"^database mysql://…: only sqlite:// and postgresql"):
+        MasterStore("mysql://user@host/db")
+
+
+def test_a_write_on_postgresql_holds_the_write_lock(postgres_cluster: Cluster) -> None:
+    store = MasterStore(postgres_cluster.create_database())
+    query = text(
+        "SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+    )
+    try:
+        held = store.write_with(lambda session: list(session.scalars(query)))
+        read = store.read_with(lambda session: list(session.scalars(query)))
+    finally:
+        store.close()
+    assert held == [WRITE_LOCK] and read == []

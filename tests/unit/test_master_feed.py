@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,8 +20,8 @@ SR = "https://example.com/feed/software.cfg"
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[MasterStore]:
-    master = MasterStore(tmp_path / "master.db", default_computer=COMP)
+def store(database: str) -> Iterator[MasterStore]:
+    master = MasterStore(database, default_computer=COMP)
     yield master
     master.close()
 

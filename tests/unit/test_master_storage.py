@@ -78,6 +78,7 @@ def test_destroying_what_does_not_exist_allocates_nothing(store: MasterStore) ->
         ({"requester": (COMP, "slappart5")}, NotFound),  # free partition: no instance
         ({"requester": ("NOPE", "slappart0")}, NotFound),
         ({"shared": True}, NotFound),  # nothing can host it yet
+        ({"software_type": "t" * 256}, BadRequest),  # what PostgreSQL's column holds
     ],
 )
 def test_invalid_requests(store: MasterStore, kwargs: dict[str, Any], error: type) -> None:
@@ -85,6 +86,15 @@ def test_invalid_requests(store: MasterStore, kwargs: dict[str, Any], error: typ
     with pytest.raises(error):
         request(store, "x", **kwargs)
     assert store.snapshot() == before
+
+
+def test_titles_longer_than_their_column_are_refused_in_one_line(store: MasterStore) -> None:
+    with pytest.raises(BadRequest, match=r"^partition_reference is longer than 255 characters$"):
+        request(store, "t" * 256)
+    request(store, "t" * 255)
+    with pytest.raises(BadRequest, match=r"^new name is longer than 255 characters$"):
+        store.rename(COMP, "slappart0", "n" * 256)
+    assert [p["title"] for p in store.snapshot()["partitions"] if p["title"]] == ["t" * 255]
 
 
 def test_shared_instance_host_follows_instance_guid(store: MasterStore) -> None:
@@ -188,6 +198,12 @@ def test_format_removes_free_partitions_and_keeps_busy_ones(store: MasterStore) 
         {"reference": COMP, "partition_list": [{"address_list": []}]},
         {"reference": COMP, "partition_list": [{"reference": "p", "address_list": [{}]}]},
         {"reference": COMP, "partition_list": [{"reference": "p"}, {"reference": "p"}]},
+        {"reference": COMP, "partition_list": [], "address": "a" * 256},
+        {"reference": COMP, "partition_list": [{"reference": "p", "tap": {"name": "t" * 256}}]},
+        {
+            "reference": COMP,
+            "partition_list": [{"reference": "p", "address_list": [{"addr": "a" * 256}]}],
+        },
     ],
 )
 def test_invalid_format_is_refused(store: MasterStore, definition: Any) -> None:
@@ -242,7 +258,7 @@ def test_document_is_marshallable_and_registered_partitions_are_synced(tree: Mas
 def test_reopening_keeps_everything(tree: MasterStore, tmp_path: Path) -> None:
     snapshot, generation = tree.snapshot(), tree.generation(COMP)
     tree.close()
-    reopened = MasterStore(tmp_path / "master.db", create=False)
+    reopened = MasterStore(tree.url, create=False)
     assert reopened.snapshot() == snapshot and reopened.generation(COMP) == generation
     reopened.close()
     with pytest.raises(storage.MasterError, match="no master database"):

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from slapgrid.cli.options import SubGroup
 from slapgrid.errors import ConfigError
+from slapgrid.master.database import describe
 from slapgrid.master.server import (
     DEFAULT_COMPUTER_ID,
     DEFAULT_DATABASE,
@@ -30,7 +31,7 @@ from slapgrid.master.server import (
     default_pki_dir,
     serve,
 )
-from slapgrid.master.storage import MasterStore
+from slapgrid.master.storage import MasterStore, database_url
 from slapgrid.node.config import parse_int, read_config_file, section
 
 
@@ -164,7 +165,8 @@ def start_command(
     scheme = "http" if insecure else "https"
     click.echo(
         f"slapgrid master on {scheme}://{_netloc(settings['host'], settings['port'])}/ "
-        f"(database {settings['database']}, computer {settings['computer_id']}"
+        f"(database {describe(database_url(settings['database']))}, "
+        f"computer {settings['computer_id']}"
         + (f", {settings['workers']} workers" if settings["workers"] > 1 else "")
         + (
             ", INSECURE: no caller is authenticated)"

@@ -1,34 +1,37 @@
 """Opening the master's database: the engines the store's concurrency rests on, and the schema.
 
-On SQLite (the default) every connection runs in WAL mode with full sync, and writers start
-with `BEGIN IMMEDIATE`, so a write never fails half-way on a lock another process holds.
+Writers are serialised across processes as well as threads. On SQLite (the default) every
+connection runs in WAL mode with full sync, and writers start with `BEGIN IMMEDIATE`, so a
+write never fails half-way on a lock another process holds. On PostgreSQL every write
+transaction first takes one advisory lock, so several master processes on one database make
+the same transitions (allocations, unique titles) as one would; readers there see one
+snapshot per transaction, as on SQLite.
+
+The schema is made and changed by the Alembic revisions in `migrations/`: `upgrade`.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, create_engine, event, inspect
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.orm import Session
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, event, inspect, make_url, text
+from sqlalchemy.engine import Engine
 
 from slapgrid.master.errors import MasterError
-from slapgrid.master.tables import (
-    SCHEMA_VERSION,
-    Base,
-    ComputerRow,
-    MetaRow,
-    PartitionRow,
-    SharedRow,
-)
 
-# columns added after databases of this schema version were created: added in place at start
-ADDED_COLUMNS: tuple[Column[Any], ...] = (
-    ComputerRow.__table__.c.last_contact,
-    PartitionRow.__table__.c.owner,
-    SharedRow.__table__.c.owner,
-)
+WRITE_LOCK = 0x5_1A_96_1D  # the advisory lock every write transaction takes on PostgreSQL
+MIGRATIONS = Path(__file__).with_name("migrations")
+BASELINE = "0001"  # the revision of a database made by a release before migrations
+LEGACY_SCHEMA_VERSION = "1"  # what such a release wrote in `meta`
+log = logging.getLogger(__name__)
+# Alembic names its context and each step at every start; `upgrade` logs one line instead
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def database_url(database: str | Path) -> str:
@@ -37,22 +40,34 @@ def database_url(database: str | Path) -> str:
     `postgresql://` (and `postgres://`, as libpq spells it) is served by psycopg 3.
     """
     text = str(database)
-    if "://" in text:
-        scheme, rest = text.split("://", 1)
-        if scheme in ("postgresql", "postgres"):
-            return f"postgresql+psycopg://{rest}"
-        return text
-    return f"sqlite:///{Path(text).expanduser().resolve()}"
+    if "://" not in text:
+        return f"sqlite:///{Path(text).expanduser().resolve()}"
+    scheme, rest = text.split("://", 1)
+    if scheme in ("postgresql", "postgres"):
+        return f"postgresql+psycopg://{rest}"
+    if scheme not in ("sqlite", "postgresql+psycopg"):
+        raise MasterError(f"database {scheme}://…: only sqlite:// and postgresql:// are served")
+    return text
 
 
-def make_engine(url: str, busy_timeout: float, *, immediate: bool, durable: bool = True) -> Engine:
-    """An engine for readers, or (`immediate`) for a serialised writer.
+def describe(url: str) -> str:
+    """The database as errors name it: a SQLite file's path, else its URL without password."""
+    if url.startswith("sqlite:///"):
+        return url.removeprefix("sqlite:///")
+    return make_url(url).render_as_string(hide_password=True)
 
-    A writer that is not `durable` skips the fsync of each commit: what it writes survives
-    a crash of the process, not of the machine (fit for last contacts, not for state).
+
+def make_engine(url: str, busy_timeout: float, *, immediate: bool) -> Engine:
+    """An engine for readers, or (`immediate`) for the serialised writer.
+
+    A writer waits up to `busy_timeout` seconds for another process's write to end.
     """
-    if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
+    if url.startswith("sqlite"):
+        return _sqlite_engine(url, busy_timeout, immediate=immediate)
+    return _postgresql_engine(url, busy_timeout, immediate=immediate)
+
+
+def _sqlite_engine(url: str, busy_timeout: float, *, immediate: bool) -> Engine:
     engine = create_engine(
         url,
         connect_args={"timeout": busy_timeout, "check_same_thread": False},
@@ -77,27 +92,68 @@ def make_engine(url: str, busy_timeout: float, *, immediate: bool, durable: bool
     return engine
 
 
-def init_schema(engine: Engine, create: bool) -> None:
-    """Create the tables (when `create`), add missing columns, refuse another schema version."""
-    if create:
-        Base.metadata.create_all(engine)
-    with Session(engine) as session, session.begin():
-        version = session.get(MetaRow, "schema_version")
-        if version is None:
-            session.add(MetaRow(name="schema_version", value=SCHEMA_VERSION))
-        elif version.value != SCHEMA_VERSION:
-            raise MasterError(f"database schema version {version.value}, expected {SCHEMA_VERSION}")
+def _postgresql_engine(url: str, busy_timeout: float, *, immediate: bool) -> Engine:
+    """The writer: one connection (the store serialises its threads), READ COMMITTED after
+    the lock, so each write sees every write before it. Readers: REPEATABLE READ, so a
+    document and the generation it reflects come from one snapshot; a bounded pool, since
+    every worker process of a fleet's master has its own."""
+    connect_args: dict[str, Any] = {"connect_timeout": max(1, round(busy_timeout))}
+    if immediate:  # waiting for the write lock (or any) is bounded as on SQLite
+        connect_args["options"] = f"-c lock_timeout={int(busy_timeout * 1000)}"
+    engine = create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=1 if immediate else 8,
+        max_overflow=0 if immediate else 8,
+        pool_timeout=busy_timeout,
+        isolation_level="READ COMMITTED" if immediate else "REPEATABLE READ",
+        connect_args=connect_args,
+    )
+    if immediate:
+
+        @event.listens_for(engine, "begin")
+        def _begin(connection: Any) -> None:
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")
+
+    return engine
+
+
+def upgrade(engine: Engine, *, create: bool = True) -> None:
+    """Bring the database to the newest revision, in one write transaction: serialised with
+    every writer of every process, so concurrent starts do not race.
+
+    An empty database is made from scratch (unless not `create`); one a release before
+    migrations made (`meta` says schema version 1) is stamped at the baseline first; one at
+    a revision this code does not know (a newer release's) is refused, untouched.
+
+    `engine` is a writer (`make_engine(…, immediate=True)`). A master of several worker
+    processes calls this once in their parent, before they fork.
+    """
+    name = describe(engine.url.render_as_string(hide_password=False))
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    script = ScriptDirectory.from_config(config)
+    head = script.get_current_head()
     with engine.begin() as connection:
-        add_missing_columns(connection, ADDED_COLUMNS)
-
-
-def add_missing_columns(connection: Connection, columns: tuple[Column[Any], ...]) -> None:
-    """Add each column its table lacks (nullable, no default): a database keeps working."""
-    inspector = inspect(connection)
-    for column in columns:
-        table = column.table.name
-        if not inspector.has_table(table):
-            continue
-        if column.name not in {known["name"] for known in inspector.get_columns(table)}:
-            kind = column.type.compile(dialect=connection.dialect)
-            connection.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column.name} {kind}")
+        config.attributes["connection"] = connection
+        current = MigrationContext.configure(connection).get_current_heads()
+        known = {revision.revision for revision in script.walk_revisions()}
+        unknown = [revision for revision in current if revision not in known]
+        if unknown:
+            raise MasterError(
+                f"database {name} is at schema revision {unknown[0]}, which this slapgrid "
+                f"does not know (it knows up to {head}): a newer release made it"
+            )
+        if not current:
+            if inspect(connection).has_table("meta"):
+                query = text("SELECT value FROM meta WHERE name = 'schema_version'")
+                version = connection.execute(query).scalar()
+                if version != LEGACY_SCHEMA_VERSION:
+                    raise MasterError(f"database {name} has an unknown schema version {version}")
+                command.stamp(config, BASELINE)
+                current = (BASELINE,)
+            elif not create:
+                raise MasterError(f"no master database in {name}")
+        if current != (head,):
+            command.upgrade(config, "head")
+            log.info("master database %s: schema %s → %s", name, ", ".join(current) or "∅", head)

@@ -18,7 +18,7 @@ from slapgrid.master.inputs import InstanceRequest
 from slapgrid.master.params import Params
 from slapgrid.master.state import MasterState
 from slapgrid.master.tables import DEFAULT_SOFTWARE_TYPE
-from slapgrid.slap import marshal
+from slapgrid.slap import marshal, xml_text
 from slapgrid.slap.documents import SoftwareInstance
 
 XML = "text/xml; charset=utf-8"
@@ -129,6 +129,8 @@ async def instance_tree(master: MasterState, p: Params, request: Request) -> Res
     title = p.document.get("title")
     if not isinstance(title, str):
         raise BadRequest('the body must name the instance tree: {"title": …}')
+    if not xml_text.is_xml_text(title):  # as SLAP calls' parameters (PostgreSQL keeps no NUL)
+        raise BadRequest("the title holds characters XML cannot carry")
     found = await master.run_blocking(master.store.instance_tree, title, _owner(request))
     return JSONResponse(found)
 

@@ -18,6 +18,9 @@ from slapgrid.slap.documents import DESTROYED, PARTITION_STATES, SOFTWARE_STATES
 from slapgrid.slap.marshal import MAX_DOCUMENT_BYTES
 
 AddressKey = tuple[str, str, str, str, str]  # interface, address, netmask, gateway, network
+TEXT_LIMIT = 255
+"""Characters a title, a software type or an address may have: what their columns hold.
+PostgreSQL enforces it and SQLite would not: both refuse more here, alike."""
 
 
 @dataclass(frozen=True)
@@ -38,12 +41,24 @@ class InstanceRequest:
 def check_request(request: InstanceRequest) -> tuple[str, dict[str, Any]]:
     """Refuse a malformed request; → (its parameters as instance XML, its filter)."""
     check_software_release(request.software_release)
-    if not request.title:
-        raise BadRequest("partition_reference is empty")
+    check_title(request.title, "partition_reference")
+    bounded(request.software_type, "software_type")
     if request.state is not None and request.state not in PARTITION_STATES:
         raise BadRequest(f"state must be started, stopped or destroyed, not {request.state!r}")
     parameters = as_xml(dict_param(request.parameters, "parameters"), "parameters")
     return parameters, dict_param(request.filter, "filter")
+
+
+def check_title(title: str, what: str) -> None:
+    if not title:
+        raise BadRequest(f"{what} is empty")
+    bounded(title, what)
+
+
+def bounded(value: str, what: str) -> str:
+    if len(value) > TEXT_LIMIT:
+        raise BadRequest(f"{what} is longer than {TEXT_LIMIT} characters")
+    return value
 
 
 def check_software_release(url: str) -> None:
@@ -91,7 +106,7 @@ def _text(value: Any, what: str, *, required: bool = False) -> str:
         return ""
     if not isinstance(value, str) or (required and not value):
         raise BadRequest(f"{what} must be a non-empty string")
-    return value
+    return bounded(value, what)
 
 
 def _name(rule: Callable[[object], str], value: Any, what: str) -> str:
@@ -134,7 +149,7 @@ def parse_format(definition: Any) -> ComputerFormat:
         if routed:
             keys.append(
                 (
-                    f"route_{interface}",
+                    bounded(f"route_{interface}", f"partition {name} tap name"),
                     routed,
                     _text(tap.get("ipv4_netmask"), f"partition {name} tap ipv4_netmask"),
                     _text(tap.get("ipv4_gateway"), f"partition {name} tap ipv4_gateway"),
@@ -149,6 +164,6 @@ def parse_format(definition: Any) -> ComputerFormat:
     return (
         reference,
         result,
-        address if isinstance(address, str) else None,
-        netmask if isinstance(netmask, str) else None,
+        bounded(address, "computer address") if isinstance(address, str) else None,
+        bounded(netmask, "computer netmask") if isinstance(netmask, str) else None,
     )

@@ -10,10 +10,11 @@ Semantics follow the reference proxy, with its bugs fixed:
 * every computer has a `generation`, bumped in the same transaction as any change to its
   getFullComputerInformation answer, so that answer can be cached and long-polled.
 
-A `MasterStore` owns a SQLite database: writes are serialised in-process (plus `BEGIN
-IMMEDIATE`), and the generations of committed writes are kept in memory for cheap polling.
-A PostgreSQL database may be shared (several workers, several masters): generations are
-read from it, and each write that moves them notifies the others (`notifications`).
+A `MasterStore` owns its database: its schema is brought up to date at open, and writes are
+serialised in-process (and across processes: `database`). On SQLite the generations of
+committed writes are kept in memory for cheap polling. A PostgreSQL database may be shared
+(several workers, several masters): generations are read from it, and each write that moves
+them notifies the others (`notifications`).
 Each computer's last contact (its node's last fetch of its document) is stored too, written
 in batches since nodes poll so often.
 The tables live in `tables`; the transitions in `computers` (format, supply, usage),
@@ -44,13 +45,14 @@ from slapgrid.master import (
     reports,
     trees,
 )
-from slapgrid.master.database import database_url, init_schema, make_engine
+from slapgrid.master.database import database_url, describe, make_engine, upgrade
 from slapgrid.master.errors import BadRequest, Conflict, MasterError, NotFound
 from slapgrid.master.inputs import (
     InstanceRequest,
     as_xml,
     check_request,
     check_supply,
+    check_title,
     check_usage,
     dict_param,
     parse_format,
@@ -123,10 +125,10 @@ class MasterStore:
             self._reader = make_engine(self.url, busy_timeout, immediate=False)
             self._writer = make_engine(self.url, busy_timeout, immediate=True)
             with self._lock:
-                init_schema(self._writer, create)
+                upgrade(self._writer, create=create)
         except SQLAlchemyError as exc:
             reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-            raise MasterError(f"cannot use database {self.url}: {reason}") from None
+            raise MasterError(f"cannot use database {describe(self.url)}: {reason}") from None
         if default_computer:
             self.ensure_computer(default_computer)
 
@@ -273,8 +275,7 @@ class MasterStore:
     def rename(
         self, computer: str, partition: str, new_name: str, slave_reference: str | None = None
     ) -> None:
-        if not new_name:
-            raise BadRequest("new name is empty")
+        check_title(new_name, "new name")
         with self._write() as tx:
             partitions.rename(tx, computer, partition, new_name, slave_reference)
 

@@ -11,7 +11,6 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from slapgrid.slap.documents import AVAILABLE, DESTROYED, STARTED
 
-SCHEMA_VERSION = "1"
 DEFAULT_SOFTWARE_TYPE = "default"
 FREE, BUSY = "free", "busy"
 
@@ -29,6 +28,8 @@ class Reported:
 
 
 class MetaRow(Base):
+    """`schema_version`: what releases before migrations check (`migrations/` sets it)."""
+
     __tablename__ = "meta"
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
