@@ -27,7 +27,7 @@ from slapgrid.master.tables import Base
 from support.postgres import Cluster
 
 RELEASE = Path(__file__).parent / "data" / "release-5cf8421"
-HEAD = "0004"
+HEAD = max(path.name[:4] for path in (MIGRATIONS / "versions").glob("0*.py"))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
