@@ -78,6 +78,7 @@ DRAIN = 3.0  # seconds after the last answer to a request for the wake-up it cau
 FETCH_TARGET_MS, WAKE_TARGET_MS = 50.0, 1000.0
 REGISTERED_TOGETHER = 250  # computers per transaction of the set-up
 POSTGRES_CONNECTIONS = 600  # 4 workers' pools, the set-up's and a margin
+MASTER_START = 900.0  # seconds a master of the whole fleet may take to answer
 STARTED = time.monotonic()
 
 
@@ -169,7 +170,9 @@ def master(database: str, workdir: Path, workers: int | None) -> Iterator[str]:
         *(() if workers is None else ("--workers", str(workers))),
     ]
     url = f"http://127.0.0.1:{port}/"
-    with reference_env.serving(command, url, workdir / "master.log", "getHateoasUrl"):
+    # a master renders every computer's document as it starts, ahead of any other call
+    log = workdir / "master.log"
+    with reference_env.serving(command, url, log, "getHateoasUrl", start_timeout=MASTER_START):
         yield url
 
 
@@ -574,8 +577,8 @@ def main() -> int:
     parser.add_argument("--ramp-rate", type=float, default=500.0, help="nodes connecting/s")
     parser.add_argument(
         "--setups",
-        default="sqlite:1,postgresql:1,postgresql:2,postgresql:4",
-        help="backend:workers, comma-separated",
+        help="backend:workers, comma-separated "
+        "[sqlite:1,postgresql:1,postgresql:2,postgresql:4; --smoke: sqlite:1,postgresql:1]",
     )
     parser.add_argument(
         "--http-registrations",
@@ -591,7 +594,8 @@ def main() -> int:
     if args.smoke:
         args.nodes, args.duration, args.interval, args.poll_timeout = 300, 20.0, 10.0, 10.0
         args.rate, args.http_registrations = min(args.rate, 20.0), 0
-        args.setups = "sqlite:1,postgresql:1"
+        args.setups = args.setups or "sqlite:1,postgresql:1"
+    args.setups = args.setups or "sqlite:1,postgresql:1,postgresql:2,postgresql:4"
     setups = [
         Setup(backend, int(workers))
         for backend, _, workers in (item.partition(":") for item in args.setups.split(","))
@@ -615,6 +619,7 @@ def main() -> int:
             "connection (`Connection: close`), the long polls stay kept alive"
         )
     results: dict[str, Figures] = {}
+    failed: list[str] = []
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-fleet-")))
         cluster: Cluster | None = None
@@ -643,7 +648,11 @@ def main() -> int:
                 database = cluster.url(name)
             assert database is not None
             account = cluster.account.pw_name if cluster and setup.backend != "sqlite" else None
-            results[setup.name] = measure(setup, database, workdir, args, account, workers_flag)
+            try:
+                results[setup.name] = measure(setup, database, workdir, args, account, workers_flag)
+            except (RuntimeError, OSError) as exc:  # the other set-ups still run
+                say(f"{setup.name}: FAILED: {exc}")
+                failed.append(setup.name)
     venv = None if args.smoke else find_reference_venv(args.reference_venv)
     reference: tuple[float, Figures] | None = None
     if venv is not None:
@@ -673,7 +682,7 @@ def main() -> int:
                     f"/ reference's: x{ratio:.2f}"
                 )
     errors = sum(sum(f.errors.values()) for n, f in results.items() if not n.startswith("ref"))
-    return 1 if args.smoke and errors else 0
+    return 1 if failed or (args.smoke and errors) else 0
 
 
 if __name__ == "__main__":
