@@ -1,8 +1,9 @@
 """Benchmark: a fleet of nodes on one master (issue 15), every node simulated in one process.
 
 `--nodes` computers of `--partitions` partitions each, with a software release supplied, are
-registered straight through `MasterStore` before the master starts (over HTTP that takes
-minutes for 10,000: the rate is printed). The master then runs as `slapgrid master start`
+registered through the store's own transitions before the master starts, many per
+transaction (over HTTP, one by one, 10,000 take many minutes: the first master registers a
+few that way for the rate). The master then runs as `slapgrid master start`
 in its own process, over plain HTTP on 127.0.0.1 (`--insecure`): with TLS each of the
 10,000 nodes would need its own certificate, the handshakes of 20,000 connections would
 dominate the ramp, and asyncio's TLS layer (Python) would make the load generator the
@@ -547,7 +548,8 @@ def report(results: dict[str, Figures]) -> None:
         ("stray wake-ups", lambda f: str(f.stray_wakes)),
         ("errors", lambda f: str(sum(f.errors.values()))),
     ]
-    width = max(17, *(len(name) + 2 for name in results))
+    cells = [cell(f) for _, cell in rows for f in results.values()]
+    width = max(len(text) + 2 for text in [*results, *cells])
     print(f"{'':<25}" + "".join(f"{name:>{width}}" for name in results))
     for label, cell in rows:
         print(f"{label:<25}" + "".join(f"{cell(f):>{width}}" for f in results.values()))
