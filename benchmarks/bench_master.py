@@ -26,7 +26,6 @@ import contextlib
 import os
 import random
 import ssl
-import statistics
 import sys
 import tempfile
 import time
@@ -41,24 +40,23 @@ from slapgrid.master.pki.identity import Identity
 from slapgrid.slap import marshal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from slap_load import (
+    SOFTWARE,
+    Connection,
+    computer_definition,
+    find_reference_venv,
+    percentile,
+    request_form,
+)
+
 import reference_env
 from support.addresses import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
-SOFTWARE = "https://lab.example.com/software/bench/software.cfg"
 BIG_COMPUTER = "COMP-BENCH"
 TLS, PLAIN = "slapgrid (HTTPS)", "slapgrid (HTTP)"
 
 
 # --- masters -------------------------------------------------------------------------------
-
-
-def find_reference_venv(explicit: str | None) -> Path | None:
-    candidates = [Path(explicit)] if explicit else [ROOT / ".venv-ref", Path("/tmp/ref")]
-    for venv in candidates:
-        if (venv / "bin" / "slapos").exists():
-            return venv
-    return None
 
 
 class Callers:
@@ -144,41 +142,15 @@ def populate(
             response = client.post(endpoint, data=data)
             response.raise_for_status()
 
-        definition = {
-            "reference": computer,
-            "address": "10.0.0.1",
-            "netmask": "255.255.255.0",
-            "partition_list": [
-                {
-                    "reference": f"slappart{i}",
-                    "address_list": [
-                        {"addr": f"10.1.{i // 250}.{i % 250 + 1}", "netmask": "255.255.0.0"},
-                        {"addr": f"fd00::{i + 1:x}", "netmask": "ffff:ffff:ffff:ffff::"},
-                    ],
-                    "tap": {"name": f"slaptap{i}"},
-                }
-                for i in range(partitions)
-            ],
-        }
+        definition = computer_definition(computer, partitions)
         xml = marshal.dumps(definition).decode()
         post(node, "loadComputerConfigurationFromXML", {"xml": xml})
         supplied = {"url": SOFTWARE, "computer_id": computer, "state": "available"}
         post(user, "supplySupply", supplied)
         for i in range(busy):
             parameters = {f"key-{k}": f"value {k} of instance {i}" for k in range(8)}
-            post(
-                user,
-                "requestComputerPartition",
-                {
-                    "software_release": SOFTWARE,
-                    "software_type": "default",
-                    "partition_reference": f"{prefix}instance-{i}",
-                    "partition_parameter_xml": marshal.dumps(parameters).decode(),
-                    "filter_xml": marshal.dumps({"computer_guid": computer}).decode(),
-                    "state": marshal.dumps("started").decode(),
-                    "shared_xml": marshal.dumps(False).decode(),
-                },
-            )
+            form = request_form(f"{prefix}instance-{i}", parameters, computer)
+            post(user, "requestComputerPartition", form)
             connection = {"url": f"https://[fd00::{i + 1:x}]:8443/", "password": "secret"}
             post(
                 node,
@@ -210,39 +182,7 @@ class Stats:
         return len(self.latencies) / self.elapsed if self.elapsed else 0.0
 
     def percentile(self, q: int, of: list[float] | None = None) -> float:
-        values = self.latencies if of is None else of
-        if len(values) < 2:
-            return float("nan")
-        return statistics.quantiles(values, n=100, method="inclusive")[q - 1] * 1000
-
-
-class Connection:
-    def __init__(self, url: str, tls: ssl.SSLContext | None = None) -> None:
-        parts = httpx.URL(url)
-        self.host, self.port = parts.host, parts.port or (443 if tls else 80)
-        self.tls = tls
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def get(self, path: str, etag: str | None = None) -> tuple[int, str | None]:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(
-                self.host, self.port, ssl=self.tls
-            )
-        assert self.reader is not None
-        extra = f"If-None-Match: {etag}\r\n" if etag else ""
-        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n{extra}\r\n".encode())
-        head = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-        status = int(head[0].split()[1])
-        headers = dict(
-            (name.strip().lower(), value.strip())
-            for name, _, value in (line.partition(":") for line in head[1:] if line)
-        )
-        await self.reader.readexactly(int(headers.get("content-length", 0)))
-        if headers.get("connection", "").lower() == "close" or head[0].startswith("HTTP/1.0"):
-            self.writer.close()
-            self.writer = None
-        return status, headers.get("etag")
+        return percentile(self.latencies if of is None else of, q)
 
 
 async def hammer(

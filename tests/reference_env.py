@@ -125,13 +125,14 @@ def serving(
     log: Path,
     probe: str = "getRunId",
     verify: ssl.SSLContext | bool = True,
+    start_timeout: float = 60,
 ) -> Iterator[str]:
     """Start a server process, wait until `url + probe` answers (any status: an HTTPS
     master may refuse a caller without certificate), yield `url`, then stop it."""
     with log.open("wb") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + start_timeout
         while True:
             try:
                 httpx.get(url + probe, timeout=1, verify=verify)
