@@ -240,3 +240,24 @@ def test_a_contact_with_one_master_shows_through_the_other(
         lambda: b.store.computer_status(COMP)["text"] == f"#access {COMP}",
         what="A's contact to be written",
     )
+
+
+def test_a_shared_store_remembers_a_generation_only_until_told_it_moved(
+    cluster: Cluster,
+) -> None:
+    """The feed of a worker reads memory (kept by notifications); an ETag reads the database."""
+    url = cluster.create_database()
+    a, b = MasterStore(url, default_computer=COMP), MasterStore(url)
+    try:
+        before = b.generation(COMP)
+        a.supply(COMP, SR)  # moves the generation through A: B has heard nothing yet
+        moved = a.generation(COMP, fresh=True)
+        assert moved != before and b.known_generation(COMP) == before
+        assert b.generation(COMP, fresh=True) == moved  # what a document must reflect
+        b.forget([COMP])  # the notification arrives
+        assert b.known_generation(COMP) is None and b.generation(COMP) == moved
+        b.forget()  # listening again after a lost connection: nothing is trusted
+        assert b.known_generation(COMP) is None
+    finally:
+        a.close()
+        b.close()

@@ -14,8 +14,8 @@ RunBlocking = Callable[..., Awaitable[Any]]
 
 
 class ChangeFeed:
-    """Generations read from memory when the store knows them (from the database when it is
-    shared), and per-computer wake-ups.
+    """Generations read from the store's memory when it knows them (kept by commits, or on a
+    shared database by notifications), and per-computer wake-ups.
 
     Used from the event loop's thread only: commits in other threads hand over to it.
     """

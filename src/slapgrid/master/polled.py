@@ -22,7 +22,7 @@ async def full_computer_information(master: MasterState, p: Params, request: Req
     computer = p["computer_id"]
     document = await master.documents.get(computer)
     if master.store.note_contact(computer, now_us()):
-        await master.run_blocking(master.store.write_contacts)
+        master.write_contacts_soon()
     headers = {"ETag": document.etag}
     if document.matches(request.headers.get("if-none-match", "")):
         return Response(status_code=304, headers=headers)

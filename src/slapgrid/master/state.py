@@ -40,8 +40,9 @@ class MasterState:
         self.authority = authority  # None: no certificates issued (partitions get "")
         self.run_blocking = run_blocking
         self.feed = ChangeFeed(store, run_blocking)
-        self.documents = DocumentCache(store, self.feed.generation, run_blocking)
+        self.documents = DocumentCache(store, self._fresh_generation, run_blocking)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._contacts_write: asyncio.Future[None] | None = None
         store.add_listener(self._committed)
 
     @contextlib.asynccontextmanager
@@ -50,9 +51,7 @@ class MasterState:
         self._loop = asyncio.get_running_loop()
         tasks: list[asyncio.Future[None]] = []
         if self.store.shared:
-            # caught up: every open poll re-reads its generation (documents are always
-            # checked against the database's generation)
-            listener = Listener(self.store.url, self._changed, self.feed.wake_all)
+            listener = Listener(self.store.url, self._notified, self._caught_up)
             tasks = [asyncio.ensure_future(listener.run()), asyncio.ensure_future(self._contacts())]
         try:
             yield
@@ -64,21 +63,47 @@ class MasterState:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
+    async def _fresh_generation(self, computer: str) -> int:
+        """What a document and its `ETag` must reflect: on a shared database, the
+        database's generation, whatever this worker has heard of yet."""
+        if not self.store.shared:
+            return await self.feed.generation(computer)
+        generation: int = await self.run_blocking(self.store.generation, computer, fresh=True)
+        return generation
+
+    def write_contacts_soon(self) -> None:
+        """Write the noted contacts in the background: no fetch waits behind the writer."""
+        if self._contacts_write is None or self._contacts_write.done():
+            self._contacts_write = asyncio.ensure_future(self._write_contacts())
+
+    async def _write_contacts(self) -> None:
+        try:
+            await self.run_blocking(self.store.write_contacts)
+        except Exception as exc:  # the database away: the next round tries again
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+            log.warning("writing the nodes' last contacts failed: %s", reason)
+
     async def _contacts(self) -> None:
         """Contacts noted here written within `CONTACT_DELAY_US`, even with no next poll."""
         while True:
             await asyncio.sleep(CONTACT_DELAY_US / 1e6)
-            try:
-                await self.run_blocking(self.store.write_contacts)
-            except Exception as exc:  # the database away: the next round tries again
-                reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-                log.warning("writing the nodes' last contacts failed: %s", reason)
+            await self._write_contacts()
 
     def _committed(self, changed: dict[str, int]) -> None:
         """Called from whichever thread committed: hand over to the loop."""
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._changed, list(changed))
+
+    def _notified(self, computers: list[str]) -> None:
+        """Another process (or this one) committed a change to these computers."""
+        self.store.forget(computers)
+        self.feed.wake(computers)
+
+    def _caught_up(self) -> None:
+        """Listening again: whatever was missed meanwhile, every poll reads again."""
+        self.store.forget()
+        self.feed.wake_all()
 
     def _changed(self, computers: list[str]) -> None:
         self.feed.wake(computers)

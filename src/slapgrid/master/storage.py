@@ -13,8 +13,8 @@ Semantics follow the reference proxy, with its bugs fixed:
 A `MasterStore` owns its database: its schema is brought up to date at open, and writes are
 serialised in-process (and across processes: `database`). On SQLite the generations of
 committed writes are kept in memory for cheap polling. A PostgreSQL database may be shared
-(several workers, several masters): generations are read from it, and each write that moves
-them notifies the others (`notifications`).
+(several workers, several masters): each write that moves generations notifies the others
+(`notifications`), whose memory forgets them, and what an `ETag` says is read from it.
 Each computer's last contact (its node's last fetch of its document) is stored too, written
 in batches since nodes poll so often.
 The tables live in `tables`; the transitions in `computers` (format, supply, usage),
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -112,6 +112,8 @@ class MasterStore:
         """Other processes may write the database: no generation is trusted from memory."""
         self._lock = threading.Lock()
         self._generations: dict[str, int] = {}
+        self._generations_lock = threading.Lock()  # never held across a query
+        self._epoch = 0  # moved by `forget`: a value read before it may be stale
         self._contacts_lock = threading.Lock()  # never held across a query
         self._contacts: dict[str, int] = {}  # contacts noted and not written yet
         self._contacts_since: int | None = None  # when the oldest of them was noted
@@ -163,7 +165,9 @@ class MasterStore:
                         changed[row.reference] = row.generation
                     if self.shared:
                         notifications.notify(session, changed)
-            if not self.shared:
+            if self.shared:
+                self.forget(changed)
+            else:
                 self._generations.update(changed)
         if changed:
             for callback in self._listeners:
@@ -181,20 +185,37 @@ class MasterStore:
 
     # --- generations ---------------------------------------------------------------------
 
-    def generation(self, computer: str) -> int:
-        """The computer's current generation (memory first, unless `shared`; `NotFound` if
-        unknown)."""
-        value = self._generations.get(computer)
-        if value is None:
-            with self._read() as session:
-                value = lookups.computer_row(session, computer).generation
-            if not self.shared:
+    def generation(self, computer: str, *, fresh: bool = False) -> int:
+        """The computer's current generation (`NotFound` if unknown): from memory when known,
+        from the database when `fresh` and the database is `shared` (what an `ETag` says).
+
+        On a shared database memory is what the notifications keep: a value read is kept
+        only if no notification came meanwhile (`forget`), so none outlives a change.
+        """
+        if not (fresh and self.shared):
+            value = self._generations.get(computer)
+            if value is not None:
+                return value
+        epoch = self._epoch
+        with self._read() as session:
+            value = lookups.computer_row(session, computer).generation
+        with self._generations_lock:
+            if epoch == self._epoch:
                 self._generations.setdefault(computer, value)
         return value
 
     def known_generation(self, computer: str) -> int | None:
-        """The generation held in memory, without touching the database (never `shared`)."""
+        """The generation held in memory, without touching the database."""
         return self._generations.get(computer)
+
+    def forget(self, computers: Iterable[str] | None = None) -> None:
+        """These computers' (None: every) generations moved elsewhere: read them again."""
+        with self._generations_lock:
+            self._epoch += 1
+            if computers is None:
+                self._generations.clear()
+            for computer in computers or ():
+                self._generations.pop(computer, None)
 
     # --- computer-level writes -----------------------------------------------------------
 
