@@ -268,7 +268,8 @@ class ReferenceNode:
 
 
 @pytest.fixture(scope="module")
-def reference_node(reference_venv: Path) -> Iterator[ReferenceNode]:
+def reference_node(reference_venv: Path, module_database: str) -> Iterator[ReferenceNode]:
+    """The reference's `slapos node` against our master, on SQLite and on PostgreSQL."""
     try:
         user = reference_env.node_user(reference_venv / "bin" / "python")
     except reference_env.Unavailable as exc:
@@ -277,7 +278,7 @@ def reference_node(reference_venv: Path) -> Iterator[ReferenceNode]:
     computer = "COMP-REF"
     try:
         with (
-            tls_master(root, computer) as master,
+            tls_master(root, computer, database=module_database) as master,
             master.node_client() as client,
             master.user_client() as requester,
         ):
