@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import socket
+import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import FrameType
 
 import httpx
 import pytest
 
 from master_site import get, partition, served, small_computer
+from slapgrid.master.app import WRITERS
 from slapgrid.master.server import MasterServer
 from slapgrid.master.storage import MasterStore
 from slapgrid.slap import marshal
 from slapgrid.slap.client import SlapClient
 from slapgrid.slap.errors import HTTPStatusError, NotFoundError
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -250,3 +256,49 @@ def test_instance_trees_over_json(master: MasterServer, node: SlapClient) -> Non
     assert (row["title"], row["url_string"]) == ("web", SR)
     view = httpx.get(search, params={"mode": "traverse", "relative_url": row["relative_url"]})
     assert view.json()["_embedded"]["_view"]["my_reference"]["default"] == "web"
+
+
+def threads_in_the_store() -> int:
+    """Threads of this process in a call of the master's store (here: writes waiting)."""
+    return sum(1 for frame in sys._current_frames().values() if _in_the_store(frame))
+
+
+def _in_the_store(frame: FrameType | None) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename.endswith("master/storage.py"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def test_a_queue_of_writes_leaves_threads_for_the_nodes_reads(tmp_path: Path) -> None:
+    """Users' requests faster than the database takes them wait on the event loop, not in
+    the threads a node's registerComputerPartition (a read) needs."""
+    with served(tmp_path, COMP) as master, SlapClient(master.url, COMP) as node:
+        node.load_computer_configuration(small_computer(COMP, 2))
+        blocker = sqlite3.connect(tmp_path / "master.db", isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # another writer holds the database
+        with ThreadPoolExecutor(max_workers=50) as pool:
+            try:
+                writes = [
+                    pool.submit(
+                        httpx.post,
+                        master.url + "supplySupply",
+                        timeout=60,
+                        data={"url": f"{SR}?{i}", "computer_id": COMP, "state": "available"},
+                    )
+                    for i in range(50)
+                ]
+                wait_for(lambda: threads_in_the_store() >= WRITERS, what="writes to wait")
+                read = get(
+                    master,
+                    "registerComputerPartition",
+                    computer_reference=COMP,
+                    computer_partition_reference="slappart0",
+                )
+                assert read.status_code == 200 and not any(w.done() for w in writes)
+                assert threads_in_the_store() <= WRITERS
+            finally:
+                blocker.execute("ROLLBACK")
+            assert [w.result().status_code for w in writes] == [200] * 50
+        assert len(node.computer().software_releases) == 50

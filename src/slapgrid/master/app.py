@@ -10,12 +10,15 @@ unchanged (each write is one transaction).
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 from urllib.parse import parse_qsl
 
+import anyio
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -27,6 +30,7 @@ from slapgrid.master import access, credentials
 from slapgrid.master.access_log import AccessLog
 from slapgrid.master.bodies import bounded_body
 from slapgrid.master.cache.store import CacheStore
+from slapgrid.master.change_feed import RunBlocking
 from slapgrid.master.endpoints import text
 from slapgrid.master.errors import (
     BadRequest,
@@ -46,6 +50,10 @@ MAX_BODY_BYTES = 16 << 20
 MAX_FIELDS = 100
 BODY_TIMEOUT = 30.0
 FORM = "application/x-www-form-urlencoded"
+WRITERS = 2
+"""POST calls (writes) that may hold a worker thread at once. The store serialises writes,
+so more would only wait for its lock in threads the nodes' reads need: a burst of users'
+requests then queues on the event loop, and fetches and polls are still answered."""
 
 
 def create_app(
@@ -60,8 +68,9 @@ def create_app(
         async with master.serving():
             yield
 
+    writes = _writes_in_thread()
     routes = [
-        StarletteRoute(f"/{route.path}", _endpoint(master, route), methods=[route.method])
+        StarletteRoute(f"/{route.path}", _endpoint(master, route, writes), methods=[route.method])
         for route in ROUTES
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
@@ -70,10 +79,13 @@ def create_app(
     return app
 
 
-def _endpoint(master: MasterState, route: Route) -> Callable[[Request], Awaitable[Response]]:
+def _endpoint(
+    master: MasterState, route: Route, writes_in_thread: RunBlocking
+) -> Callable[[Request], Awaitable[Response]]:
     """The Starlette endpoint: read the parameters, answer, turn every failure into a status."""
     handler = route.handler
     on_loop = inspect.iscoroutinefunction(handler)
+    in_thread = writes_in_thread if route.method == "POST" else run_in_threadpool
 
     async def endpoint(request: Request) -> Response:
         try:
@@ -89,7 +101,7 @@ def _endpoint(master: MasterState, route: Route) -> Callable[[Request], Awaitabl
                 )
             if on_loop:
                 return await handler(master, p, request)
-            return await run_in_threadpool(handler, master, p, request)
+            return await in_thread(handler, master, p, request)
         except MasterError as exc:
             return _error(request, exc.status, str(exc))
         except HTTPException as exc:  # e.g. a form body that does not parse
@@ -99,6 +111,20 @@ def _endpoint(master: MasterState, route: Route) -> Callable[[Request], Awaitabl
             return _error(request, 500, "internal error")
 
     return endpoint
+
+
+def _writes_in_thread() -> RunBlocking:
+    """`run_in_threadpool` for writes: at most `WRITERS` threads of them at once (the limiter
+    is made on the event loop, at the first write)."""
+    limiter: list[anyio.CapacityLimiter] = []
+
+    async def run(function: Callable[..., Any], *args: Any) -> Any:
+        if not limiter:
+            limiter.append(anyio.CapacityLimiter(WRITERS))
+        call = functools.partial(function, *args)
+        return await anyio.to_thread.run_sync(call, limiter=limiter[0])
+
+    return run
 
 
 async def _params(request: Request) -> Params:
