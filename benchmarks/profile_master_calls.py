@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from slap_load import computer_definition
 from sqlalchemy import create_engine, insert, text
 
 from slapgrid.master.inputs import as_xml
@@ -55,26 +56,6 @@ def computer(number: int) -> str:
 
 def parameters(version: int) -> dict[str, str]:
     return {f"key-{k}": f"value {k} version {version}" for k in range(8)}
-
-
-def definition(reference: str) -> dict[str, Any]:
-    """`slapos format`'s computer: 10 partitions, an IPv4 and an IPv6 address and a tap each."""
-    return {
-        "reference": reference,
-        "address": "10.0.0.1",
-        "netmask": "255.255.255.0",
-        "partition_list": [
-            {
-                "reference": f"slappart{i}",
-                "address_list": [
-                    {"addr": f"10.1.0.{i + 1}", "netmask": "255.255.0.0"},
-                    {"addr": f"fd00::{i + 1:x}", "netmask": "ffff:ffff:ffff:ffff::"},
-                ],
-                "tap": {"name": f"slaptap{i}"},
-            }
-            for i in range(PARTITIONS)
-        ],
-    }
 
 
 # --- filling ---------------------------------------------------------------------------------
@@ -192,7 +173,11 @@ def store_calls(store: MasterStore, samples: Samples, kind: str) -> list[Callabl
     calls: list[Callable[[], Any]] = []
     for n, c in enumerate(samples.computers_for()):
         if kind == "register":
-            calls.append(lambda n=n: store.load_computer_configuration(definition(f"NEW-{n}")))
+            calls.append(
+                lambda n=n: store.load_computer_configuration(
+                    computer_definition(f"NEW-{n}", PARTITIONS)
+                )
+            )
         elif kind == "render":
             calls.append(lambda c=c: render(store, computer(c)))
         else:
@@ -271,7 +256,7 @@ def measure_http(server: MasterServer, samples: Samples) -> None:
         calls = [
             lambda n=n: post(
                 "loadComputerConfigurationFromXML",
-                {"xml": marshal.dumps(definition(f"HTTP-{n}")).decode()},
+                {"xml": marshal.dumps(computer_definition(f"HTTP-{n}", PARTITIONS)).decode()},
             )
             for n in range(samples.count)
         ]
