@@ -31,6 +31,9 @@ pytestmark = pytest.mark.integration
 
 COMP = "COMP-SHARED"
 SR = "https://example.com/software/shared/software.cfg"
+# a poll held 30 s answered well before: woken by the notification, not its time-out (the
+# margin is a busy machine's, not a latency target: bench_fleet.py measures that)
+WOKEN = 10.0
 LISTENERS = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'"
 
 
@@ -103,7 +106,7 @@ def test_a_poll_on_b_wakes_at_a_change_through_a(
         changed_at = time.monotonic()
     poll.join(10)
     assert poll.answer is not None and poll.answer != before
-    assert poll.answered_at - changed_at < 0.5
+    assert poll.answered_at - changed_at < WOKEN
     assert poll.answer == generation(a) == generation(b)
 
 
@@ -148,7 +151,7 @@ def test_a_killed_listener_listens_again_and_misses_nothing(
         changed_at = time.monotonic()
     poll.join(10)
     assert poll.answer is not None and poll.answer != before
-    assert poll.answered_at - changed_at < 0.5
+    assert poll.answered_at - changed_at < WOKEN
 
 
 def test_masters_listen_again_after_a_postgresql_restart(
@@ -167,7 +170,7 @@ def test_masters_listen_again_after_a_postgresql_restart(
         changed_at = time.monotonic()
     poll.join(10)
     assert poll.answer is not None and poll.answer != before
-    assert poll.answered_at - changed_at < 0.5
+    assert poll.answered_at - changed_at < WOKEN
 
 
 def test_every_computer_of_a_large_write_is_notified(
