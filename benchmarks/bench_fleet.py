@@ -656,12 +656,13 @@ def main() -> int:
             except (RuntimeError, OSError) as exc:  # the other set-ups still run
                 say(f"{setup.name}: FAILED: {exc}")
                 failed.append(setup.name)
-    venv = None if args.smoke else find_reference_venv(args.reference_venv)
+    measured = not args.smoke and args.reference_nodes > 0
+    venv = find_reference_venv(args.reference_venv) if measured else None
     reference: tuple[float, Figures] | None = None
     if venv is not None:
         reference = measure_reference(venv, args)
         results[f"reference ({args.reference_nodes})"] = reference[1]
-    elif not args.smoke:
+    elif measured:
         print("reference venv not found (create .venv-ref: see tests/interop/conftest.py)")
 
     print()
