@@ -95,19 +95,24 @@ def held(master: MasterServer, since: int) -> Poll:
     return poll
 
 
+def assert_woken_through(a: MasterServer, b: MasterServer, since: int, state: str) -> int:
+    """A poll held on B since `since` is woken by a supply through A: its answer."""
+    poll = held(b, since)
+    with SlapClient(a.url, COMP) as client:
+        client.supply(SR, state=state)
+        changed_at = time.monotonic()
+    poll.join(10)
+    assert poll.answer is not None and poll.answer != since
+    assert poll.answered_at - changed_at < WOKEN
+    return poll.answer
+
+
 def test_a_poll_on_b_wakes_at_a_change_through_a(
     masters: tuple[MasterServer, MasterServer],
 ) -> None:
     a, b = masters
-    before = generation(b)
-    poll = held(b, before)
-    with SlapClient(a.url, COMP) as client:
-        client.supply(SR)
-        changed_at = time.monotonic()
-    poll.join(10)
-    assert poll.answer is not None and poll.answer != before
-    assert poll.answered_at - changed_at < WOKEN
-    assert poll.answer == generation(a) == generation(b)
+    answer = assert_woken_through(a, b, generation(b), "available")
+    assert answer == generation(a) == generation(b)
 
 
 def test_b_serves_the_new_document_right_after_a_commit_through_a(
@@ -144,14 +149,7 @@ def test_a_killed_listener_listens_again_and_misses_nothing(
     assert generation(b) == generation(a) != before
 
     wait_for(lambda: listeners(cluster, a.store.url) == 2, what="both masters to listen again")
-    before = generation(b)
-    poll = held(b, before)
-    with SlapClient(a.url, COMP) as client:
-        client.supply(SR, state="destroyed")
-        changed_at = time.monotonic()
-    poll.join(10)
-    assert poll.answer is not None and poll.answer != before
-    assert poll.answered_at - changed_at < WOKEN
+    assert_woken_through(a, b, generation(b), "destroyed")
 
 
 def test_masters_listen_again_after_a_postgresql_restart(
@@ -164,13 +162,7 @@ def test_masters_listen_again_after_a_postgresql_restart(
     poll.join(30)  # answered once B listens again: it may have missed a change
     assert poll.answer == before
     wait_for(lambda: listeners(cluster, a.store.url) == 2, what="both masters to listen again")
-    poll = held(b, before)
-    with SlapClient(a.url, COMP) as client:
-        client.supply(SR)
-        changed_at = time.monotonic()
-    poll.join(10)
-    assert poll.answer is not None and poll.answer != before
-    assert poll.answered_at - changed_at < WOKEN
+    assert_woken_through(a, b, before, "available")
 
 
 def test_every_computer_of_a_large_write_is_notified(
