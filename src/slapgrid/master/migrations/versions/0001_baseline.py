@@ -19,15 +19,20 @@ def reported() -> list[sa.Column]:
     ]
 
 
+def owning_computer() -> sa.Column:
+    """The computer a row belongs to: gone with it."""
+    return sa.Column(
+        "computer",
+        sa.String(255),
+        sa.ForeignKey("computer.reference", ondelete="CASCADE"),
+        nullable=False,
+    )
+
+
 def computer_event() -> list[sa.Column]:
     return [
         sa.Column("id", sa.Integer(), primary_key=True),
-        sa.Column(
-            "computer",
-            sa.String(255),
-            sa.ForeignKey("computer.reference", ondelete="CASCADE"),
-            nullable=False,
-        ),
+        owning_computer(),
         sa.Column("received_at", sa.BigInteger(), nullable=False),
     ]
 
@@ -49,12 +54,7 @@ def upgrade() -> None:
     op.create_table(
         "partition",
         sa.Column("id", sa.Integer(), primary_key=True),
-        sa.Column(
-            "computer",
-            sa.String(255),
-            sa.ForeignKey("computer.reference", ondelete="CASCADE"),
-            nullable=False,
-        ),
+        owning_computer(),
         sa.Column("reference", sa.String(255), nullable=False),
         sa.Column("slap_state", sa.String(16), nullable=False),
         sa.Column("guid", sa.String(64), unique=True),
@@ -90,12 +90,7 @@ def upgrade() -> None:
     op.create_table(
         "software_installation",
         sa.Column("id", sa.Integer(), primary_key=True),
-        sa.Column(
-            "computer",
-            sa.String(255),
-            sa.ForeignKey("computer.reference", ondelete="CASCADE"),
-            nullable=False,
-        ),
+        owning_computer(),
         sa.Column("url", sa.Text(), nullable=False),
         sa.Column("requested_state", sa.String(16), nullable=False),
         *reported(),
