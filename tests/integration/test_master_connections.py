@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from master_site import served
-from slapgrid.master.connections import raise_file_limit
+from slapgrid.master.connections import MAX_HEAD_BYTES, raise_file_limit
 from slapgrid.master.pki.authority import Authority
 from slapgrid.master.pki.identity import Identity
 from slapgrid.master.server import MasterServer
@@ -146,3 +146,23 @@ def test_stopping_answers_the_open_long_polls(
     assert time.monotonic() - started < 5
     assert [answer.status_code for answer in answers] == [200]
     assert "Exception in ASGI application" not in caplog.text
+
+
+def test_an_endless_request_head_is_refused(master: MasterServer) -> None:
+    """The C parser bounds no head: the protocol does (a 400, or a reset when the refusal
+    overtakes the bytes still sent), and the next caller is answered."""
+    with socket.create_connection(address(master)) as sock:
+        sock.sendall(f"GET /getComputerStatus?computer_id={COMP} HTTP/1.1\r\n".encode())
+        header = b"X-Filler: " + b"a" * 1000 + b"\r\n"
+        answer, dropped = b"", False
+        try:
+            for _ in range(4 * MAX_HEAD_BYTES // len(header)):
+                sock.sendall(header)
+            sock.settimeout(10)
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except (ConnectionResetError, BrokenPipeError):
+            dropped = True
+    assert dropped or answer.startswith(b"HTTP/1.1 400"), answer[:100]
+    reply = httpx.get(master.url + "getComputerStatus", params={"computer_id": COMP})
+    assert reply.status_code == 200

@@ -4,8 +4,9 @@ uvicorn times a keep-alive connection out only after a first answer, and any byt
 restarts that timer: a connection that never sends a request, or sends its head a byte at a
 time, stays open for good, and enough of them exhaust the master's file descriptors. Here
 every request head must be complete within a deadline, counted from the connection's start
-or the previous answer; bytes trickling in do not extend it. (The body has its own deadline,
-in the app.) Each connection also learns, once, who is calling.
+or the previous answer; bytes trickling in do not extend it, and a head longer than
+`MAX_HEAD_BYTES` is refused (the parser, llhttp, sets no bound of its own). (The body has its
+own deadline, in the app.) Each connection also learns, once, who is calling.
 """
 
 from __future__ import annotations
@@ -14,27 +15,31 @@ import asyncio
 import resource
 from typing import Any
 
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from slapgrid.master import access
 
 HEAD_TIMEOUT = 10.0
 """Seconds a new connection gets to send a complete request head."""
+MAX_HEAD_BYTES = 64 << 10
+"""A SLAP call's head is a few hundred bytes; its parameters of any size go in the body."""
 
 
 def guarded_protocol(
     head_timeout: float, idle_timeout: float, *, insecure: bool = False
-) -> type[H11Protocol]:
-    """uvicorn's HTTP/1.1 protocol with a deadline on each request head: `head_timeout` for
-    the first, `idle_timeout` (keep-alive) for each next one.
+) -> type[HttpToolsProtocol]:
+    """uvicorn's HTTP/1.1 protocol (httptools: a C parser, what a master serving a fleet
+    needs) with a deadline on each request head: `head_timeout` for the first,
+    `idle_timeout` (keep-alive) for each next one.
 
     Each connection's caller (`access.Caller`, from its TLS client certificate, or trusted
     on an `insecure` master) is read once, at its start, into every request's state.
     """
 
-    class GuardedProtocol(H11Protocol):
+    class GuardedProtocol(HttpToolsProtocol):
         _deadline: asyncio.TimerHandle | None = None
         _answered: Any = None  # the request cycle the deadline was last disarmed for
+        _head_bytes = 0  # received since the deadline was armed, before a complete head
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -48,7 +53,10 @@ def guarded_protocol(
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
-            self._disarm_if_serving()
+            if not self._disarm_if_serving() and self._deadline is not None:
+                self._head_bytes += len(data)
+                if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+                    self.send_400_response("Request head too large.")
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
@@ -56,10 +64,12 @@ def guarded_protocol(
                 self._arm(idle_timeout)
                 self._disarm_if_serving()  # a pipelined request may already be in
 
-        def _disarm_if_serving(self) -> None:
+        def _disarm_if_serving(self) -> bool:
             if self.cycle is not None and self.cycle is not self._answered:
                 self._answered = self.cycle  # a complete head: the request is being served
                 self._disarm()
+                return True
+            return False
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
@@ -67,6 +77,7 @@ def guarded_protocol(
 
         def _arm(self, delay: float) -> None:
             self._disarm()
+            self._head_bytes = 0
             self._deadline = self.loop.call_later(delay, self._drop)
 
         def _disarm(self) -> None:
