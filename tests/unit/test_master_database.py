@@ -7,13 +7,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from master_site import format_definition, request
 from slapgrid.master.database import WRITE_LOCK, database_url
 from slapgrid.master.stamps import now_us
 from slapgrid.master.storage import CONTACT_DELAY_US, MasterError, MasterStore
 from support.postgres import Cluster
+
+SOFTWARE = "https://lab.example.com/software/pool/software.cfg"
 
 COMP = "COMP-DB"
 
@@ -138,3 +140,26 @@ def test_a_write_on_postgresql_holds_the_write_lock(postgres_cluster: Cluster) -
     finally:
         store.close()
     assert held == [WRITE_LOCK] and read == []
+
+
+def test_pooled_connections_the_server_closed_are_replaced_unseen(
+    postgres_cluster: Cluster,
+) -> None:
+    """No ping per read: a closed connection is told by its socket, and replaced."""
+    url = postgres_cluster.create_database()
+    store = MasterStore(url, default_computer="COMP-0")
+    try:
+        with ThreadPoolExecutor(4) as pool:  # several connections in each pool
+            list(pool.map(lambda _: store.generation("COMP-0", fresh=True), range(8)))
+        store.supply("COMP-0", SOFTWARE)
+        name = make_url(url).database
+        postgres_cluster.psql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+        )
+        before = store.generation("COMP-0", fresh=True)
+        store.supply("COMP-0", SOFTWARE, "destroyed")
+        assert store.generation("COMP-0", fresh=True) > before
+        assert store.snapshot()["software"][0]["requested_state"] == "destroyed"
+    finally:
+        store.close()

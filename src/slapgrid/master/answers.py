@@ -97,7 +97,7 @@ def _answer(
 # --- what nodes read ---------------------------------------------------------------------
 
 
-def computer_document(session: Session, computer: str) -> tuple[int, Computer]:
+def computer_document(session: lookups.Reader, computer: str) -> tuple[int, Computer]:
     """The getFullComputerInformation answer and the generation it reflects."""
     generation = lookups.generation(session, computer)
     partitions = lookups.partition_rows(session, computer)

@@ -13,6 +13,7 @@ The schema is made and changed by the Alembic revisions in `migrations/`: `upgra
 from __future__ import annotations
 
 import logging
+import select
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event, inspect, make_url, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DisconnectionError
 
 from slapgrid.master.errors import MasterError
 
@@ -104,13 +106,13 @@ def _postgresql_engine(url: str, busy_timeout: float, *, immediate: bool) -> Eng
         connect_args["options"] = f"-c lock_timeout={int(busy_timeout * 1000)}"
     engine = create_engine(
         url,
-        pool_pre_ping=True,
         pool_size=1 if immediate else 16,
         max_overflow=0,
         pool_timeout=busy_timeout,
         isolation_level="READ COMMITTED" if immediate else "REPEATABLE READ",
         connect_args=connect_args,
     )
+    event.listen(engine, "checkout", _alive)
     if immediate:
 
         @event.listens_for(engine, "begin")
@@ -118,6 +120,15 @@ def _postgresql_engine(url: str, busy_timeout: float, *, immediate: bool) -> Eng
             connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")
 
     return engine
+
+
+def _alive(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """A pooled connection the server closed (a restart) is replaced before use.
+
+    An idle connection has nothing to read unless the server said goodbye (or closed it):
+    one poll of its socket, where a ping would cost each read a round trip."""
+    if dbapi_connection.closed or select.select([dbapi_connection.fileno()], [], [], 0)[0]:
+        raise DisconnectionError("the database closed this connection")
 
 
 def upgrade(engine: Engine, *, create: bool = True) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import Row, bindparam, or_, select
+from sqlalchemy import Connection, Row, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from slapgrid.master.errors import NotFound
@@ -26,6 +26,9 @@ from slapgrid.master.tables import (
     SoftwareRow,
 )
 from slapgrid.slap.documents import STARTED
+
+Reader = Session | Connection
+"""Where plain rows are read from: a session, or a bare connection (no ORM to set up)."""
 
 _PARTITION = select(PartitionRow).where(
     PartitionRow.computer == bindparam("computer"), PartitionRow.reference == bindparam("reference")
@@ -134,7 +137,7 @@ def shared_titled(session: Session, title: str, root_title: str) -> SharedRow | 
     return session.scalar(_SHARED_TITLED, {"title": title, "root": root_title})
 
 
-def generation(session: Session, computer: str) -> int:
+def generation(session: Reader, computer: str) -> int:
     """The computer's generation, as a plain value."""
     value = session.scalar(_GENERATION, {"computer": computer})
     if value is None:
@@ -142,12 +145,12 @@ def generation(session: Session, computer: str) -> int:
     return value
 
 
-def partition_rows(session: Session, computer: str) -> list[Row[Any]]:
+def partition_rows(session: Reader, computer: str) -> list[Row[Any]]:
     """`partitions_of` as plain rows, to be read only."""
     return list(session.execute(_PARTITION_ROWS, {"computer": computer}))
 
 
-def software_of(session: Session, computer: str) -> list[Row[Any]]:
+def software_of(session: Reader, computer: str) -> list[Row[Any]]:
     """(url, requested_state) of each release supplied to the computer."""
     return list(session.execute(_SOFTWARE_OF, {"computer": computer}))
 
@@ -212,7 +215,7 @@ def tree(session: Session, root_title: str) -> list[PartitionRow]:
     return list(session.scalars(_TREE, {"root": root_title}))
 
 
-def addresses(session: Session, partition_ids: list[int]) -> dict[int, list[Row[Any]]]:
+def addresses(session: Reader, partition_ids: list[int]) -> dict[int, list[Row[Any]]]:
     """The addresses of each partition, as plain rows (interface, address, netmask …)."""
     grouped: dict[int, list[Row[Any]]] = defaultdict(list)
     if partition_ids:
@@ -221,7 +224,7 @@ def addresses(session: Session, partition_ids: list[int]) -> dict[int, list[Row[
     return grouped
 
 
-def hosted(session: Session, host_ids: list[int]) -> dict[int, list[Row[Any]]]:
+def hosted(session: Reader, host_ids: list[int]) -> dict[int, list[Row[Any]]]:
     """The shared instances each host lists in its slave_instance_list, as plain rows."""
     grouped: dict[int, list[Row[Any]]] = defaultdict(list)
     if host_ids:

@@ -9,8 +9,10 @@ and anything that is not a SLAP document raises `ProtocolError`.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +57,7 @@ class SlapObject:
 # lxml's.
 
 _PLAIN_TEXT = re.compile(r"[\t\n\x20-\x7e]*")
+_NOTHING_TO_ESCAPE = re.compile(r"[\t\n\x20-\x25\x27-\x3b=\x3f-\x7e]*")  # no & < >
 _PLAIN_ATTRIBUTE = re.compile(r"[\w.:-]*", re.ASCII)
 
 
@@ -63,7 +66,11 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _string(text: str) -> str:
+    """Documents repeat the same keys and values: each string is escaped once."""
+    if _NOTHING_TO_ESCAPE.fullmatch(text):
+        return f"<string>{text}</string>"
     if _PLAIN_TEXT.fullmatch(text):
         return f"<string>{_escape(_escape(text))}</string>"
     element = etree.Element("string")
@@ -118,6 +125,15 @@ class _Writer:
                 raise ProtocolError(f"cannot marshal a {type(value).__name__}")
         write(self, value)
 
+    def _items(self, values: Iterable[Any]) -> None:
+        """Write each value; strings, most of a document, without a call to `write`."""
+        append, write = self.parts.append, self.write
+        for value in values:
+            if type(value) is str:
+                append(_string(value))
+            else:
+                write(value)
+
     def _none(self, _value: None) -> None:
         self.parts.append("<none/>")
 
@@ -139,24 +155,20 @@ class _Writer:
 
     def _tuple(self, value: tuple[Any, ...]) -> None:
         start = self._start("<tuple>")
-        for item in value:
-            self.write(item)
+        self._items(value)
         self._close(start, "tuple")
 
     def _sequence(self, value: list[Any] | set[Any] | frozenset[Any]) -> None:
         tag = "list" if isinstance(value, list) else "set"
         start = self._open(tag, value)
         if start is not None:
-            for item in value:
-                self.write(item)
+            self._items(value)
             self._close(start, tag)
 
     def _dict(self, value: dict[Any, Any]) -> None:
         start = self._open("dictionary", value)
         if start is not None:
-            for key, item in _sorted_items(value):
-                self.write(key)
-                self.write(item)
+            self._items(itertools.chain.from_iterable(_sorted_items(value)))
             self._close(start, "dictionary")
 
     def _object(self, value: SlapObject) -> None:
