@@ -286,7 +286,9 @@ def fuzz(master: MasterServer, clients: list[httpx.Client], cases: int) -> None:
         if reply.status_code >= 400:
             assert after == before, f"{where}: refused ({reply.status_code}) but committed"
         before = after
-    assert statuses.get(200, 0) > cases // 20, statuses  # the fuzz reaches past the checks
+    # the fuzz reaches past the checks (a header with a control character never does: the
+    # parser refuses it, as RFC 9110 says, before any check)
+    assert statuses.get(200, 0) > cases // 25, statuses
     for computer in (row["reference"] for row in before["computers"]):  # each answers its node
         reply = clients[0].get("getFullComputerInformation", params={"computer_id": computer})
         assert reply.status_code in ((200, 403) if len(clients) > 1 else (200,)), reply.text

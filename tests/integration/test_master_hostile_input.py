@@ -71,6 +71,16 @@ def test_a_repeated_parameter_is_refused(master: MasterServer) -> None:
     assert "more than once" in reply.text
 
 
+def test_a_control_character_in_a_header_is_refused(master: MasterServer) -> None:
+    """RFC 9110: no control character in a field value; refused before any check."""
+    reply = httpx.get(
+        master.url + "getFullComputerInformation",
+        params={"computer_id": COMP},
+        headers={"Authorization": "X-SlapPartition computer_id=x, computer_partition_id=\x01"},
+    )
+    assert reply.status_code == 400
+
+
 def test_a_body_that_is_not_a_form_is_refused(master: MasterServer) -> None:
     reply = httpx.post(master.url + "softwareInstanceBang", json={"computer_id": COMP})
     assert reply.status_code == 415

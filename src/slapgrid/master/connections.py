@@ -53,7 +53,9 @@ def guarded_protocol(
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
-            if not self._disarm_if_serving() and self._deadline is not None:
+            # bytes of a head: not those of a body the answer came before (a refused upload)
+            reading_head = self.cycle is None or not self.cycle.more_body
+            if not self._disarm_if_serving() and self._deadline is not None and reading_head:
                 self._head_bytes += len(data)
                 if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
                     self.send_400_response("Request head too large.")
