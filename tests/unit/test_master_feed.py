@@ -11,6 +11,7 @@ import pytest
 from slapgrid.master.change_feed import ChangeFeed
 from slapgrid.master.document_cache import CachedDocument, DocumentCache
 from slapgrid.master.errors import NotFound
+from slapgrid.master.generation_reads import GenerationReads
 from slapgrid.master.storage import MasterStore
 from slapgrid.slap import changes
 from slapgrid.slap.errors import ProtocolError
@@ -59,20 +60,49 @@ def test_change_feed_answer_is_checked() -> None:
 # --- the feed ------------------------------------------------------------------------------
 
 
+def test_reads_waiting_together_are_one_query_and_later_ones_the_next(store: MasterStore) -> None:
+    store.ensure_computer("COMP-OTHER")
+    queries: list[list[str]] = []
+    sent = asyncio.Event()
+    release = asyncio.Event()
+
+    async def run_blocking(function: Any, computers: list[str]) -> Any:
+        queries.append(sorted(computers))
+        sent.set()
+        await release.wait()  # the query in flight
+        return function(computers)
+
+    async def scenario() -> list[Any]:
+        reads = GenerationReads(store, run_blocking)
+        first = [asyncio.ensure_future(reads.get(c)) for c in (COMP, COMP, "COMP-OTHER")]
+        await sent.wait()
+        later = [asyncio.ensure_future(reads.get(c)) for c in (COMP, "COMP-NONE")]
+        await asyncio.sleep(0)
+        release.set()
+        return await asyncio.gather(*first, *later, return_exceptions=True)
+
+    answers = asyncio.run(scenario())
+    # the later reads waited for a query of their own: the first may predate their commit
+    assert queries == [[COMP, "COMP-OTHER"], [COMP, "COMP-NONE"]]
+    mine, other = store.generation(COMP), store.generation("COMP-OTHER")
+    assert answers[:4] == [mine, mine, other, mine]
+    assert isinstance(answers[4], NotFound)
+
+
 def test_feed_answers_at_once_when_the_generation_differs(store: MasterStore) -> None:
-    feed = ChangeFeed(store, asyncio.to_thread)
+    feed = ChangeFeed(store, GenerationReads(store, asyncio.to_thread))
     generation = store.generation(COMP)
     assert asyncio.run(feed.wait(COMP, changes.ANY_GENERATION, 60)) == generation
 
 
 def test_feed_times_out_with_the_same_generation(store: MasterStore) -> None:
-    feed = ChangeFeed(store, asyncio.to_thread)
+    feed = ChangeFeed(store, GenerationReads(store, asyncio.to_thread))
     generation = store.generation(COMP)
     assert asyncio.run(feed.wait(COMP, generation, 0.01)) == generation
 
 
 def test_feed_wakes_up_on_a_commit(store: MasterStore) -> None:
-    feed = ChangeFeed(store, asyncio.to_thread)
+    feed = ChangeFeed(store, GenerationReads(store, asyncio.to_thread))
     generation = store.generation(COMP)
 
     async def commit_then_wake() -> None:
@@ -89,7 +119,7 @@ def test_feed_wakes_up_on_a_commit(store: MasterStore) -> None:
 
 
 def test_feed_of_an_unknown_computer_is_not_found(store: MasterStore) -> None:
-    feed = ChangeFeed(store, asyncio.to_thread)
+    feed = ChangeFeed(store, GenerationReads(store, asyncio.to_thread))
     with pytest.raises(NotFound):
         asyncio.run(feed.wait("NOPE", changes.ANY_GENERATION, 0))
 
@@ -121,7 +151,7 @@ class CountingStore:
 
 def cache_of(store: MasterStore) -> tuple[DocumentCache, CountingStore]:
     counting = CountingStore(store)
-    feed = ChangeFeed(store, asyncio.to_thread)
+    feed = ChangeFeed(store, GenerationReads(store, asyncio.to_thread))
     cache = DocumentCache(counting, feed.generation, asyncio.to_thread, refresh_delay=0)
     return cache, counting
 

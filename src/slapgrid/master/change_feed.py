@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slapgrid.master.storage import MasterStore
+
+if TYPE_CHECKING:
+    from slapgrid.master.generation_reads import GenerationReads
 
 # runs a blocking call off the event loop: `await run_blocking(function, *args)`
 RunBlocking = Callable[..., Awaitable[Any]]
@@ -20,9 +23,9 @@ class ChangeFeed:
     Used from the event loop's thread only: commits in other threads hand over to it.
     """
 
-    def __init__(self, store: MasterStore, run_blocking: RunBlocking) -> None:
+    def __init__(self, store: MasterStore, reads: GenerationReads) -> None:
         self.store = store
-        self.run_blocking = run_blocking
+        self.reads = reads
         self._events: dict[str, asyncio.Event] = {}
         self.open_polls = 0
         """Long polls waiting for a change right now."""
@@ -32,8 +35,7 @@ class ChangeFeed:
         known = self.store.known_generation(computer)
         if known is not None:
             return known
-        generation: int = await self.run_blocking(self.store.generation, computer)
-        return generation
+        return await self.reads.get(computer)
 
     async def wait(self, computer: str, since: int, timeout: float) -> int:
         """The generation, as soon as it differs from `since` or after `timeout` seconds."""

@@ -73,6 +73,9 @@ _HOSTED = (
     .order_by(_SHARED.id)
 )
 _GENERATION = select(ComputerRow.generation).where(ComputerRow.reference == bindparam("computer"))
+_GENERATIONS = select(ComputerRow.reference, ComputerRow.generation).where(
+    ComputerRow.reference.in_(bindparam("computers", expanding=True))
+)
 _BY_REQUESTER = {
     row_type: select(row_type)
     .where(
@@ -143,6 +146,14 @@ def generation(session: Reader, computer: str) -> int:
     if value is None:
         raise NotFound(f"unknown computer {computer!r}")
     return value
+
+
+def generations(session: Reader, computers: list[str]) -> dict[str, int]:
+    """The generation of each of these computers that exists."""
+    return {
+        row.reference: row.generation
+        for row in session.execute(_GENERATIONS, {"computers": computers})
+    }
 
 
 def partition_rows(session: Reader, computer: str) -> list[Row[Any]]:

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from slapgrid.master.cache.store import CacheStore
 from slapgrid.master.change_feed import ChangeFeed, RunBlocking
 from slapgrid.master.document_cache import DocumentCache
+from slapgrid.master.generation_reads import GenerationReads
 from slapgrid.master.notifications import Listener
 from slapgrid.master.pki.authority import Authority
 from slapgrid.master.storage import CONTACT_DELAY_US, MasterStore
@@ -39,7 +40,7 @@ class MasterState:
         self.cache = cache  # None: the networkcache endpoints answer 404
         self.authority = authority  # None: no certificates issued (partitions get "")
         self.run_blocking = run_blocking
-        self.feed = ChangeFeed(store, run_blocking)
+        self.feed = ChangeFeed(store, GenerationReads(store, run_blocking))
         self.documents = DocumentCache(store, self._fresh_generation, run_blocking)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._contacts_write: asyncio.Future[None] | None = None
@@ -68,8 +69,7 @@ class MasterState:
         database's generation, whatever this worker has heard of yet."""
         if not self.store.shared:
             return await self.feed.generation(computer)
-        generation: int = await self.run_blocking(self.store.generation, computer, fresh=True)
-        return generation
+        return await self.feed.reads.get(computer)
 
     def write_contacts_soon(self) -> None:
         """Write the noted contacts in the background: no fetch waits behind the writer."""

@@ -214,22 +214,31 @@ class MasterStore:
 
     def generation(self, computer: str, *, fresh: bool = False) -> int:
         """The computer's current generation (`NotFound` if unknown): from memory when known,
-        from the database when `fresh` and the database is `shared` (what an `ETag` says).
-
-        On a shared database memory is what the notifications keep: a value read is kept
-        only if no notification came meanwhile (`forget`), so none outlives a change.
-        """
+        from the database when `fresh` and the database is `shared` (what an `ETag` says)."""
         if not (fresh and self.shared):
             value = self._generations.get(computer)
             if value is not None:
                 return value
+        value = self.generations([computer]).get(computer)
+        if value is None:
+            raise NotFound(f"unknown computer {computer!r}")
+        return value
+
+    def generations(self, computers: list[str]) -> dict[str, int]:
+        """The database's generation of each of these computers (the unknown ones left out),
+        in one read; then held in memory.
+
+        On a shared database memory is what the notifications keep: a value read is kept
+        only if no notification came meanwhile (`forget`), so none outlives a change.
+        """
         epoch = self._epoch
         with self._read_rows(single=True) as connection:
-            value = lookups.generation(connection, computer)
+            values = lookups.generations(connection, computers)
         with self._generations_lock:
             if epoch == self._epoch:
-                self._generations.setdefault(computer, value)
-        return value
+                for computer, value in values.items():
+                    self._generations.setdefault(computer, value)
+        return values
 
     def known_generation(self, computer: str) -> int | None:
         """The generation held in memory, without touching the database."""
