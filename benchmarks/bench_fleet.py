@@ -482,6 +482,13 @@ def measure(
         fleet = Fleet(url, args.nodes, args, feed=True, keep_alive=args.keep_alive)
         figures = asyncio.run(fleet.run(probe, args.duration))
     report({setup.name: figures})  # now: a long run that breaks later keeps these
+    failures = Counter(
+        line.split(": ", 1)[-1][:160]
+        for line in (directory / "master.log").read_text(errors="replace").splitlines()
+        if " ERROR " in line or " 500 " in line
+    )
+    for line, count in failures.most_common(5):  # what a 500 was, in the master's words
+        say(f"{setup.name}: master log, {count} x {line}")
     return figures
 
 

@@ -66,6 +66,22 @@ def test_contacts_are_written_together_once_the_oldest_waited(
     assert not store.note_contact(COMP, first + CONTACT_DELAY_US + 1)  # a new batch
 
 
+def test_a_contact_older_than_the_stored_one_is_not_written(
+    store: MasterStore, database: str
+) -> None:
+    """Workers sharing a database write their noted contacts in any order."""
+    other = MasterStore(database)
+    try:
+        later = now_us()
+        store.note_contact(COMP, later)
+        store.write_contacts()
+        other.note_contact(COMP, later - 1_000_000)
+        other.write_contacts()
+        assert stored_contact(database) == later
+    finally:
+        other.close()
+
+
 def test_status_compares_the_contact_with_the_latest_report(store: MasterStore) -> None:
     store.note_contact(COMP, now_us())
     store.computer_bang(COMP, "Reboot")

@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, bindparam, case, select, update
+from sqlalchemy import Connection, bindparam, case, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -108,6 +108,18 @@ _BUMP = (
 )
 """Each changed computer's generation moved past its last and to now (`next_stamp`), in
 one statement."""
+_CONTACT = ComputerRow.__table__.c.last_contact
+_NOTE_CONTACT = (
+    update(ComputerRow.__table__)
+    .where(ComputerRow.__table__.c.reference == bindparam("computer"))
+    .values(
+        last_contact=case(
+            (func.coalesce(_CONTACT, 0) < bindparam("at"), bindparam("at")), else_=_CONTACT
+        )
+    )
+)
+"""A contact, unless a later one is stored: workers sharing a database write theirs in
+any order."""
 
 
 class MasterStore:
@@ -306,9 +318,9 @@ class MasterStore:
             with self._contacts_lock:
                 noted, self._contacts, self._contacts_since = self._contacts, {}, None
             if noted:
-                rows = [{"reference": c, "last_contact": at} for c, at in noted.items()]
-                with Session(self._writer) as session, session.begin():
-                    session.execute(update(ComputerRow), rows)
+                rows = [{"computer": c, "at": at} for c, at in noted.items()]
+                with self._writer.begin() as connection:
+                    connection.execute(_NOTE_CONTACT, rows)
 
     # --- partition-level writes ----------------------------------------------------------
 
