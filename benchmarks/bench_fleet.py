@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -601,6 +602,8 @@ def main() -> int:
     parser.add_argument("--reference-venv", help="venv with slapos.core (default: .venv-ref)")
     parser.add_argument("--smoke", action="store_true", help="300 nodes, 20 s, 1 worker")
     args = parser.parse_args()
+    # stopped by SIGTERM as by Ctrl-C: the throw-away cluster and directories are removed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.smoke:
         args.nodes, args.duration, args.interval, args.poll_timeout = 300, 20.0, 10.0, 10.0
         args.rate, args.http_registrations = min(args.rate, 20.0), 0

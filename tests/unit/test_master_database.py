@@ -10,7 +10,13 @@ import pytest
 from sqlalchemy import create_engine, make_url, text
 
 from master_site import format_definition, request
-from slapgrid.master.database import WRITE_LOCK, database_url
+from slapgrid.master.database import (
+    READERS,
+    WRITE_LOCK,
+    database_url,
+    reader_pool,
+    readers_per_worker,
+)
 from slapgrid.master.stamps import now_us
 from slapgrid.master.storage import CONTACT_DELAY_US, MasterError, MasterStore
 from support.postgres import Cluster
@@ -179,3 +185,19 @@ def test_pooled_connections_the_server_closed_are_replaced_unseen(
         assert store.snapshot()["software"][0]["requested_state"] == "destroyed"
     finally:
         store.close()
+
+
+def test_workers_share_the_servers_connections() -> None:
+    assert readers_per_worker(100, 3, 1) == READERS
+    assert readers_per_worker(100, 3, 8) == 8  # 8 x (8 readers + writer + listener) = 80
+    with pytest.raises(MasterError, match=r"^40 workers need 133 PostgreSQL connections or more"):
+        readers_per_worker(100, 3, 40)
+
+
+def test_the_reader_pool_follows_the_servers_settings(postgres_cluster: Cluster) -> None:
+    url = postgres_cluster.url()
+    limit = int(postgres_cluster.psql("SHOW max_connections"))
+    reserved = int(postgres_cluster.psql("SHOW superuser_reserved_connections"))
+    assert reader_pool(url, 4) == readers_per_worker(limit, reserved, 4)
+    with pytest.raises(MasterError, match="the server allows"):
+        reader_pool(url, limit)

@@ -23,7 +23,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event, inspect, make_url, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
 
 from slapgrid.master.errors import MasterError
 
@@ -59,14 +60,58 @@ def describe(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def make_engine(url: str, busy_timeout: float, *, immediate: bool) -> Engine:
+READERS = 16
+"""Pooled PostgreSQL connections of a master's readers (its renders, and its generation
+reads, which go together): fewer when several workers share `max_connections`."""
+KEPT_FREE = 10
+"""PostgreSQL connections a master's workers leave to others (psql, a migration, a backup),
+besides those reserved for superusers."""
+
+
+def make_engine(
+    url: str, busy_timeout: float, *, immediate: bool, readers: int = READERS
+) -> Engine:
     """An engine for readers, or (`immediate`) for the serialised writer.
 
     A writer waits up to `busy_timeout` seconds for another process's write to end.
     """
     if url.startswith("sqlite"):
         return _sqlite_engine(url, busy_timeout, immediate=immediate)
-    return _postgresql_engine(url, busy_timeout, immediate=immediate)
+    return _postgresql_engine(url, busy_timeout, immediate=immediate, readers=readers)
+
+
+def unusable(url: str, exc: SQLAlchemyError) -> MasterError:
+    """A database error in one line, naming the database without its password."""
+    reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+    return MasterError(f"cannot use database {describe(url)}: {reason}")
+
+
+def readers_per_worker(max_connections: int, reserved: int, workers: int) -> int:
+    """The reader pool of each of `workers` masters (each has its writer and its listener
+    too), so that together they stay within the server's `max_connections`."""
+    share = (max_connections - reserved - KEPT_FREE) // workers - 2
+    if share < 1:
+        raise MasterError(
+            f"{workers} workers need {3 * workers + reserved + KEPT_FREE} PostgreSQL "
+            f"connections or more; the server allows {max_connections} (max_connections)"
+        )
+    return min(READERS, share)
+
+
+def reader_pool(url: str, workers: int) -> int:
+    """`readers_per_worker` for the server of `url`, as it is configured."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            limits = [
+                int(connection.exec_driver_sql(f"SHOW {name}").scalar_one())
+                for name in ("max_connections", "superuser_reserved_connections")
+            ]
+    except SQLAlchemyError as exc:
+        raise unusable(url, exc) from None
+    finally:
+        engine.dispose()
+    return readers_per_worker(*limits, workers)
 
 
 def _sqlite_engine(url: str, busy_timeout: float, *, immediate: bool) -> Engine:
@@ -94,19 +139,19 @@ def _sqlite_engine(url: str, busy_timeout: float, *, immediate: bool) -> Engine:
     return engine
 
 
-def _postgresql_engine(url: str, busy_timeout: float, *, immediate: bool) -> Engine:
+def _postgresql_engine(url: str, busy_timeout: float, *, immediate: bool, readers: int) -> Engine:
     """The writer: one connection (the store serialises its threads), READ COMMITTED after
     the lock, so each write sees every write before it. Readers: REPEATABLE READ, so a
-    document and the generation it reflects come from one snapshot; a bounded pool, since
-    every worker process of a fleet's master has its own (4 workers: 72 connections), and
-    kept whole: a connection opened for a burst and closed after it costs more than the
-    read it served."""
+    document and the generation it reflects come from one snapshot; a bounded pool of
+    `readers`, since every worker process of a fleet's master has its own
+    (`readers_per_worker`), and kept whole: a connection opened for a burst and closed
+    after it costs more than the read it served."""
     connect_args: dict[str, Any] = {"connect_timeout": max(1, round(busy_timeout))}
     if immediate:  # waiting for the write lock (or any) is bounded as on SQLite
         connect_args["options"] = f"-c lock_timeout={int(busy_timeout * 1000)}"
     engine = create_engine(
         url,
-        pool_size=1 if immediate else 16,
+        pool_size=1 if immediate else readers,
         max_overflow=0,
         pool_timeout=busy_timeout,
         isolation_level="READ COMMITTED" if immediate else "REPEATABLE READ",

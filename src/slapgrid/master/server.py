@@ -21,6 +21,7 @@ from slapgrid.errors import SlapgridError
 from slapgrid.master.app import create_app
 from slapgrid.master.cache.store import CACHE_DIR, CacheStore
 from slapgrid.master.connections import HEAD_TIMEOUT, guarded_protocol, raise_file_limit
+from slapgrid.master.database import READERS, reader_pool
 from slapgrid.master.pki.authority import Authority
 from slapgrid.master.state import MasterState
 from slapgrid.master.storage import MasterStore, database_url
@@ -146,6 +147,9 @@ def serve(
     check_workers(workers, database)
     raise_file_limit()
     sys.setswitchinterval(SWITCH_INTERVAL)
+    url = database_url(database)
+    # the workers' pools together within the server's connections (a clear error if not)
+    readers = reader_pool(url, workers) if url.startswith("postgresql") else READERS
     with bind(host, port) as sock:
         directory = Path(pki_dir) if pki_dir else default_pki_dir(database)
         authority = Authority.open(directory)
@@ -153,7 +157,7 @@ def serve(
 
         def run() -> None:
             tls = None if insecure else authority.server_context([host])
-            store = MasterStore(database, default_computer=computer_id)
+            store = MasterStore(database, default_computer=computer_id, readers=readers)
             try:
                 _server(store, log_level, HEAD_TIMEOUT, authority, tls, cache).run(sockets=[sock])
             finally:

@@ -45,7 +45,13 @@ from slapgrid.master import (
     reports,
     trees,
 )
-from slapgrid.master.database import database_url, describe, make_engine, upgrade
+from slapgrid.master.database import (
+    READERS,
+    database_url,
+    make_engine,
+    unusable,
+    upgrade,
+)
 from slapgrid.master.errors import BadRequest, Conflict, MasterError, NotFound
 from slapgrid.master.inputs import (
     InstanceRequest,
@@ -132,6 +138,7 @@ class MasterStore:
         default_computer: str | None = None,
         busy_timeout: float = 30.0,
         create: bool = True,
+        readers: int = READERS,
     ) -> None:
         self.url = database_url(database)
         self.default_computer = default_computer
@@ -151,13 +158,12 @@ class MasterStore:
                 raise MasterError(f"no master database at {path}")
             private_file(path)
         try:
-            self._reader = make_engine(self.url, busy_timeout, immediate=False)
+            self._reader = make_engine(self.url, busy_timeout, immediate=False, readers=readers)
             self._writer = make_engine(self.url, busy_timeout, immediate=True)
             with self._lock:
                 upgrade(self._writer, create=create)
         except SQLAlchemyError as exc:
-            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-            raise MasterError(f"cannot use database {describe(self.url)}: {reason}") from None
+            raise unusable(self.url, exc) from None
         if default_computer:
             self.ensure_computer(default_computer)
 
