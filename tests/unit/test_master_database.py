@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 from sqlalchemy import create_engine, make_url, text
 
 from master_site import format_definition, request
+from slapgrid.master.connections import raise_file_limit
 from slapgrid.master.database import (
     READERS,
     WRITE_LOCK,
@@ -167,8 +169,11 @@ def test_a_write_on_postgresql_holds_the_write_lock(postgres_cluster: Cluster) -
 def test_pooled_connections_the_server_closed_are_replaced_unseen(
     postgres_cluster: Cluster,
 ) -> None:
-    """No ping per read: a closed connection is told by its socket, and replaced."""
+    """No ping per read: a closed connection is told by its socket, and replaced, whatever
+    its descriptor's number (a fleet's master holds thousands)."""
     url = postgres_cluster.create_database()
+    raise_file_limit()
+    held = [os.pipe() for _ in range(600)]  # the connections' descriptors past 1024
     store = MasterStore(url, default_computer="COMP-0")
     try:
         with ThreadPoolExecutor(4) as pool:  # several connections in each pool
@@ -176,7 +181,7 @@ def test_pooled_connections_the_server_closed_are_replaced_unseen(
         store.supply("COMP-0", SOFTWARE)
         name = make_url(url).database
         postgres_cluster.psql(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity "  # gone when it returns
             f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
         )
         before = store.generation("COMP-0", fresh=True)
@@ -185,6 +190,9 @@ def test_pooled_connections_the_server_closed_are_replaced_unseen(
         assert store.snapshot()["software"][0]["requested_state"] == "destroyed"
     finally:
         store.close()
+        for pipe in held:
+            os.close(pipe[0])
+            os.close(pipe[1])
 
 
 def test_workers_share_the_servers_connections() -> None:
