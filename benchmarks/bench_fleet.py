@@ -173,7 +173,6 @@ def master(database: str, workdir: Path, workers: int | None) -> Iterator[str]:
         *(() if workers is None else ("--workers", str(workers))),
     ]
     url = f"http://127.0.0.1:{port}/"
-    # a master renders every computer's document as it starts, ahead of any other call
     log = workdir / "master.log"
     with reference_env.serving(command, url, log, "getHateoasUrl", start_timeout=MASTER_START):
         yield url
@@ -203,7 +202,7 @@ class Probe:
         return sum(_quietly(_cpu_seconds, p) for p in self.tree()), database
 
     def settle(self, timeout: float = 600.0) -> None:
-        """Wait until the master is idle: it renders every computer's document at start."""
+        """Wait until the master is idle (its start, or the registrations over HTTP)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             before = self.cpu()[0]
