@@ -172,12 +172,14 @@ def _alive(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
 
     An idle connection has nothing to read unless the server said goodbye (or closed it):
     one poll of its socket, where a ping would cost each read a round trip."""
-    if dbapi_connection.closed:
+    if dbapi_connection.closed or _readable(dbapi_connection.fileno()):
         raise DisconnectionError("the database closed this connection")
+
+
+def _readable(descriptor: int) -> bool:
     told = select.poll()  # not select(): a fleet's master has descriptors past 1024
-    told.register(dbapi_connection.fileno(), select.POLLIN)
-    if told.poll(0):
-        raise DisconnectionError("the database closed this connection")
+    told.register(descriptor, select.POLLIN)
+    return bool(told.poll(0))
 
 
 def upgrade(engine: Engine, *, create: bool = True) -> None:

@@ -66,9 +66,21 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def _string(text: str) -> str:
-    """Documents repeat the same keys and values: each string is escaped once."""
+    """Documents repeat the same keys and short values: those are escaped once (a bounded
+    cache of short strings: a parameter may be megabytes)."""
+    return _short_string(text) if len(text) <= _CACHED_LENGTH else _escaped_string(text)
+
+
+_CACHED_LENGTH = 256
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _short_string(text: str) -> str:
+    return _escaped_string(text)
+
+
+def _escaped_string(text: str) -> str:
     if _NOTHING_TO_ESCAPE.fullmatch(text):
         return f"<string>{text}</string>"
     if _PLAIN_TEXT.fullmatch(text):
