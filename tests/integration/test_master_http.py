@@ -15,8 +15,8 @@ from types import FrameType
 import httpx
 import pytest
 
-from master_site import get, partition, served, small_computer
-from slapgrid.master.app import WRITERS
+from master_site import get, partition, post, served, small_computer
+from slapgrid.master.runners import WRITERS
 from slapgrid.master.server import MasterServer
 from slapgrid.master.storage import MasterStore
 from slapgrid.slap import marshal
@@ -269,6 +269,20 @@ def _in_the_store(frame: FrameType | None) -> bool:
             return True
         frame = frame.f_back
     return False
+
+
+def test_a_brief_write_runs_on_the_event_loop_of_a_master_owning_its_database(
+    tmp_path: Path,
+) -> None:
+    """A user's request in a thread would take the GIL back from the busy loop at each of
+    its statements; on SQLite it runs on the loop (and, below, in a thread when another
+    process holds the database)."""
+    with served(tmp_path, COMP) as master:
+        committed_in: list[threading.Thread] = []
+        master.store.add_listener(lambda _changed: committed_in.append(threading.current_thread()))
+        supplied = post(master, "supplySupply", url=SR, computer_id=COMP, state="available")
+        assert supplied.status_code == 200
+        assert committed_in == [master.thread]
 
 
 def test_a_queue_of_writes_leaves_threads_for_the_nodes_reads(tmp_path: Path) -> None:

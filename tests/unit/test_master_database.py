@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,7 +17,9 @@ from slapgrid.master.connections import raise_file_limit
 from slapgrid.master.database import (
     READERS,
     WRITE_LOCK,
+    Busy,
     database_url,
+    never_waiting,
     reader_pool,
     readers_per_worker,
 )
@@ -129,6 +133,34 @@ def test_writers_of_two_processes_are_serialised(database: str) -> None:
     finally:
         first.close()
         second.close()
+
+
+def test_a_write_that_may_not_wait_is_refused_at_once_while_another_process_writes(
+    tmp_path: Path,
+) -> None:
+    """On the event loop (`never_waiting`) a write raises `Busy` before it changes anything,
+    instead of waiting up to the busy timeout; the contacts noted meanwhile are kept."""
+    store = MasterStore(tmp_path / "master.db", default_computer=COMP)
+    other_process = sqlite3.connect(tmp_path / "master.db", isolation_level=None)
+    try:
+        store.note_contact(COMP, now_us())
+        other_process.execute("BEGIN IMMEDIATE")
+        started = time.monotonic()
+        with never_waiting():
+            with pytest.raises(Busy):
+                store.supply(COMP, SOFTWARE)
+            with pytest.raises(Busy):
+                store.write_contacts()
+        assert time.monotonic() - started < 10  # the busy timeout is 30 s
+        other_process.execute("ROLLBACK")
+        with never_waiting():
+            store.supply(COMP, SOFTWARE)
+            store.write_contacts()
+        assert stored_contact(f"sqlite:///{tmp_path / 'master.db'}") is not None
+        assert [s.url for s in store.computer_document(COMP)[1].software_releases] == [SOFTWARE]
+    finally:
+        other_process.close()
+        store.close()
 
 
 def test_an_empty_database_is_not_a_master_database_when_not_created(

@@ -118,6 +118,25 @@ def test_feed_wakes_up_on_a_commit(store: MasterStore) -> None:
     assert asyncio.run(scenario()) == store.generation(COMP) > generation
 
 
+def test_a_stopping_feed_answers_every_poll_at_once_even_the_late_ones(
+    store: MasterStore,
+) -> None:
+    """A poll still on its way when the master stops is answered, not cut by the shutdown."""
+    feed = ChangeFeed(store, GenerationReads(store, asyncio.to_thread))
+    generation = store.generation(COMP)
+
+    async def scenario() -> list[int]:
+        waiting = asyncio.ensure_future(feed.wait(COMP, generation, 60))
+        while not feed.open_polls:  # held
+            await asyncio.sleep(0)
+        feed.stop()
+        late = await asyncio.wait_for(feed.wait(COMP, generation, 60), 10)
+        return [await asyncio.wait_for(waiting, 10), late]
+
+    assert asyncio.run(scenario()) == [generation, generation]
+    assert feed.open_polls == 0
+
+
 def test_feed_of_an_unknown_computer_is_not_found(store: MasterStore) -> None:
     feed = ChangeFeed(store, GenerationReads(store, asyncio.to_thread))
     with pytest.raises(NotFound):

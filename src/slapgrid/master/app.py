@@ -10,21 +10,19 @@ unchanged (each write is one transaction).
 from __future__ import annotations
 
 import contextlib
-import functools
 import inspect
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 from urllib.parse import parse_qsl
 
-import anyio
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as StarletteRoute
+from starlette.types import Receive, Scope, Send
 
 from slapgrid.master import access, credentials
 from slapgrid.master.access_log import AccessLog
@@ -40,6 +38,7 @@ from slapgrid.master.errors import (
 from slapgrid.master.params import Params
 from slapgrid.master.pki.authority import Authority
 from slapgrid.master.routes import ROUTES, Route
+from slapgrid.master.runners import brief_writes, writes_in_thread
 from slapgrid.master.state import MasterState
 from slapgrid.master.storage import MasterStore
 
@@ -50,10 +49,6 @@ MAX_BODY_BYTES = 16 << 20
 MAX_FIELDS = 100
 BODY_TIMEOUT = 30.0
 FORM = "application/x-www-form-urlencoded"
-WRITERS = 2
-"""POST calls (writes) that may hold a worker thread at once. The store serialises writes,
-so more would only wait for its lock in threads the nodes' reads need: a burst of users'
-requests then queues on the event loop, and fetches and polls are still answered."""
 
 
 def create_app(
@@ -61,16 +56,16 @@ def create_app(
 ) -> Starlette:
     """The ASGI application serving `store`, issuing certificates with `authority`, and
     the networkcache in `cache` (none: its endpoints answer 404)."""
-    master = MasterState(store, run_in_threadpool, authority, cache)
+    writes = writes_in_thread()
+    master = MasterState(store, run_in_threadpool, brief_writes(store, writes), authority, cache)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         async with master.serving():
             yield
 
-    writes = _writes_in_thread()
     routes = [
-        StarletteRoute(f"/{route.path}", _endpoint(master, route, writes), methods=[route.method])
+        StarletteRoute(f"/{route.path}", _Endpoint(master, route, writes), methods=[route.method])
         for route in ROUTES
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
@@ -79,15 +74,28 @@ def create_app(
     return app
 
 
-def _endpoint(
-    master: MasterState, route: Route, writes_in_thread: RunBlocking
-) -> Callable[[Request], Awaitable[Response]]:
-    """The Starlette endpoint: read the parameters, answer, turn every failure into a status."""
-    handler = route.handler
-    on_loop = inspect.iscoroutinefunction(handler)
-    in_thread = writes_in_thread if route.method == "POST" else run_in_threadpool
+class _Endpoint:
+    """A route's ASGI app: read the parameters, answer, turn every failure into a status.
 
-    async def endpoint(request: Request) -> Response:
+    An ASGI app rather than a function: Starlette would wrap a function in two more
+    coroutines and four closures per call, which a fleet's open long polls hold by the
+    thousand, and which every full garbage collection scans."""
+
+    def __init__(self, master: MasterState, route: Route, writes: RunBlocking) -> None:
+        self.master = master
+        self.route = route
+        self.on_loop = inspect.iscoroutinefunction(route.handler)
+        self.run: RunBlocking = run_in_threadpool
+        if route.method == "POST":
+            self.run = master.run_brief_write if route.brief else writes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive, send)
+        response = await self.answer(request)
+        await response(scope, receive, send)
+
+    async def answer(self, request: Request) -> Response:
+        master, route = self.master, self.route
         try:
             if route.body == "raw":  # the handler reads the body, once the caller is let in
                 p = Params(request.query_params.multi_items(), none_is_absent=False)
@@ -99,9 +107,9 @@ def _endpoint(
                 await run_in_threadpool(
                     credentials.check_partition_serial, master.store, caller.identity, caller.serial
                 )
-            if on_loop:
-                return await handler(master, p, request)
-            return await in_thread(handler, master, p, request)
+            if self.on_loop:
+                return await route.handler(master, p, request)
+            return await self.run(route.handler, master, p, request)
         except MasterError as exc:
             return _error(request, exc.status, str(exc))
         except HTTPException as exc:  # e.g. a form body that does not parse
@@ -109,22 +117,6 @@ def _endpoint(
         except Exception:
             log.exception("%s %s failed", request.method, request.url.path)
             return _error(request, 500, "internal error")
-
-    return endpoint
-
-
-def _writes_in_thread() -> RunBlocking:
-    """`run_in_threadpool` for writes: at most `WRITERS` threads of them at once (the limiter
-    is made on the event loop, at the first write)."""
-    limiter: list[anyio.CapacityLimiter] = []
-
-    async def run(function: Callable[..., Any], *args: Any) -> Any:
-        if not limiter:
-            limiter.append(anyio.CapacityLimiter(WRITERS))
-        call = functools.partial(function, *args)
-        return await anyio.to_thread.run_sync(call, limiter=limiter[0])
-
-    return run
 
 
 async def _params(request: Request) -> Params:

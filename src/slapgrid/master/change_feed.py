@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +25,8 @@ class ChangeFeed:
     def __init__(self, store: MasterStore, reads: GenerationReads) -> None:
         self.store = store
         self.reads = reads
-        self._events: dict[str, asyncio.Event] = {}
+        self._waiting: dict[str, set[asyncio.Future[None]]] = {}
+        self._stopping = False
         self.open_polls = 0
         """Long polls waiting for a change right now."""
 
@@ -38,33 +38,49 @@ class ChangeFeed:
         return await self.reads.get(computer)
 
     async def wait(self, computer: str, since: int, timeout: float) -> int:
-        """The generation, as soon as it differs from `since` or after `timeout` seconds."""
-        await self.generation(computer)  # NotFound for an unknown one: no event kept for it
-        event = self._event(computer)  # before reading again, so no change slips between
-        generation = await self.generation(computer)
-        if generation == since:
+        """The generation, as soon as it differs from `since` or after `timeout` seconds.
+
+        A waiting poll is one future and one timer: a fleet's master holds thousands of
+        them, and every object they hold is scanned by each full garbage collection."""
+        await self.generation(computer)  # NotFound for an unknown one: nothing kept for it
+        loop = asyncio.get_running_loop()
+        woken: asyncio.Future[None] = loop.create_future()
+        waiting = self._waiting.setdefault(computer, set())
+        waiting.add(woken)  # before reading again, so no change slips between
+        try:
+            generation = await self.generation(computer)
+            if generation != since or self._stopping:
+                return generation
+            timer = loop.call_later(timeout, _settle, woken)
             self.open_polls += 1
             try:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), timeout)
+                await woken
             finally:
                 self.open_polls -= 1
-            generation = await self.generation(computer)
-        return generation
+                timer.cancel()
+            return await self.generation(computer)
+        finally:
+            waiting.discard(woken)
+            if not waiting and self._waiting.get(computer) is waiting:
+                del self._waiting[computer]
 
     def wake(self, computers: list[str]) -> None:
         """Answer the long polls of these computers: their generation moved."""
         for computer in computers:
-            event = self._events.pop(computer, None)
-            if event is not None:
-                event.set()
+            for woken in self._waiting.pop(computer, ()):
+                _settle(woken)
 
     def wake_all(self) -> None:
-        """Answer every long poll now (the master is stopping): nodes simply ask again."""
-        self.wake(list(self._events))
+        """Answer every long poll now: each reads its generation again."""
+        self.wake(list(self._waiting))
 
-    def _event(self, computer: str) -> asyncio.Event:
-        event = self._events.get(computer)
-        if event is None:
-            event = self._events[computer] = asyncio.Event()
-        return event
+    def stop(self) -> None:
+        """The master is stopping: every long poll is answered now, and those still on their
+        way at once, rather than cut by the server's shutdown. Nodes simply ask again."""
+        self._stopping = True
+        self.wake_all()
+
+
+def _settle(woken: asyncio.Future[None]) -> None:
+    if not woken.done():
+        woken.set_result(None)

@@ -7,6 +7,10 @@ transaction first takes one advisory lock, so several master processes on one da
 the same transitions (allocations, unique titles) as one would; readers there see one
 snapshot per transaction, as on SQLite.
 
+A SQLite write may also be made `never_waiting`: on the event loop of the master that owns
+the database, where waiting for another process's write would hold every other call, it
+raises `Busy` at once instead (its caller then waits in a thread).
+
 The schema is made and changed by the Alembic revisions in `migrations/`: `upgrade`.
 """
 
@@ -14,6 +18,10 @@ from __future__ import annotations
 
 import logging
 import select
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +31,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event, inspect, make_url, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
+from sqlalchemy.exc import DisconnectionError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from slapgrid.master.errors import MasterError
@@ -33,6 +41,7 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 BASELINE = "0001"  # the revision of a database made by a release before migrations
 LEGACY_SCHEMA_VERSION = "1"  # what such a release wrote in `meta`
 log = logging.getLogger(__name__)
+_MAY_WAIT: ContextVar[bool] = ContextVar("may_wait", default=True)
 # Alembic names its context and each step at every start; `upgrade` logs one line instead
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
@@ -58,6 +67,29 @@ def describe(url: str) -> str:
     if url.startswith("sqlite:///"):
         return url.removeprefix("sqlite:///")
     return make_url(url).render_as_string(hide_password=True)
+
+
+class Busy(Exception):
+    """Another writer holds the database, and this write may not wait (`never_waiting`)."""
+
+
+@contextmanager
+def never_waiting() -> Iterator[None]:
+    """Writes in this block raise `Busy` rather than wait for another writer's to end."""
+    token = _MAY_WAIT.set(False)
+    try:
+        yield
+    finally:
+        _MAY_WAIT.reset(token)
+
+
+def may_wait() -> bool:
+    return _MAY_WAIT.get()
+
+
+def is_busy(exc: OperationalError) -> bool:
+    """SQLite's answer to a write that may not wait: another connection holds the lock."""
+    return getattr(exc.orig, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
 
 
 READERS = 16
@@ -115,6 +147,7 @@ def reader_pool(url: str, workers: int) -> int:
 
 
 def _sqlite_engine(url: str, busy_timeout: float, *, immediate: bool) -> Engine:
+    patience = int(busy_timeout * 1000)  # ms
     engine = create_engine(
         url,
         connect_args={"timeout": busy_timeout, "check_same_thread": False},
@@ -123,17 +156,23 @@ def _sqlite_engine(url: str, busy_timeout: float, *, immediate: bool) -> Engine:
     )
 
     @event.listens_for(engine, "connect")
-    def _connect(dbapi_connection: Any, _record: Any) -> None:
+    def _connect(dbapi_connection: Any, record: Any) -> None:
         dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself, below
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        cursor.execute(f"PRAGMA busy_timeout={patience}")
+        record.info["busy_timeout"] = patience
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Any) -> None:
+        if immediate:  # the busy timeout this write may wait (0: `never_waiting`)
+            wait = patience if may_wait() else 0
+            if connection.info.get("busy_timeout") != wait:
+                connection.exec_driver_sql(f"PRAGMA busy_timeout={wait}")
+                connection.info["busy_timeout"] = wait
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine

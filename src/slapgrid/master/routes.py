@@ -2,7 +2,7 @@
 it, all in one list.
 
 Endpoints that are coroutines run on the event loop; the others block on the store and run
-in worker threads.
+in worker threads, but for brief writes (`runners`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,11 @@ class Route:
     access: access.Rule  # who may call it, checked before the handler runs
     body: str = "form"  # what a POST carries: "form" (SLAP), "json" (the JSON API), or
     # "raw": the handler reads the body itself (the networkcache's uploads, streamed)
+    brief: bool = False  # one short write transaction (`runners.brief_writes`)
+
+
+def brief_write(path: str, handler: Handler, rule: access.Rule) -> Route:
+    return Route("POST", path, handler, rule, brief=True)
 
 
 # who may call each (`access`): a computer on itself, a partition on itself, a user
@@ -65,16 +70,16 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", instance_trees.LIST_PATH, endpoints.instance_tree_list, USER, body="json"),
     Route("POST", instance_trees.GET_PATH, endpoints.instance_tree, USER, body="json"),
     # what nodes report
-    Route("POST", "buildingSoftwareRelease", endpoints.software_report("building"), COMPUTER),
-    Route("POST", "availableSoftwareRelease", endpoints.software_report("available"), COMPUTER),
-    Route("POST", "destroyedSoftwareRelease", endpoints.software_report("destroyed"), COMPUTER),
-    Route("POST", "softwareReleaseError", endpoints.software_report("error"), COMPUTER),
-    Route("POST", "startedComputerPartition", endpoints.partition_report("started"), PARTITION),
-    Route("POST", "stoppedComputerPartition", endpoints.partition_report("stopped"), PARTITION),
-    Route("POST", "softwareInstanceError", endpoints.partition_report("error"), PARTITION),
-    Route("POST", "destroyedComputerPartition", endpoints.destroyed, COMPUTER),
-    Route("POST", "softwareInstanceBang", endpoints.bang, PARTITION),
-    Route("POST", "computerBang", endpoints.computer_bang, COMPUTER),
+    brief_write("buildingSoftwareRelease", endpoints.software_report("building"), COMPUTER),
+    brief_write("availableSoftwareRelease", endpoints.software_report("available"), COMPUTER),
+    brief_write("destroyedSoftwareRelease", endpoints.software_report("destroyed"), COMPUTER),
+    brief_write("softwareReleaseError", endpoints.software_report("error"), COMPUTER),
+    brief_write("startedComputerPartition", endpoints.partition_report("started"), PARTITION),
+    brief_write("stoppedComputerPartition", endpoints.partition_report("stopped"), PARTITION),
+    brief_write("softwareInstanceError", endpoints.partition_report("error"), PARTITION),
+    brief_write("destroyedComputerPartition", endpoints.destroyed, COMPUTER),
+    brief_write("softwareInstanceBang", endpoints.bang, PARTITION),
+    brief_write("computerBang", endpoints.computer_bang, COMPUTER),
     Route("POST", "useComputer", endpoints.use_computer, COMPUTER),
     Route(
         "POST",
@@ -83,13 +88,13 @@ ROUTES: tuple[Route, ...] = (
         access.configuration_of_computer,
     ),
     # what instances and users write
-    Route("POST", "requestComputerPartition", endpoints.request_instance, access.requester),
-    Route("POST", "softwareInstanceRename", endpoints.rename, PARTITION),
-    Route("POST", "setComputerPartitionConnectionXml", endpoints.set_connection, PARTITION),
+    brief_write("requestComputerPartition", endpoints.request_instance, access.requester),
+    brief_write("softwareInstanceRename", endpoints.rename, PARTITION),
+    brief_write("setComputerPartitionConnectionXml", endpoints.set_connection, PARTITION),
     Route(
         "POST", "updateComputerPartitionRelatedInstanceList", endpoints.related_instances, PARTITION
     ),
-    Route("POST", "supplySupply", endpoints.supply, USER),
+    brief_write("supplySupply", endpoints.supply, USER),
     # a new node trades its one-time token for its certificate (`slapgrid register`)
     Route("POST", REGISTER_PATH, endpoints.register_computer, access.anyone),
     # the networkcache (slapos.libnetworkcache): computers and users upload, all download

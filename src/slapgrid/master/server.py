@@ -7,6 +7,7 @@ benchmarks, embedding).
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import socket
 import ssl
@@ -34,9 +35,11 @@ DEFAULT_DATABASE = "slapgrid-master.db"
 PKI_DIR = "pki"
 SWITCH_INTERVAL = 0.0005
 """Seconds a busy thread keeps the GIL while another waits for it (Python's default: 5 ms).
-The event loop of a master serving thousands of nodes is always busy, and a write waits for
-the GIL again after each of its statements: with 10,000 nodes (bench_fleet.py) requests
-went from 8 to 14 a second once it was lowered."""
+The event loop of a master serving thousands of nodes is always busy, and a write in a
+thread (on PostgreSQL: `runners`) waits for the GIL again after each of its statements:
+with 10,000 nodes (bench_fleet.py) requests went from 8 to 14 a second once it was lowered."""
+FULL_COLLECTION_AFTER = 100
+"""Collections of the middle generation between two full ones (CPython's default: 10)."""
 BACKLOG = 8192
 """Connections waiting to be accepted (capped by the kernel's somaxconn): when a fleet's
 nodes all come back at once after a restart, the overflow would be dropped."""
@@ -68,7 +71,7 @@ class _Server(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         app = self.config.app
-        app.state.master.feed.wake_all()
+        app.state.master.feed.stop()
         await super().shutdown(sockets)
 
 
@@ -159,7 +162,9 @@ def serve(
             tls = None if insecure else authority.server_context([host])
             store = MasterStore(database, default_computer=computer_id, readers=readers)
             try:
-                _server(store, log_level, HEAD_TIMEOUT, authority, tls, cache).run(sockets=[sock])
+                server = _server(store, log_level, HEAD_TIMEOUT, authority, tls, cache)
+                collect_rarely()
+                server.run(sockets=[sock])
             finally:
                 store.close()
 
@@ -169,6 +174,19 @@ def serve(
             # the schema and the default computer made once, and no connection left to fork
             MasterStore(database, default_computer=computer_id).close()
             supervise(workers, run)
+
+
+def collect_rarely() -> None:
+    """Full garbage collections rare, and none of what the start made.
+
+    A fleet's master holds about ninety objects per open long poll (900,000 with 10,000
+    nodes), renewed at each poll's timeout. With CPython's thresholds a full collection,
+    which scans every one, ran every 15 to 30 s and stopped all calls for 0.7 to 1 s
+    (bench_fleet.py); it freed nothing, as the younger collections reclaim the cycles calls
+    leave. Now it runs every few minutes."""
+    gc.freeze()
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, FULL_COLLECTION_AFTER)
 
 
 def default_pki_dir(database: str | Path, data_dir: str | Path | None = None) -> Path:
@@ -227,9 +245,10 @@ class MasterServer:
         self._server = _server(store, log_level, head_timeout, authority, self.tls, self.cache)
         self.state: MasterState = self._server.config.app.state.master
         """What the endpoints share (the change feed, the document cache)."""
-        self._thread = threading.Thread(
+        self.thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
         )
+        """Where its event loop runs."""
 
     @property
     def url(self) -> str:
@@ -238,9 +257,9 @@ class MasterServer:
         return f"{scheme}://[{host}]:{port}/" if ":" in host else f"{scheme}://{host}:{port}/"
 
     def start(self, timeout: float = 10.0) -> MasterServer:
-        self._thread.start()
+        self.thread.start()
         for _ in range(int(timeout * 100)):
-            if self._server.started or not self._thread.is_alive():
+            if self._server.started or not self.thread.is_alive():
                 break
             threading.Event().wait(0.01)
         if not self._server.started:
@@ -249,7 +268,7 @@ class MasterServer:
 
     def stop(self) -> None:
         self._server.should_exit = True
-        self._thread.join(timeout=10)
+        self.thread.join(timeout=10)
         self._socket.close()
 
     def __enter__(self) -> MasterServer:

@@ -1,13 +1,13 @@
 """What the master's endpoints share while it serves: the store, the change feed, the
 document cache, the networkcache.
 
-Commits happen in the thread pool; `MasterState` hands each over to the event loop, where it
-wakes the long polls of the changed computers and, in a master that owns its database,
-re-renders their documents ahead of the fetch that follows. A document is otherwise
-rendered when first asked for: a master of 10,000 computers starts at once, and workers
-sharing a (PostgreSQL) database render only what their own nodes fetch. There the commits
-of other processes arrive through a `notifications.Listener`, and the contacts noted here
-are written every few seconds, since other processes read them.
+Commits happen in threads or on the loop (`runners`); `MasterState` hands each over to the
+event loop, where it wakes the long polls of the changed computers and, in a master that
+owns its database, re-renders their documents ahead of the fetch that follows. A document
+is otherwise rendered when first asked for: a master of 10,000 computers starts at once,
+and workers sharing a (PostgreSQL) database render only what their own nodes fetch. There
+the commits of other processes arrive through a `notifications.Listener`, and the contacts
+noted here are written every few seconds, since other processes read them.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ class MasterState:
         self,
         store: MasterStore,
         run_blocking: RunBlocking,
+        run_brief_write: RunBlocking,
         authority: Authority | None = None,
         cache: CacheStore | None = None,
     ) -> None:
@@ -40,6 +41,7 @@ class MasterState:
         self.cache = cache  # None: the networkcache endpoints answer 404
         self.authority = authority  # None: no certificates issued (partitions get "")
         self.run_blocking = run_blocking
+        self.run_brief_write = run_brief_write  # `runners.brief_writes`
         self.feed = ChangeFeed(store, GenerationReads(store, run_blocking))
         self.documents = DocumentCache(store, self._fresh_generation, run_blocking)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -78,7 +80,7 @@ class MasterState:
 
     async def _write_contacts(self) -> None:
         try:
-            await self.run_blocking(self.store.write_contacts)
+            await self.run_brief_write(self.store.write_contacts)
         except Exception as exc:  # the database away: the next round tries again
             reason = (str(exc).splitlines() or [type(exc).__name__])[0]
             log.warning("writing the nodes' last contacts failed: %s", reason)

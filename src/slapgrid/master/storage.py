@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, bindparam, case, func, select, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from slapgrid.master import (
@@ -47,8 +47,11 @@ from slapgrid.master import (
 )
 from slapgrid.master.database import (
     READERS,
+    Busy,
     database_url,
+    is_busy,
     make_engine,
+    may_wait,
     unusable,
     upgrade,
 )
@@ -198,9 +201,24 @@ class MasterStore:
                 yield connection
 
     @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """This process's write lock, waited for unless `database.never_waiting`."""
+        if not self._lock.acquire(blocking=may_wait()):
+            raise Busy("another write of this master is in progress")
+        try:
+            yield
+        except OperationalError as exc:
+            if not may_wait() and is_busy(exc):
+                raise Busy("another process is writing the database") from None
+            raise
+        finally:
+            self._lock.release()
+
+    @contextmanager
     def _write(self) -> Iterator[Tx]:
-        with self._lock:
+        with self._writing():
             with Session(self._writer, expire_on_commit=False) as session, session.begin():
+                session.connection()  # BEGIN now: `Busy` before any of the caller's work
                 tx = Tx(session)
                 yield tx
                 changed: dict[str, int] = {}
@@ -320,13 +338,14 @@ class MasterStore:
             return at - self._contacts_since >= CONTACT_DELAY_US
 
     def write_contacts(self) -> None:
-        with self._lock:
-            with self._contacts_lock:
+        if not self._contacts:
+            return
+        with self._writing(), self._writer.begin() as connection:
+            with self._contacts_lock:  # taken once the write began: `Busy` loses none
                 noted, self._contacts, self._contacts_since = self._contacts, {}, None
-            if noted:
-                rows = [{"computer": c, "at": at} for c, at in noted.items()]
-                with self._writer.begin() as connection:
-                    connection.execute(_NOTE_CONTACT, rows)
+            rows = [{"computer": c, "at": at} for c, at in noted.items()]
+            if rows:
+                connection.execute(_NOTE_CONTACT, rows)
 
     # --- partition-level writes ----------------------------------------------------------
 
