@@ -18,6 +18,7 @@ from slapgrid.master.database import (
     READERS,
     WRITE_LOCK,
     Busy,
+    create_sqlite,
     database_url,
     never_waiting,
     reader_pool,
@@ -109,6 +110,18 @@ def test_a_new_database_is_readable_by_its_owner_only(tmp_path: Path) -> None:
             assert path.stat().st_mode & 0o777 == 0o600, path
     finally:
         store.close()
+
+
+def test_a_new_database_is_born_in_wal_mode(tmp_path: Path) -> None:
+    """Turning a database others have open to WAL fails at once ("database is locked"):
+    worker processes starting together must find it in WAL mode already."""
+    path = tmp_path / "master.db"
+    create_sqlite(path)
+    assert path.read_bytes()[18:20] == b"\x02\x02"  # the header's WAL read and write versions
+    assert [child.name for child in tmp_path.iterdir()] == ["master.db"]  # nothing left aside
+    before = path.stat()
+    create_sqlite(path)  # an existing database is left as it is
+    assert path.stat() == before
 
 
 def test_writers_of_two_processes_are_serialised(database: str) -> None:

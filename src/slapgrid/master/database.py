@@ -17,10 +17,12 @@ The schema is made and changed by the Alembic revisions in `migrations/`: `upgra
 from __future__ import annotations
 
 import logging
+import os
 import select
 import sqlite3
+import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -110,6 +112,33 @@ def make_engine(
     if url.startswith("sqlite"):
         return _sqlite_engine(url, busy_timeout, immediate=immediate)
     return _postgresql_engine(url, busy_timeout, immediate=immediate, readers=readers)
+
+
+def create_sqlite(path: Path) -> None:
+    """Make the SQLite database at `path` unless it exists, in WAL mode from its birth.
+
+    It holds every instance's parameters: readable by its owner only (SQLite gives its WAL
+    files the database's mode). It is made aside and linked in place, because turning a
+    database that others have open to WAL needs a lock SQLite does not wait for: worker
+    processes starting together would fail with "database is locked".
+    """
+    if path.exists():
+        return
+    try:
+        descriptor, aside = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.close(descriptor)  # mkstemp makes it 0600
+        try:
+            with closing(sqlite3.connect(aside)) as connection:
+                connection.execute("PRAGMA journal_mode=WAL")
+            os.link(aside, path)
+        except FileExistsError:
+            pass  # another master made it first
+        finally:
+            os.unlink(aside)
+    except OSError as exc:
+        raise MasterError(f"cannot create the master database {path}: {exc.strerror}") from None
+    except sqlite3.Error as exc:
+        raise MasterError(f"cannot create the master database {path}: {exc}") from None
 
 
 def unusable(url: str, exc: SQLAlchemyError) -> MasterError:

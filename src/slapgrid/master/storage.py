@@ -24,7 +24,6 @@ and `instances` (requests); rendering in `answers`.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -48,6 +47,7 @@ from slapgrid.master import (
 from slapgrid.master.database import (
     READERS,
     Busy,
+    create_sqlite,
     database_url,
     is_busy,
     make_engine,
@@ -91,17 +91,6 @@ __all__ = [  # what the app, the server, the CLI and tests import from here
     "database_url",
     "now_us",
 ]
-
-
-def private_file(path: Path) -> None:
-    """The database holds every instance's parameters: readable by its owner only, from
-    its creation on (SQLite gives its WAL files the database's mode)."""
-    try:
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        raise MasterError(f"cannot create the master database {path}: {exc.strerror}") from None
 
 
 _GENERATION = ComputerRow.__table__.c.generation
@@ -159,7 +148,7 @@ class MasterStore:
             path = Path(self.url.split("///", 1)[-1])
             if not create and not path.is_file():
                 raise MasterError(f"no master database at {path}")
-            private_file(path)
+            create_sqlite(path)
         try:
             self._reader = make_engine(self.url, busy_timeout, immediate=False, readers=readers)
             self._writer = make_engine(self.url, busy_timeout, immediate=True)
