@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import os
 import random
 import signal
@@ -52,6 +51,7 @@ import psutil
 from sqlalchemy.orm import Session
 
 from slapgrid.master import computers
+from slapgrid.master.collector import pace_collections
 from slapgrid.master.connections import raise_file_limit
 from slapgrid.master.inputs import parse_format
 from slapgrid.master.storage import MasterStore
@@ -308,9 +308,10 @@ class Fleet:
         while self.ready < self.count and time.perf_counter() - began < RAMP_TIMEOUT:
             await asyncio.sleep(0.1)
         figures.ramp, figures.ready = time.perf_counter() - began, self.ready
-        # the nodes' objects are scanned by no garbage collection from now on: a full one
-        # of them (0.7 s) would stall this loop, and count as the master's latency
-        gc.freeze()
+        # the nodes' objects are scanned by no garbage collection from now on, and the
+        # polls' churn collected on the clock (as in the master): a collection of the
+        # generator's would stall its loop, and count as the master's latency
+        collector = asyncio.ensure_future(pace_collections())
         await asyncio.sleep(SETTLE)
         load_before = os.getloadavg()[0]
         me = psutil.Process()
@@ -337,6 +338,7 @@ class Fleet:
             missed = sum(len(sent) for sent in self.pending.values())
             if missed:
                 figures.errors["no wake-up"] += missed
+        collector.cancel()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -7,7 +7,7 @@ benchmarks, embedding).
 
 from __future__ import annotations
 
-import gc
+import asyncio
 import ipaddress
 import socket
 import ssl
@@ -21,6 +21,7 @@ import uvicorn
 from slapgrid.errors import SlapgridError
 from slapgrid.master.app import create_app
 from slapgrid.master.cache.store import CACHE_DIR, CacheStore
+from slapgrid.master.collector import pace_collections
 from slapgrid.master.connections import HEAD_TIMEOUT, guarded_protocol, raise_file_limit
 from slapgrid.master.database import READERS, reader_pool
 from slapgrid.master.pki.authority import Authority
@@ -37,9 +38,9 @@ SWITCH_INTERVAL = 0.0005
 """Seconds a busy thread keeps the GIL while another waits for it (Python's default: 5 ms).
 The event loop of a master serving thousands of nodes is always busy, and a write in a
 thread (on PostgreSQL: `runners`) waits for the GIL again after each of its statements:
-with 10,000 nodes (bench_fleet.py) requests went from 8 to 14 a second once it was lowered."""
-FULL_COLLECTION_AFTER = 100
-"""Collections of the middle generation between two full ones (CPython's default: 10)."""
+with 10,000 nodes (bench_fleet.py) requests went from 8 to 14 a second once it was lowered.
+Other values, measured since on PostgreSQL x1 (one run each, too noisy to move it): wake-up
+p99 748 ms at 5 ms, 80 ms at 1 ms, 23 s at 0.2 ms (the loop spends itself handing over)."""
 BACKLOG = 8192
 """Connections waiting to be accepted (capped by the kernel's somaxconn): when a fleet's
 nodes all come back at once after a restart, the overflow would be dropped."""
@@ -67,7 +68,23 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 class _Server(uvicorn.Server):
-    """Stopping answers the open long polls first, so none is cut off with an error."""
+    """Stopping answers the open long polls first, so none is cut off with an error.
+
+    `paced`: garbage collection is paced by this server's loop (`collector`); only where
+    the process is the master's own, as the collector is turned off process-wide."""
+
+    def __init__(self, config: uvicorn.Config, *, paced: bool = False) -> None:
+        super().__init__(config)
+        self.paced = paced
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        if not self.paced:
+            return await super().serve(sockets)
+        collector = asyncio.create_task(pace_collections())
+        try:
+            await super().serve(sockets)
+        finally:
+            collector.cancel()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         app = self.config.app
@@ -104,6 +121,8 @@ def _server(
     authority: Authority | None,
     tls: ssl.SSLContext | None,
     cache: CacheStore | None = None,
+    *,
+    paced: bool = False,
 ) -> uvicorn.Server:
     config = uvicorn.Config(
         create_app(store, authority, cache),
@@ -122,7 +141,7 @@ def _server(
         # they are cut, and agents simply ask again
         timeout_graceful_shutdown=2,
     )
-    return _Server(config)
+    return _Server(config, paced=paced)
 
 
 def serve(
@@ -162,8 +181,7 @@ def serve(
             tls = None if insecure else authority.server_context([host])
             store = MasterStore(database, default_computer=computer_id, readers=readers)
             try:
-                server = _server(store, log_level, HEAD_TIMEOUT, authority, tls, cache)
-                collect_rarely()
+                server = _server(store, log_level, HEAD_TIMEOUT, authority, tls, cache, paced=True)
                 server.run(sockets=[sock])
             finally:
                 store.close()
@@ -174,19 +192,6 @@ def serve(
             # the schema and the default computer made once, and no connection left to fork
             MasterStore(database, default_computer=computer_id).close()
             supervise(workers, run)
-
-
-def collect_rarely() -> None:
-    """Full garbage collections rare, and none of what the start made.
-
-    A fleet's master holds about ninety objects per open long poll (900,000 with 10,000
-    nodes), renewed at each poll's timeout. With CPython's thresholds a full collection,
-    which scans every one, ran every 15 to 30 s and stopped all calls for 0.7 to 1 s
-    (bench_fleet.py); it freed nothing, as the younger collections reclaim the cycles calls
-    leave. Now it runs every few minutes."""
-    gc.freeze()
-    young, middle, _ = gc.get_threshold()
-    gc.set_threshold(young, middle, FULL_COLLECTION_AFTER)
 
 
 def default_pki_dir(database: str | Path, data_dir: str | Path | None = None) -> Path:
