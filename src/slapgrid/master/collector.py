@@ -8,8 +8,8 @@ while the young generations fill with the new polls' objects. With 10,000 nodes
 collected, every 3 to 6 s, and each collection stopped every call for 30 to 83 ms.
 
 So the master's process turns the automatic collector off, and its event loop collects
-the young generations every `YOUNG_EVERY` seconds: a few thousand objects, about a
-millisecond each time. Objects that survive are old, and only a full collection scans
+the young generations every `YOUNG_EVERY` seconds: a few thousand objects, a few
+milliseconds at most. Objects that survive are old, and only a full collection scans
 them; with 10,000 open polls it takes 0.7 to 1 s and, in the fleet, freed nothing (the
 young collections reclaim the cycles calls leave), so it runs every `FULL_EVERY` seconds.
 """
