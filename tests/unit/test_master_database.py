@@ -124,6 +124,30 @@ def test_a_new_database_is_born_in_wal_mode(tmp_path: Path) -> None:
     assert path.stat() == before
 
 
+def test_an_empty_file_is_turned_to_wal_by_one_of_the_masters_starting_on_it(
+    tmp_path: Path,
+) -> None:
+    """A database file made by hand (empty) is in no mode yet: the masters starting together
+    on it turn it to WAL one at a time, and none finds it locked."""
+    path = tmp_path / "master.db"
+    path.touch(mode=0o600)
+
+    def start(_: int) -> None:
+        MasterStore(path, default_computer=COMP).close()
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(start, range(4)))
+    assert path.read_bytes()[18:20] == b"\x02\x02"
+
+
+def test_a_file_that_is_not_a_database_is_refused_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "master.db"
+    path.write_bytes(b"not a database, but long enough to have a header of 100 bytes " * 4)
+    refused = r"^cannot open the master database .*: file is not a database$"
+    with pytest.raises(MasterError, match=refused):
+        MasterStore(path)
+
+
 def test_writers_of_two_processes_are_serialised(database: str) -> None:
     """Two stores on one database (as two worker processes): every request from both at
     once gets a partition of its own, and one title asked by both is one instance."""

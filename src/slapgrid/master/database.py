@@ -16,6 +16,7 @@ The schema is made and changed by the Alembic revisions in `migrations/`: `upgra
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import select
@@ -97,6 +98,7 @@ def is_busy(exc: OperationalError) -> bool:
 READERS = 16
 """Pooled PostgreSQL connections of a master's readers (its renders, and its generation
 reads, which go together): fewer when several workers share `max_connections`."""
+WAL_HEADER = b"\x02\x02"  # a SQLite header's read and write versions (bytes 18, 19) in WAL
 KEPT_FREE = 10
 """PostgreSQL connections a master's workers leave to others (psql, a migration, a backup),
 besides those reserved for superusers."""
@@ -120,16 +122,18 @@ def create_sqlite(path: Path) -> None:
     It holds every instance's parameters: readable by its owner only (SQLite gives its WAL
     files the database's mode). It is made aside and linked in place, because turning a
     database that others have open to WAL needs a lock SQLite does not wait for: worker
-    processes starting together would fail with "database is locked".
+    processes starting together would fail with "database is locked". A file already there
+    but not in WAL mode (empty: made by hand) is turned to WAL by one starting master at a
+    time, the others waiting on a lock of the file.
     """
-    if path.exists():
-        return
     try:
+        if path.exists():
+            _in_wal_mode(path)
+            return
         descriptor, aside = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         os.close(descriptor)  # mkstemp makes it 0600
         try:
-            with closing(sqlite3.connect(aside)) as connection:
-                connection.execute("PRAGMA journal_mode=WAL")
+            _to_wal(aside)
             os.link(aside, path)
         except FileExistsError:
             pass  # another master made it first
@@ -138,7 +142,21 @@ def create_sqlite(path: Path) -> None:
     except OSError as exc:
         raise MasterError(f"cannot create the master database {path}: {exc.strerror}") from None
     except sqlite3.Error as exc:
-        raise MasterError(f"cannot create the master database {path}: {exc}") from None
+        raise MasterError(f"cannot open the master database {path}: {exc}") from None
+
+
+def _in_wal_mode(path: Path) -> None:
+    """An existing database left as it is if its header says WAL, else turned to WAL."""
+    with open(path, "rb") as file:
+        if file.read(20)[18:20] == WAL_HEADER:
+            return
+        fcntl.flock(file, fcntl.LOCK_EX)  # not SQLite's own locks (POSIX ones): apart
+        _to_wal(path)
+
+
+def _to_wal(path: Path | str) -> None:
+    with closing(sqlite3.connect(path)) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
 
 
 def unusable(url: str, exc: SQLAlchemyError) -> MasterError:
