@@ -9,6 +9,7 @@ unchanged (each write is one transaction).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import json
@@ -91,7 +92,15 @@ class _Endpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive, send)
-        response = await self.answer(request)
+        try:
+            response = await self.answer(request)
+        except asyncio.CancelledError:
+            # the server stopping, its grace period over: an answer (and a line in the
+            # access log) rather than a traceback for each call still queued
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            response = _error(request, 503, "the master is stopping; ask again")
         await response(scope, receive, send)
 
     async def answer(self, request: Request) -> Response:
