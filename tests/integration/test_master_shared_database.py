@@ -13,12 +13,14 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from sqlalchemy import update
 from sqlalchemy.engine import make_url
 
 from master_site import small_computer
 from slapgrid.master import notifications
 from slapgrid.master.server import MasterServer
 from slapgrid.master.storage import MasterStore
+from slapgrid.master.tables import ComputerRow
 from slapgrid.node.config import NodeConfig
 from slapgrid.node.daemon.changes import LONG_POLL, Observed, Watcher, WatchEvent, WatchFailed
 from slapgrid.slap import changes
@@ -171,12 +173,19 @@ def test_every_computer_of_a_large_write_is_notified(
     """More computers than one payload holds: PostgreSQL takes every chunk."""
     a, _ = masters
     names = [f"COMP-{i:04}-{'x' * 240}" for i in range(400)]
+    for name in names:
+        a.store.ensure_computer(name)
+    computers = ComputerRow.__table__
+    bump = update(computers).where(computers.c.reference.in_(names))
+    statement, parameters = notifications.notifying(
+        bump.values(generation=computers.c.generation + 1), names
+    )
     with psycopg.connect(
         dbname=make_url(a.store.url).database, host=str(cluster.socket_dir), user="postgres"
     ) as connection:
         connection.autocommit = True
         connection.execute(f"LISTEN {notifications.CHANNEL}")
-        a.store.write_with(lambda session: notifications.notify(session, names))
+        a.store.write_with(lambda session: session.execute(statement, parameters))
         received: list[str] = []
         for notification in connection.notifies(timeout=10):
             received += notifications.decode(notification.payload) or []

@@ -213,10 +213,12 @@ class MasterStore:
                 changed: dict[str, int] = {}
                 if tx.dirty:
                     session.flush()
-                    bumped = session.execute(_BUMP, {"now": now_us(), "computers": list(tx.dirty)})
+                    bump, parameters = _BUMP, {"now": now_us(), "computers": list(tx.dirty)}
+                    if self.shared:  # the other masters told in the same statement
+                        bump, told = notifications.notifying(bump, tx.dirty)
+                        parameters.update(told)
+                    bumped = session.execute(bump, parameters)
                     changed = {computer: generation for computer, generation in bumped}
-                    if self.shared:
-                        notifications.notify(session, changed)
             if self.shared:
                 self.forget(changed)
             else:
