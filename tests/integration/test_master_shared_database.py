@@ -177,9 +177,8 @@ def test_every_computer_of_a_large_write_is_notified(
         a.store.ensure_computer(name)
     computers = ComputerRow.__table__
     bump = update(computers).where(computers.c.reference.in_(names))
-    statement, parameters = notifications.notifying(
-        bump.values(generation=computers.c.generation + 1), names
-    )
+    statement = notifications.notifying(bump.values(generation=computers.c.generation + 1))
+    parameters = {"payloads": notifications.payloads(names)}
     with psycopg.connect(
         dbname=make_url(a.store.url).database, host=str(cluster.socket_dir), user="postgres"
     ) as connection:

@@ -43,6 +43,7 @@ WRITE_LOCK = 0x5_1A_96_1D  # the advisory lock every write transaction takes on 
 MIGRATIONS = Path(__file__).with_name("migrations")
 BASELINE = "0001"  # the revision of a database made by a release before migrations
 LEGACY_SCHEMA_VERSION = "1"  # what such a release wrote in `meta`
+WAL_HEADER = b"\x02\x02"  # a SQLite header's read and write versions (bytes 18, 19) in WAL
 log = logging.getLogger(__name__)
 _MAY_WAIT: ContextVar[bool] = ContextVar("may_wait", default=True)
 # Alembic names its context and each step at every start; `upgrade` logs one line instead
@@ -98,7 +99,6 @@ def is_busy(exc: OperationalError) -> bool:
 READERS = 16
 """Pooled PostgreSQL connections of a master's readers (its renders, and its generation
 reads, which go together): fewer when several workers share `max_connections`."""
-WAL_HEADER = b"\x02\x02"  # a SQLite header's read and write versions (bytes 18, 19) in WAL
 KEPT_FREE = 10
 """PostgreSQL connections a master's workers leave to others (psql, a migration, a backup),
 besides those reserved for superusers."""
@@ -128,7 +128,7 @@ def create_sqlite(path: Path) -> None:
     """
     try:
         if path.exists():
-            _in_wal_mode(path)
+            _ensure_wal(path)
             return
         descriptor, aside = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         os.close(descriptor)  # mkstemp makes it 0600
@@ -145,7 +145,7 @@ def create_sqlite(path: Path) -> None:
         raise MasterError(f"cannot open the master database {path}: {exc}") from None
 
 
-def _in_wal_mode(path: Path) -> None:
+def _ensure_wal(path: Path) -> None:
     """An existing database left as it is if its header says WAL, else turned to WAL."""
     with open(path, "rb") as file:
         if file.read(20)[18:20] == WAL_HEADER:

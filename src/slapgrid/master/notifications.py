@@ -15,7 +15,6 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
 
 import psycopg
 from sqlalchemy import Text, Update, bindparam, cast, func, select
@@ -62,14 +61,14 @@ _PAYLOAD = func.unnest(cast(bindparam("payloads"), ARRAY(Text))).column_valued("
 _SENT = select(func.count(func.pg_notify(CHANNEL, _PAYLOAD))).scalar_subquery()
 
 
-def notifying(statement: Update, computers: Iterable[str]) -> tuple[Update, dict[str, Any]]:
-    """`statement` made to send these computers too, in its transaction, and the parameters
-    that takes: each write saves a round trip (and a statement) of its own.
+def notifying(statement: Update) -> Update:
+    """`statement` made to send, in its transaction, the payloads of its `payloads`
+    parameter (`payloads(computers)`): each write saves a round trip (and a statement).
 
     The condition names no row: PostgreSQL evaluates it once, at the latest with the first
     row the statement changes. A statement that changes none may send nothing, but then no
     generation moved, and nobody needs telling."""
-    return statement.where(_SENT >= 0), {"payloads": payloads(computers)}
+    return statement.where(_SENT >= 0)
 
 
 def decode(payload: str) -> list[str] | None:

@@ -106,6 +106,7 @@ _BUMP = (
 )
 """Each changed computer's generation moved past its last and to now (`next_stamp`), in
 one statement."""
+_BUMP_AND_NOTIFY = notifications.notifying(_BUMP)
 _CONTACT = ComputerRow.__table__.c.last_contact
 _NOTE_CONTACT = (
     update(ComputerRow.__table__)
@@ -215,8 +216,8 @@ class MasterStore:
                     session.flush()
                     bump, parameters = _BUMP, {"now": now_us(), "computers": list(tx.dirty)}
                     if self.shared:  # the other masters told in the same statement
-                        bump, told = notifications.notifying(bump, tx.dirty)
-                        parameters.update(told)
+                        bump = _BUMP_AND_NOTIFY
+                        parameters["payloads"] = notifications.payloads(tx.dirty)
                     bumped = session.execute(bump, parameters)
                     changed = {computer: generation for computer, generation in bumped}
             if self.shared:
