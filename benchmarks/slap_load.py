@@ -61,7 +61,12 @@ class Connection:
         body: bytes = b"",
         headers: str = "",
     ) -> tuple[int, dict[str, str], bytes]:
-        """(status, lower-cased headers, body); `headers` are extra `Name: value\\r\\n` lines."""
+        """(status, lower-cased headers, body); `headers` are extra `Name: value\\r\\n` lines.
+
+        A kept connection the server closed meanwhile (idle past its keep-alive) is opened
+        again, as an HTTP client's pool does, rather than sent a request it cannot answer."""
+        if self.reader is not None and self.reader.at_eof():
+            self.close()
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(
                 self.host, self.port, ssl=self.tls, local_addr=self.local_addr

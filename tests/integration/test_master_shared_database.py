@@ -4,6 +4,7 @@ its master again after a restart gets the change made meanwhile at once."""
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from sqlalchemy import update
+from sqlalchemy import event, update
 from sqlalchemy.engine import make_url
 
 from master_site import small_computer
@@ -178,7 +179,7 @@ def test_every_computer_of_a_large_write_is_notified(
     computers = ComputerRow.__table__
     bump = update(computers).where(computers.c.reference.in_(names))
     statement = notifications.notifying(bump.values(generation=computers.c.generation + 1))
-    parameters = {"payloads": notifications.payloads(names)}
+    parameters = {"payloads": notifications.payloads("test", names)}
     with psycopg.connect(
         dbname=make_url(a.store.url).database, host=str(cluster.socket_dir), user="postgres"
     ) as connection:
@@ -187,7 +188,9 @@ def test_every_computer_of_a_large_write_is_notified(
         a.store.write_with(lambda session: session.execute(statement, parameters))
         received: list[str] = []
         for notification in connection.notifies(timeout=10):
-            received += notifications.decode(notification.payload) or []
+            decoded = notifications.decode(notification.payload)
+            assert decoded is not None and decoded[0] == "test"
+            received += decoded[1]
             if len(received) >= len(names):
                 break
     assert received == names
@@ -264,3 +267,50 @@ def test_a_shared_store_remembers_a_generation_only_until_told_it_moved(
     finally:
         a.close()
         b.close()
+
+
+def test_a_shared_store_remembers_its_own_commits_unless_a_change_was_heard_meanwhile(
+    cluster: Cluster,
+) -> None:
+    """Its own commit's generations are the newest it knows: no read for its polls. But a
+    notification heard while it committed may be newer: then nothing is remembered."""
+    store = MasterStore(cluster.create_database(), default_computer=COMP)
+    try:
+        store.supply(COMP, SR)
+        assert store.known_generation(COMP) == store.generation(COMP, fresh=True)
+        event.listen(store._writer, "commit", lambda _connection: store.forget([]))
+        store.supply(COMP, SR, "destroyed")
+        assert store.known_generation(COMP) is None
+    finally:
+        store.close()
+
+
+def test_a_listener_skips_its_own_notifications(cluster: Cluster) -> None:
+    """Its own commits a worker has handled already; others' reach it, in commit order."""
+    url = cluster.create_database()
+    heard: list[list[str]] = []
+    sent = threading.Event()
+
+    async def listen() -> None:
+        listener = notifications.Listener(url, "mine", heard.append, sent.set)
+        task = asyncio.ensure_future(listener.run())
+        try:
+            await asyncio.to_thread(sent.wait, 10)  # listening: caught up
+            with psycopg.connect(
+                dbname=make_url(url).database, host=str(cluster.socket_dir), user="postgres"
+            ) as connection:
+                connection.autocommit = True
+                for sender, computer in (("mine", "COMP-MINE"), ("other", "COMP-OTHER")):
+                    for payload in notifications.payloads(sender, [computer]):
+                        connection.execute(
+                            "SELECT pg_notify(%s, %s)", (notifications.CHANNEL, payload)
+                        )
+            for _ in range(1000):
+                if heard:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            task.cancel()
+
+    asyncio.run(listen())
+    assert sent.is_set() and heard == [["COMP-OTHER"]]

@@ -5,6 +5,7 @@ worker replaced, SIGTERM a clean stop; and the refusal of workers on SQLite."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import ssl
 import subprocess
@@ -24,6 +25,7 @@ from slapgrid.slap import changes
 from slapgrid.slap.client import SlapClient
 from support.addresses import free_port
 from support.postgres import Cluster
+from support.processes import ended, spawned
 from support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -251,3 +253,41 @@ def test_every_worker_serves_https_with_the_masters_certificate(
     finally:
         process.terminate()
         assert process.wait(20) == 0
+
+
+def test_a_worker_per_core_renders_in_threads(master: Running) -> None:
+    if len(os.sched_getaffinity(0)) > WORKERS:
+        pytest.skip("this machine has a core to spare for each worker's renders")
+    assert master.document().status_code == 200
+    assert not any(spawned(worker) for worker in master.workers())
+
+
+def test_a_single_worker_renders_in_a_process_of_its_own(cluster: Cluster, tmp_path: Path) -> None:
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one core: no core to spare for the renders")
+    port = free_port()
+    process, log = start(
+        tmp_path,
+        *("--insecure", "--port", str(port), "--database", cluster.create_database()),
+        *("--data-dir", str(tmp_path), "--computer-id", COMP),
+    )
+    served = Running(process, f"http://127.0.0.1:{port}/", port, log)
+    try:
+
+        def rendered() -> bool:
+            assert process.poll() is None, log.read_text()
+            try:
+                return served.document().status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(rendered, 30, what="the master to serve a document")
+        (render,) = spawned(psutil.Process(process.pid))
+        process.terminate()
+        process.wait(20)  # stopped (uvicorn ends by the signal it was stopped with)
+        wait_for(lambda: ended(render), what="the render process to end")
+        assert "Traceback" not in log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)

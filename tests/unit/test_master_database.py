@@ -266,8 +266,8 @@ def test_pooled_connections_the_server_closed_are_replaced_unseen(
 
 def test_workers_share_the_servers_connections() -> None:
     assert readers_per_worker(100, 3, 1) == READERS
-    assert readers_per_worker(100, 3, 8) == 8  # 8 x (8 readers + writer + listener) = 80
-    with pytest.raises(MasterError, match=r"^40 workers need 133 PostgreSQL connections or more"):
+    assert readers_per_worker(100, 3, 8) == 7  # 8 x (7 readers + writer, listener, renders)
+    with pytest.raises(MasterError, match=r"^40 workers need 173 PostgreSQL connections or more"):
         readers_per_worker(100, 3, 40)
 
 

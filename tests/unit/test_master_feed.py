@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from slapgrid.master.change_feed import ChangeFeed
-from slapgrid.master.document_cache import CachedDocument, DocumentCache
+from slapgrid.master.document_cache import CachedDocument, DocumentCache, render_in_thread
 from slapgrid.master.errors import NotFound
 from slapgrid.master.generation_reads import GenerationReads
 from slapgrid.master.storage import MasterStore
@@ -171,7 +171,9 @@ class CountingStore:
 def cache_of(store: MasterStore) -> tuple[DocumentCache, CountingStore]:
     counting = CountingStore(store)
     feed = ChangeFeed(store, GenerationReads(store, asyncio.to_thread))
-    cache = DocumentCache(counting, feed.generation, asyncio.to_thread, refresh_delay=0)
+    cache = DocumentCache(
+        render_in_thread(counting, asyncio.to_thread), feed.generation, refresh_delay=0
+    )
     return cache, counting
 
 

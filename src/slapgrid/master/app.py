@@ -53,12 +53,19 @@ FORM = "application/x-www-form-urlencoded"
 
 
 def create_app(
-    store: MasterStore, authority: Authority | None = None, cache: CacheStore | None = None
+    store: MasterStore,
+    authority: Authority | None = None,
+    cache: CacheStore | None = None,
+    *,
+    render_apart: bool = True,
 ) -> Starlette:
     """The ASGI application serving `store`, issuing certificates with `authority`, and
-    the networkcache in `cache` (none: its endpoints answer 404)."""
+    the networkcache in `cache` (none: its endpoints answer 404); on a shared database,
+    documents rendered in a process of their own if `render_apart`."""
     writes = writes_in_thread()
-    master = MasterState(store, run_in_threadpool, brief_writes(store, writes), authority, cache)
+    master = MasterState(
+        store, run_in_threadpool, brief_writes(store, writes), authority, cache, render_apart
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

@@ -97,8 +97,9 @@ def is_busy(exc: OperationalError) -> bool:
 
 
 READERS = 16
-"""Pooled PostgreSQL connections of a master's readers (its renders, and its generation
-reads, which go together): fewer when several workers share `max_connections`."""
+"""Pooled PostgreSQL connections of a master's readers (its generation reads, which go
+together, and the nodes' other reads; documents are rendered in a process with one of its
+own): fewer when several workers share `max_connections`."""
 KEPT_FREE = 10
 """PostgreSQL connections a master's workers leave to others (psql, a migration, a backup),
 besides those reserved for superusers."""
@@ -166,12 +167,13 @@ def unusable(url: str, exc: SQLAlchemyError) -> MasterError:
 
 
 def readers_per_worker(max_connections: int, reserved: int, workers: int) -> int:
-    """The reader pool of each of `workers` masters (each has its writer and its listener
-    too), so that together they stay within the server's `max_connections`."""
-    share = (max_connections - reserved - KEPT_FREE) // workers - 2
+    """The reader pool of each of `workers` masters (each has its writer, its listener and
+    its render process too), so that together they stay within the server's
+    `max_connections`."""
+    share = (max_connections - reserved - KEPT_FREE) // workers - 3
     if share < 1:
         raise MasterError(
-            f"{workers} workers need {3 * workers + reserved + KEPT_FREE} PostgreSQL "
+            f"{workers} workers need {4 * workers + reserved + KEPT_FREE} PostgreSQL "
             f"connections or more; the server allows {max_connections} (max_connections)"
         )
     return min(READERS, share)

@@ -18,6 +18,7 @@ from slapgrid.master.change_feed import RunBlocking
 from slapgrid.master.errors import MasterError
 from slapgrid.master.storage import MasterStore
 from slapgrid.slap import marshal
+from slapgrid.slap.documents import Computer
 
 log = logging.getLogger("slapgrid.master")
 
@@ -38,21 +39,39 @@ class CachedDocument:
         tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
         return self.etag in tags
 
+    @classmethod
+    def of(cls, generation: int, document: Computer) -> CachedDocument:
+        return cls(generation, marshal.dumps(document.to_wire()))
+
+
+Render = Callable[[str], Awaitable[CachedDocument]]
+"""Renders a computer's document of its current generation: `await render(computer)`."""
+
+
+def render_in_thread(store: MasterStore, run_blocking: RunBlocking) -> Render:
+    """Renders in this process, off the event loop."""
+
+    def blocking(computer: str) -> CachedDocument:
+        return CachedDocument.of(*store.computer_document(computer))
+
+    async def render(computer: str) -> CachedDocument:
+        return await run_blocking(blocking, computer)
+
+    return render
+
 
 class DocumentCache:
     """Rendered documents by computer; event loop thread only."""
 
     def __init__(
         self,
-        store: MasterStore,
+        render: Render,
         generation: Callable[[str], Awaitable[int]],
-        run_blocking: RunBlocking,
         *,
         refresh_delay: float = REFRESH_DELAY,
     ) -> None:
-        self.store = store
+        self.render = render
         self.generation = generation
-        self.run_blocking = run_blocking
         self.refresh_delay = refresh_delay
         self._documents: dict[str, CachedDocument] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -69,7 +88,7 @@ class DocumentCache:
         async with self._locks.setdefault(computer, asyncio.Lock()):
             cached = self._documents.get(computer)
             if cached is None or cached.generation != await self.generation(computer):
-                cached = await self.run_blocking(self._render, computer)
+                cached = await self.render(computer)
                 self._documents[computer] = cached
         return cached
 
@@ -98,7 +117,3 @@ class DocumentCache:
             pass  # gone meanwhile: the next poll gets the error
         except Exception:
             log.exception("rendering the document of computer %s failed", computer)
-
-    def _render(self, computer: str) -> CachedDocument:
-        generation, document = self.store.computer_document(computer)
-        return CachedDocument(generation, marshal.dumps(document.to_wire()))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 from collections.abc import Callable, Iterable
 
 import psycopg
@@ -32,29 +33,37 @@ RETRY_CAP = 5.0
 KEEPALIVES = {"keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
 
 
-def payloads(computers: Iterable[str]) -> list[str]:
-    """The computers as JSON lists, each under PostgreSQL's payload limit.
+def new_sender() -> str:
+    """A name for one store's notifications, unique across processes."""
+    return secrets.token_hex(8)
+
+
+def payloads(sender: str, computers: Iterable[str]) -> list[str]:
+    """The computers as JSON objects naming their `sender`, each under PostgreSQL's payload
+    limit: a worker knows its own commits already (it woke their polls and remembers their
+    generations), and skips them.
 
     ASCII JSON (one byte a character): a computer reference (255 characters at most) always
     fits in one payload.
     """
     chunks: list[str] = []
     chunk: list[str] = []
-    size = 2  # the brackets
+    empty = len(_compact(sender, []))
+    size = empty
     for computer in computers:
         cost = len(json.dumps(computer)) + 1  # and its comma
         if chunk and size + cost > MAX_PAYLOAD:
-            chunks.append(_compact(chunk))
-            chunk, size = [], 2
+            chunks.append(_compact(sender, chunk))
+            chunk, size = [], empty
         chunk.append(computer)
         size += cost
     if chunk:
-        chunks.append(_compact(chunk))
+        chunks.append(_compact(sender, chunk))
     return chunks
 
 
-def _compact(computers: list[str]) -> str:
-    return json.dumps(computers, separators=(",", ":"))
+def _compact(sender: str, computers: list[str]) -> str:
+    return json.dumps({"sender": sender, "computers": computers}, separators=(",", ":"))
 
 
 _PAYLOAD = func.unnest(cast(bindparam("payloads"), ARRAY(Text))).column_valued("payload")
@@ -71,15 +80,19 @@ def notifying(statement: Update) -> Update:
     return statement.where(_SENT >= 0)
 
 
-def decode(payload: str) -> list[str] | None:
-    """The computers a payload names; None if it is not ours (anything may have changed)."""
+def decode(payload: str) -> tuple[str, list[str]] | None:
+    """The sender and the computers a payload names; None if it is not ours (anything may
+    have changed)."""
     try:
-        computers = json.loads(payload)
-    except ValueError:
+        decoded = json.loads(payload)
+        sender, computers = decoded["sender"], decoded["computers"]
+    except (ValueError, TypeError, KeyError):
         return None
-    if not isinstance(computers, list) or not all(isinstance(c, str) for c in computers):
+    if not isinstance(sender, str) or not isinstance(computers, list):
         return None
-    return computers
+    if not all(isinstance(c, str) for c in computers):
+        return None
+    return sender, computers
 
 
 def retry_delay(failures: int) -> float:
@@ -87,16 +100,21 @@ def retry_delay(failures: int) -> float:
 
 
 class Listener:
-    """Listens on `CHANNEL` until cancelled: `changed(computers)` for each notification,
-    `caught_up()` once listening again (and on unreadable payloads): something may have
-    been missed. Event loop only."""
+    """Listens on `CHANNEL` until cancelled: `changed(computers)` for each notification not
+    from `sender` (this worker's own), `caught_up()` once listening again (and on unreadable
+    payloads): something may have been missed. Event loop only."""
 
     def __init__(
-        self, url: str, changed: Callable[[list[str]], None], caught_up: Callable[[], None]
+        self,
+        url: str,
+        sender: str,
+        changed: Callable[[list[str]], None],
+        caught_up: Callable[[], None],
     ) -> None:
         sqlalchemy_url = make_url(url)
         given = sqlalchemy_url.get_dialect()().create_connect_args(sqlalchemy_url)[1]
         self._connect_args = {**KEEPALIVES, **given}
+        self.sender = sender
         self.changed = changed
         self.caught_up = caught_up
 
@@ -112,11 +130,11 @@ class Listener:
                     failures = 0
                     self.caught_up()
                     async for notification in connection.notifies():
-                        computers = decode(notification.payload)
-                        if computers is None:
+                        decoded = decode(notification.payload)
+                        if decoded is None:
                             self.caught_up()
-                        else:
-                            self.changed(computers)
+                        elif decoded[0] != self.sender:
+                            self.changed(decoded[1])
                 reason = "the connection ended"
             except (psycopg.Error, OSError) as exc:
                 reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import socket
 import ssl
 import sys
@@ -123,9 +124,10 @@ def _server(
     cache: CacheStore | None = None,
     *,
     paced: bool = False,
+    render_apart: bool = True,
 ) -> uvicorn.Server:
     config = uvicorn.Config(
-        create_app(store, authority, cache),
+        create_app(store, authority, cache, render_apart=render_apart),
         http=guarded_protocol(head_timeout, KEEP_ALIVE, insecure=tls is None),
         ws="none",
         loop="uvloop",  # libuv: the event loop of thousands of connections costs less
@@ -172,6 +174,8 @@ def serve(
     url = database_url(database)
     # the workers' pools together within the server's connections (a clear error if not)
     readers = reader_pool(url, workers) if url.startswith("postgresql") else READERS
+    # a render process is a core more for a worker; with a worker per core, only contention
+    apart = workers < len(os.sched_getaffinity(0))
     with bind(host, port) as sock:
         directory = Path(pki_dir) if pki_dir else default_pki_dir(database)
         authority = Authority.open(directory)
@@ -181,7 +185,16 @@ def serve(
             tls = None if insecure else authority.server_context([host])
             store = MasterStore(database, default_computer=computer_id, readers=readers)
             try:
-                server = _server(store, log_level, HEAD_TIMEOUT, authority, tls, cache, paced=True)
+                server = _server(
+                    store,
+                    log_level,
+                    HEAD_TIMEOUT,
+                    authority,
+                    tls,
+                    cache,
+                    paced=True,
+                    render_apart=apart,
+                )
                 server.run(sockets=[sock])
             finally:
                 store.close()

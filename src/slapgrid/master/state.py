@@ -6,8 +6,9 @@ event loop, where it wakes the long polls of the changed computers and, in a mas
 owns its database, re-renders their documents ahead of the fetch that follows. A document
 is otherwise rendered when first asked for: a master of 10,000 computers starts at once,
 and workers sharing a (PostgreSQL) database render only what their own nodes fetch. There
-the commits of other processes arrive through a `notifications.Listener`, and the contacts
-noted here are written every few seconds, since other processes read them.
+the commits of other processes arrive through a `notifications.Listener`, documents are
+rendered in a process of their own (`render_process`), and the contacts noted here are
+written every few seconds, since other processes read them.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from collections.abc import AsyncIterator
 
 from slapgrid.master.cache.store import CacheStore
 from slapgrid.master.change_feed import ChangeFeed, RunBlocking
-from slapgrid.master.document_cache import DocumentCache
+from slapgrid.master.document_cache import DocumentCache, render_in_thread
 from slapgrid.master.generation_reads import GenerationReads
 from slapgrid.master.notifications import Listener
 from slapgrid.master.pki.authority import Authority
+from slapgrid.master.render_process import RenderProcess
 from slapgrid.master.storage import CONTACT_DELAY_US, MasterStore
 
 log = logging.getLogger("slapgrid.master")
@@ -36,6 +38,7 @@ class MasterState:
         run_brief_write: RunBlocking,
         authority: Authority | None = None,
         cache: CacheStore | None = None,
+        render_apart: bool = True,
     ) -> None:
         self.store = store
         self.cache = cache  # None: the networkcache endpoints answer 404
@@ -43,7 +46,12 @@ class MasterState:
         self.run_blocking = run_blocking
         self.run_brief_write = run_brief_write  # `runners.brief_writes`
         self.feed = ChangeFeed(store, GenerationReads(store, run_blocking))
-        self.documents = DocumentCache(store, self._fresh_generation, run_blocking)
+        # on a shared database, renders take the GIL from the loop of a worker that
+        # serves thousands of nodes: they run in a process of their own if `render_apart`
+        apart = store.shared and render_apart
+        self._renders = RenderProcess(store.url) if apart else None
+        render = self._renders or render_in_thread(store, run_blocking)
+        self.documents = DocumentCache(render, self._fresh_generation)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._contacts_write: asyncio.Future[None] | None = None
         store.add_listener(self._committed)
@@ -54,13 +62,18 @@ class MasterState:
         self._loop = asyncio.get_running_loop()
         tasks: list[asyncio.Future[None]] = []
         if self.store.shared:
-            listener = Listener(self.store.url, self._notified, self._caught_up)
+            store = self.store
+            listener = Listener(store.url, store.sender, self._notified, self._caught_up)
             tasks = [asyncio.ensure_future(listener.run()), asyncio.ensure_future(self._contacts())]
+        if self._renders is not None:
+            self._renders.start()
         try:
             yield
         finally:
             self._loop = None
             self.documents.close()
+            if self._renders is not None:
+                self._renders.close()
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -98,7 +111,7 @@ class MasterState:
             loop.call_soon_threadsafe(self._changed, list(changed))
 
     def _notified(self, computers: list[str]) -> None:
-        """Another process (or this one) committed a change to these computers."""
+        """Another process committed a change to these computers."""
         self.store.forget(computers)
         self.feed.wake(computers)
 

@@ -136,7 +136,10 @@ class MasterStore:
         self.url = database_url(database)
         self.default_computer = default_computer
         self.shared = self.url.startswith("postgresql")
-        """Other processes may write the database: no generation is trusted from memory."""
+        """Other processes may write the database: memory holds this store's commits and
+        forgets what they notify; what an `ETag` says is read from the database."""
+        self.sender = notifications.new_sender()
+        """What this store's notifications are signed with (`notifications.Listener`)."""
         self._lock = threading.Lock()
         self._generations: dict[str, int] = {}
         self._generations_lock = threading.Lock()  # never held across a query
@@ -217,13 +220,11 @@ class MasterStore:
                     bump, parameters = _BUMP, {"now": now_us(), "computers": list(tx.dirty)}
                     if self.shared:  # the other masters told in the same statement
                         bump = _BUMP_AND_NOTIFY
-                        parameters["payloads"] = notifications.payloads(tx.dirty)
+                        parameters["payloads"] = notifications.payloads(self.sender, tx.dirty)
                     bumped = session.execute(bump, parameters)
                     changed = {computer: generation for computer, generation in bumped}
-            if self.shared:
-                self.forget(changed)
-            else:
-                self._generations.update(changed)
+                epoch = self._epoch  # before the commit: what is heard after may be newer
+            self._remember(changed, epoch, committed=True)
         if changed:
             for callback in self._listeners:
                 callback(changed)
@@ -262,11 +263,22 @@ class MasterStore:
         epoch = self._epoch
         with self._read_rows(single=True) as connection:
             values = lookups.generations(connection, computers)
+        self._remember(values, epoch)
+        return values
+
+    def _remember(self, values: dict[str, int], epoch: int, *, committed: bool = False) -> None:
+        """Hold `values`, read or `committed` when `epoch` was current, unless a change was
+        heard of since (`forget`): they may be older than it. A commit's values are the
+        newest; a read's do not replace a commit's made meanwhile."""
         with self._generations_lock:
-            if epoch == self._epoch:
+            if epoch != self._epoch:
+                for computer in values:
+                    self._generations.pop(computer, None)
+            elif committed:
+                self._generations.update(values)
+            else:
                 for computer, value in values.items():
                     self._generations.setdefault(computer, value)
-        return values
 
     def known_generation(self, computer: str) -> int | None:
         """The generation held in memory, without touching the database."""
