@@ -242,7 +242,9 @@ def _postgresql_engine(url: str, busy_timeout: float, *, immediate: bool, reader
         pool_size=1 if immediate else readers,
         max_overflow=0,
         pool_timeout=busy_timeout,
-        isolation_level="READ COMMITTED" if immediate else "REPEATABLE READ",
+        # the writer begins its transactions itself (below); psycopg commits and rolls
+        # back whatever transaction is open, in autocommit mode too
+        isolation_level="AUTOCOMMIT" if immediate else "REPEATABLE READ",
         connect_args=connect_args,
     )
     event.listen(engine, "checkout", _alive)
@@ -250,7 +252,11 @@ def _postgresql_engine(url: str, busy_timeout: float, *, immediate: bool, reader
 
         @event.listens_for(engine, "begin")
         def _begin(connection: Any) -> None:
-            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")
+            # one round trip, where psycopg would send its BEGIN alone first: a write holds
+            # the lock for each of its round trips (and, in a thread, a GIL wait after each)
+            connection.exec_driver_sql(
+                f"BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+            )
 
     return engine
 

@@ -6,9 +6,9 @@ and its writers need: a process alone is a core the master's process can use. Th
 process reads from the database as any other reader does; a document comes back as its
 bytes and the generation it reflects, as if rendered in a thread.
 
-Only where the machine has a core to spare (`server.serve`: fewer workers than cores): with
-a worker per core, four render processes beside four workers on two cores made every fetch
-slower (fetch p99 80 ms, against 23 to 37 ms rendered in threads).
+Only where the machine has a core to spare (`server.serve`: fewer workers than cores). Four
+workers on two cores gained nothing measurable from four render processes (one run each:
+fetch p99 80 ms with them, 67 ms without), and each costs memory and a connection.
 
 Started with `spawn`: a fork of a serving master would inherit its threads' locks and its
 pooled connections.
