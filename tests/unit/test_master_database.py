@@ -10,9 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import create_engine, event, make_url, text
+from sqlalchemy.orm import Session
 
 from master_site import format_definition, request
+from slapgrid.master import computers
 from slapgrid.master.connections import raise_file_limit
 from slapgrid.master.database import (
     READERS,
@@ -26,6 +28,8 @@ from slapgrid.master.database import (
 )
 from slapgrid.master.stamps import now_us
 from slapgrid.master.storage import CONTACT_DELAY_US, MasterError, MasterStore
+from slapgrid.master.transaction import Tx
+from slapgrid.slap.documents import AVAILABLE
 from support.postgres import Cluster
 
 SOFTWARE = "https://lab.example.com/software/pool/software.cfg"
@@ -233,6 +237,38 @@ def test_a_write_on_postgresql_holds_the_write_lock(postgres_cluster: Cluster) -
     finally:
         store.close()
     assert held == [WRITE_LOCK] and read == []
+
+
+def test_a_write_is_one_transaction_begun_with_its_lock_in_one_round_trip(
+    postgres_cluster: Cluster,
+) -> None:
+    """The writer's connection is in autocommit mode, so that it sends BEGIN and the lock
+    together: its writes must still be one transaction, seen whole or not at all."""
+    store = MasterStore(postgres_cluster.create_database(), default_computer=COMP)
+    sent: list[str] = []
+    event.listen(store._writer, "before_cursor_execute", lambda *args: sent.append(args[2]))
+    other = text("SELECT requested_state FROM software_installation WHERE url = :url")
+    outside: list[list[str]] = []
+
+    def supply_then_fail(session: Session) -> None:
+        computers.supply(Tx(session), COMP, SOFTWARE, AVAILABLE)
+        session.flush()
+        outside.append(
+            store.read_with(lambda reader: list(reader.scalars(other, {"url": SOFTWARE})))
+        )
+        raise RuntimeError("the caller's work failed")
+
+    try:
+        with pytest.raises(RuntimeError):
+            store.write_with(supply_then_fail)
+        assert store.read_with(lambda reader: list(reader.scalars(other, {"url": SOFTWARE}))) == []
+        store.supply(COMP, SOFTWARE)
+        assert store.snapshot()["software"][0]["requested_state"] == AVAILABLE
+    finally:
+        store.close()
+    assert outside == [[]]  # not seen before the commit
+    begins = [statement for statement in sent if statement.startswith("BEGIN")]
+    assert len(begins) == 2 and all("pg_advisory_xact_lock" in begin for begin in begins)
 
 
 def test_pooled_connections_the_server_closed_are_replaced_unseen(
