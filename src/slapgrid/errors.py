@@ -3,6 +3,12 @@
 from slapgrid.exit_status import ExitStatus
 
 
+def first_line(exc: BaseException) -> str:
+    """What went wrong, in one line: the message's first line, else the exception's kind
+    (a driver's error may span lines, or say nothing)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 class SlapgridError(Exception):
     """Base of every error slapgrid reports to its user without a traceback."""
 

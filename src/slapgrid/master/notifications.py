@@ -22,6 +22,8 @@ from sqlalchemy import Text, Update, bindparam, cast, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import make_url
 
+from slapgrid.errors import first_line
+
 log = logging.getLogger("slapgrid.master")
 
 CHANNEL = "slapgrid_changes"
@@ -137,7 +139,7 @@ class Listener:
                             self.changed(decoded[1])
                 reason = "the connection ended"
             except (psycopg.Error, OSError) as exc:
-                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                reason = first_line(exc)
             failures += 1
             delay = retry_delay(failures)
             log.warning("listening for other workers' changes: %s; again in %g s", reason, delay)

@@ -29,6 +29,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from sqlalchemy.engine import Engine
 
+from slapgrid.errors import first_line
 from slapgrid.master import answers
 from slapgrid.master.database import make_engine
 from slapgrid.master.document_cache import CachedDocument
@@ -115,5 +116,4 @@ def _render(computer: str) -> CachedDocument:
     except MasterError:
         raise  # NotFound: the master's own error, which crosses processes
     except Exception as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise RenderFailed(f"rendering computer {computer}: {reason}") from None
+        raise RenderFailed(f"rendering computer {computer}: {first_line(exc)}") from None

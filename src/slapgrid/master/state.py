@@ -18,6 +18,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+from slapgrid.errors import first_line
 from slapgrid.master.cache.store import CacheStore
 from slapgrid.master.change_feed import ChangeFeed, RunBlocking
 from slapgrid.master.document_cache import DocumentCache, render_in_thread
@@ -95,8 +96,7 @@ class MasterState:
         try:
             await self.run_brief_write(self.store.write_contacts)
         except Exception as exc:  # the database away: the next round tries again
-            reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-            log.warning("writing the nodes' last contacts failed: %s", reason)
+            log.warning("writing the nodes' last contacts failed: %s", first_line(exc))
 
     async def _contacts(self) -> None:
         """Contacts noted here written within `CONTACT_DELAY_US`, even with no next poll."""

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import distro
 
+from slapgrid.errors import first_line
 from slapgrid.node import layout, process
 from slapgrid.node.software.cache import decisions
 from slapgrid.node.software.cache.client import (
@@ -49,7 +50,7 @@ def this_machine(software_root: Path) -> Machine:
 def _short(error: BaseException) -> str:
     if isinstance(error, StatusError):
         return f"HTTP {error.status}"
-    return str(error).splitlines()[0] if str(error) else type(error).__name__
+    return first_line(error)
 
 
 def client(
