@@ -46,6 +46,10 @@ class Running:
     def workers(self) -> list[psutil.Process]:
         return psutil.Process(self.process.pid).children()
 
+    def servers(self) -> list[psutil.Process]:
+        """The processes holding its connections: its workers, or itself alone."""
+        return self.workers() or [psutil.Process(self.process.pid)]
+
     def generation(self, since: int = changes.ANY_GENERATION, wait: float = 0) -> int:
         query = changes.poll_query(COMP, since, wait)
         answer = httpx.get(self.url + changes.CHANGES_PATH, params=query, timeout=wait + 10)
@@ -76,30 +80,35 @@ def start(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[bytes], Path]:
 @pytest.fixture(scope="module")
 def master(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     """One master for the tests that leave it serving."""
-    with running(cluster, tmp_path_factory.mktemp("master")) as served:
+    directory = tmp_path_factory.mktemp("master")
+    with running(directory, *workers_on(cluster)) as served:
         yield served
 
 
 @pytest.fixture
 def own_master(cluster: Cluster, tmp_path: Path) -> Iterator[Running]:
     """A master of the test's own, for tests that stop it."""
-    with running(cluster, tmp_path) as served:
+    with running(tmp_path, *workers_on(cluster)) as served:
         yield served
 
 
+def workers_on(cluster: Cluster) -> tuple[str, ...]:
+    return ("--workers", str(WORKERS), "--database", cluster.create_database())
+
+
 @contextmanager
-def running(cluster: Cluster, directory: Path) -> Iterator[Running]:
+def running(directory: Path, *options: str) -> Iterator[Running]:
+    """`master start` with these `options`, serving a computer of two partitions."""
     port = free_port()
-    database = cluster.create_database()
     process, log = start(
         directory,
-        "--insecure",
-        *("--workers", str(WORKERS), "--port", str(port), "--database", database),
-        *("--data-dir", str(directory), "--computer-id", COMP),
+        *("--insecure", "--port", str(port), "--data-dir", str(directory)),
+        *("--computer-id", COMP, *options),
     )
     running = Running(process, f"http://127.0.0.1:{port}/", port, log)
+    workers = WORKERS if "--workers" in options else 0
     try:
-        wait_for(lambda: ready(running), 30, what="the master's workers to serve")
+        wait_for(lambda: ready(running, workers), 30, what="the master to serve")
         with SlapClient(running.url, COMP) as client:
             client.load_computer_configuration(small_computer(COMP, 2))
         yield running
@@ -113,9 +122,9 @@ def running(cluster: Cluster, directory: Path) -> Iterator[Running]:
                 process.wait(10)
 
 
-def ready(running: Running) -> bool:
+def ready(running: Running, workers: int) -> bool:
     assert running.process.poll() is None, running.log.read_text()
-    if len(running.workers()) != WORKERS:
+    if workers and len(running.workers()) != workers:
         return False
     try:
         return running.document().status_code == 200
@@ -137,10 +146,10 @@ def test_many_concurrent_connections_all_get_answers(master: Running) -> None:
 
 
 def server_connections(master: Running) -> int:
-    """Established connections the workers hold on the master's port."""
+    """Established connections the master's processes hold on its port."""
     return sum(
         1
-        for worker in master.workers()
+        for worker in master.servers()
         for connection in worker.net_connections("tcp")
         if connection.laddr.port == master.port and connection.status == psutil.CONN_ESTABLISHED
     )
@@ -181,8 +190,19 @@ def test_a_killed_worker_is_replaced_and_the_master_keeps_serving(master: Runnin
 
 
 def test_sigterm_answers_open_polls_stops_every_worker_and_exits_0(own_master: Running) -> None:
-    master = own_master
-    workers = master.workers()
+    workers = own_master.workers()
+    assert_stops_cleanly_on_sigterm(own_master)
+    assert not any(worker.is_running() for worker in workers)
+
+
+def test_a_single_master_stops_as_cleanly_on_sigterm(tmp_path: Path) -> None:
+    """On its default SQLite database, in one process: status 0 as with workers (uvicorn
+    raises the signal it stopped at again)."""
+    with running(tmp_path) as master:
+        assert_stops_cleanly_on_sigterm(master)
+
+
+def assert_stops_cleanly_on_sigterm(master: Running) -> None:
     before = master.generation()
     answers: list[int] = []
     poll = threading.Thread(target=lambda: answers.append(master.generation(before, wait=30)))
@@ -192,7 +212,6 @@ def test_sigterm_answers_open_polls_stops_every_worker_and_exits_0(own_master: R
     assert master.process.wait(20) == 0
     poll.join(5)
     assert answers == [before]
-    assert not any(worker.is_running() for worker in workers)
     assert "Traceback" not in master.log.read_text()
 
 

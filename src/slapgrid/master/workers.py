@@ -82,9 +82,6 @@ def _start(slot: Slot, run_worker: Callable[[], None], mask: set[signal.Signals]
         code = 1
         try:
             _stop_with_parent(parent)
-            # uvicorn raises the signal it stopped at again once stopped: SIGTERM must then
-            # end the worker through its `finally` clauses (the store written, closed)
-            signal.signal(signal.SIGTERM, _exit)
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             run_worker()
             code = 0
@@ -106,10 +103,6 @@ def _stop_with_parent(parent: int) -> None:
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent:
         raise SystemExit(0)
-
-
-def _exit(_signum: int, _frame: object) -> None:
-    raise SystemExit(0)
 
 
 def _reap(slots: list[Slot], *, stopping: bool) -> None:
