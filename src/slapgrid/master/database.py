@@ -96,6 +96,8 @@ def is_busy(exc: OperationalError) -> bool:
     return getattr(exc.orig, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
 
 
+BUSY_TIMEOUT = 30.0
+"""Seconds a master waits for the database: a connection, a lock another writer holds."""
 READERS = 16
 """Pooled PostgreSQL connections of a master's readers (its generation reads, which go
 together, and the nodes' other reads; documents are rendered in a process with one of its

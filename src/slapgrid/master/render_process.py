@@ -31,7 +31,7 @@ from sqlalchemy.engine import Engine
 
 from slapgrid.errors import first_line
 from slapgrid.master import answers
-from slapgrid.master.database import make_engine
+from slapgrid.master.database import BUSY_TIMEOUT, make_engine
 from slapgrid.master.document_cache import CachedDocument
 from slapgrid.master.errors import MasterError
 
@@ -49,7 +49,7 @@ class RenderProcess:
     """`await render(computer)`: its document, rendered in the render process. Event loop
     only; a render process that died is replaced at the next render."""
 
-    def __init__(self, url: str, busy_timeout: float = 30.0) -> None:
+    def __init__(self, url: str, busy_timeout: float = BUSY_TIMEOUT) -> None:
         self.url = url
         self.busy_timeout = busy_timeout
         self._pool: ProcessPoolExecutor | None = None

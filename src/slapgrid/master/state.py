@@ -50,7 +50,7 @@ class MasterState:
         # on a shared database, renders take the GIL from the loop of a worker that
         # serves thousands of nodes: they run in a process of their own if `render_apart`
         apart = store.shared and render_apart
-        self._renders = RenderProcess(store.url) if apart else None
+        self._renders = RenderProcess(store.url, store.busy_timeout) if apart else None
         render = self._renders or render_in_thread(store, run_blocking)
         self.documents = DocumentCache(render, self._fresh_generation)
         self._loop: asyncio.AbstractEventLoop | None = None

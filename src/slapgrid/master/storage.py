@@ -45,6 +45,7 @@ from slapgrid.master import (
     trees,
 )
 from slapgrid.master.database import (
+    BUSY_TIMEOUT,
     READERS,
     Busy,
     create_sqlite,
@@ -129,12 +130,13 @@ class MasterStore:
         database: str | Path,
         *,
         default_computer: str | None = None,
-        busy_timeout: float = 30.0,
+        busy_timeout: float = BUSY_TIMEOUT,
         create: bool = True,
         readers: int = READERS,
     ) -> None:
         self.url = database_url(database)
         self.default_computer = default_computer
+        self.busy_timeout = busy_timeout
         self.shared = self.url.startswith("postgresql")
         """Other processes may write the database: memory holds this store's commits and
         forgets what they notify; what an `ETag` says is read from the database."""
